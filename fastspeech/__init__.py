@@ -1,0 +1,10 @@
+"""fastspeech-trt: FastSpeech text-to-speech inference, as fast as the GPU allows.
+
+The data path, one module each: `text` (text -> token ids) -> `model` (token ids -> mel) run by an
+`engine` (fixed shapes, compiled by one of `backends`) -> `vocoder` (mel -> wav). `pipeline` ties
+them together for `run.py`.
+"""
+
+from fastspeech.model import FastSpeech, FastSpeechConfig, ModelOutput
+
+__all__ = ["FastSpeech", "FastSpeechConfig", "ModelOutput"]

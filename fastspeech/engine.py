@@ -1,0 +1,244 @@
+"""Fixed-shape engines: spec, fingerprint, build, save, load, run.
+
+An engine is the whole token-ids -> mel graph (embedding included) compiled for one
+`conf/engine/*.yaml` (batch, max input tokens, max output frames) x precision x backend. It is
+built once and cached on disk under a file name made from its spec. The file carries a fingerprint
+(weights, spec, hparams, library versions, GPU, our own source); a file whose fingerprint differs
+is rebuilt, with a log line saying what changed. Writes are atomic; a truncated or corrupt file is
+reported and rebuilt.
+
+What the backends share lives here once: padding a batch up to the engine's shape, trimming it
+back, the too-long-input check, and the file format. A backend only compiles a graph
+(`fastspeech/backends/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from fastspeech.errors import EngineError
+from fastspeech.model import FastSpeech
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_MAGIC = b"FASTSPEECH-TRT-ENGINE 1\n"
+_SOURCES = ("fastspeech/model.py", "fastspeech/engine.py", "kernels/add_pos_enc.py", "kernels/regulate_length.py")
+_ROOT = Path(__file__).resolve().parent.parent
+
+Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine is compiled for; everything that changes the graph's shapes or kernels."""
+
+    batch: int
+    max_in: int
+    max_out: int
+    precision: str = "fp32"
+    backend: str = "eager"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise EngineError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if min(self.batch, self.max_in, self.max_out) < 1:
+            raise EngineError(f"engine sizes must be >= 1, got {self}")
+
+    @property
+    def name(self) -> str:
+        return f"fastspeech.{self.precision}.b{self.batch}.i{self.max_in}.o{self.max_out}.{self.backend}"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+
+class EngineOutput(NamedTuple):
+    """One engine call, trimmed to the items asked for (n <= spec.batch).
+
+    mel (n, max_out, num_mels) float32, zero past mel_lens; mel_lens (n,) = min(frames, max_out);
+    frames (n,) the untruncated predicted length, so callers see when speech did not fit;
+    durations (n, max_in) frames per token.
+    """
+
+    mel: torch.Tensor
+    mel_lens: torch.Tensor
+    frames: torch.Tensor
+    durations: torch.Tensor
+
+
+class EngineGraph(nn.Module):
+    """The graph an engine compiles: fixed To, float32 mel out, durations summed in the graph."""
+
+    def __init__(self, model: FastSpeech, max_out: int):
+        super().__init__()
+        self.model, self.max_out = model, max_out
+
+    def forward(self, tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mel, mel_lens, durations = self.model(tokens, alpha, self.max_out)
+        return mel.float(), mel_lens, durations.sum(1), durations
+
+
+class Engine:
+    """A loaded engine: pads requests to its fixed shape, runs, trims back."""
+
+    def __init__(self, spec: EngineSpec, runner: Runner, device: torch.device):
+        self.spec, self.runner, self.device = spec, runner, torch.device(device)
+
+    def __call__(self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0) -> EngineOutput:
+        """Run up to `spec.batch` token-id lists (each 1..max_in ids). Never crops input."""
+        s = self.spec
+        n = len(token_ids)
+        if not 1 <= n <= s.batch:
+            raise EngineError(f"engine {s.name} takes 1 to {s.batch} texts per call, got {n}")
+        too_long = [len(ids) for ids in token_ids if len(ids) > s.max_in]
+        if too_long:
+            raise EngineError(
+                f"input of {max(too_long)} tokens is longer than engine {s.name} takes ({s.max_in}); "
+                "use a larger engine= or split the text"
+            )
+        tokens = torch.zeros(s.batch, s.max_in, dtype=torch.long)
+        for i, ids in enumerate(token_ids):
+            tokens[i, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+        alphas = torch.ones(s.batch, dtype=torch.float32)
+        alphas[:n] = torch.as_tensor(alpha, dtype=torch.float32).expand(n)
+        with torch.inference_mode():
+            mel, mel_lens, frames, durations = self.runner(tokens.to(self.device), alphas.to(self.device))
+        return EngineOutput(mel[:n].clone(), mel_lens[:n].clone(), frames[:n].clone(), durations[:n].clone())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprint and file format
+
+
+def fingerprint_parts(model: FastSpeech, spec: EngineSpec, device: torch.device) -> dict[str, str]:
+    """Everything a compiled engine depends on, one readable entry each (so a rebuild can say why)."""
+    weights = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    source = hashlib.sha256()
+    for rel in _SOURCES + (f"fastspeech/backends/{spec.backend}.py",):
+        path = _ROOT / rel
+        source.update(path.read_bytes() if path.exists() else rel.encode())
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu = f"{props.name} sm_{props.major}{props.minor}"
+    else:
+        gpu = "cpu"
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    return {
+        "weights": weights.hexdigest()[:16],
+        "spec": json.dumps(dataclasses.asdict(spec), sort_keys=True),
+        "hparams": json.dumps(dataclasses.asdict(model.cfg), sort_keys=True),
+        "versions": f"torch {torch.__version__}, triton {triton_version}",
+        "device": gpu,
+        "source": source.hexdigest()[:16],
+    }
+
+
+def write_engine_file(path: Path, parts: dict[str, str], payload: bytes) -> None:
+    """Header (magic, JSON with fingerprint and payload hash) + payload; temp file then rename."""
+    header = json.dumps(
+        {"fingerprint": parts, "payload_sha256": hashlib.sha256(payload).hexdigest(), "payload_bytes": len(payload)}
+    ).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(_MAGIC + len(header).to_bytes(8, "little") + header + payload)
+    os.replace(tmp, path)
+
+
+def read_engine_file(path: Path) -> tuple[dict[str, str], bytes]:
+    """-> (fingerprint parts, payload); EngineError naming the fault when the file is not intact."""
+    data = path.read_bytes()
+    if not data.startswith(_MAGIC):
+        raise EngineError(f"engine file {path} is not an engine file (bad header)")
+    start = len(_MAGIC) + 8
+    size = int.from_bytes(data[len(_MAGIC) : start], "little")
+    try:
+        header = json.loads(data[start : start + size])
+    except ValueError:
+        raise EngineError(f"engine file {path} is corrupt (unreadable header)") from None
+    payload = data[start + size :]
+    if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header.get(
+        "payload_sha256"
+    ):
+        raise EngineError(f"engine file {path} is truncated or corrupt (payload checksum mismatch)")
+    return header["fingerprint"], payload
+
+
+def load_or_build(
+    model: FastSpeech,
+    spec: EngineSpec,
+    engine_dir: str | os.PathLike,
+    device: torch.device | str,
+    backend_options: dict[str, Any] | None = None,
+    force_build: bool = False,
+    allow_build: bool = True,
+) -> Engine:
+    """Load the engine for `spec` from `engine_dir` when its fingerprint matches, else build it."""
+    from fastspeech.backends import get_backend
+
+    device = torch.device(device)
+    backend = get_backend(spec.backend, **(backend_options or {}))
+    backend.check_available(device)
+    graph = EngineGraph(model, spec.max_out).to(device=device, dtype=spec.dtype).eval()
+    example = (
+        torch.zeros(spec.batch, spec.max_in, dtype=torch.long, device=device),
+        torch.ones(spec.batch, dtype=torch.float32, device=device),
+    )
+    path = Path(engine_dir) / f"{spec.name}.engine"
+    parts = fingerprint_parts(model, spec, device)
+    reason = "forced (force_build=true)" if force_build else _stale_reason(path, parts)
+    if reason is None:
+        t0 = time.perf_counter()
+        runner = backend.load(graph, example, read_engine_file(path)[1])
+        log.info("engine %s loaded in %.1f s", path, time.perf_counter() - t0)
+        return Engine(spec, runner, device)
+    if not allow_build:
+        raise EngineError(f"engine {path} is not usable ({reason}); build it with mode=build or allow building")
+    log.info("building engine %s: %s", path, reason)
+    t0 = time.perf_counter()
+    runner, payload = backend.build(graph, example)
+    write_engine_file(path, parts, payload)
+    log.info("engine %s built in %.1f s (%.1f MB)", path, time.perf_counter() - t0, len(payload) / 1e6)
+    return Engine(spec, runner, device)
+
+
+def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:
+    """Why the file at `path` cannot be used as is (None when it can)."""
+    if not path.exists():
+        return "no engine file yet"
+    try:
+        stored, _ = read_engine_file(path)
+    except EngineError as exc:
+        log.warning("%s; rebuilding", exc)
+        return "the old file was corrupt"
+    changed = [k for k in parts if stored.get(k) != parts[k]]
+    return f"fingerprint changed ({', '.join(changed)})" if changed else None
+
+
+def serialize_with_torch(obj: Any) -> bytes:
+    """torch.save into bytes (for backends whose payload is a torch object)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()

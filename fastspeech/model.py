@@ -1,0 +1,257 @@
+"""FastSpeech, inference only, with exactly DLE's parameter names and shapes.
+
+One file, gpt-fast style: `FastSpeechConfig` (hparams, DLE's YAML key names) and
+`FastSpeech -> FFTBlocks -> FFTBlock -> MultiHeadAttention / PositionwiseFeedForward`, plus the
+`LengthRegulator` with its `DurationPredictor`. The state dict matches DLE's (159 tensors,
+47,032,273 elements at default hparams), so DLE checkpoints load as they are.
+
+Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
+(`kernels.add_pos_enc`, `kernels.regulate_length`). Shapes never depend on data once `max_out` is
+given, so the whole forward compiles with `torch.compile(fullgraph=True, dynamic=False)`.
+
+Shapes use the seed's letters: B batch, Ti input tokens, To output frames, H hidden (d_model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+from fastspeech.text import N_SYMBOLS
+
+
+@dataclass(frozen=True)
+class FastSpeechConfig:
+    """Model hparams, named as in DLE's `base.yaml` (defaults are DLE's)."""
+
+    n_symbols: int = N_SYMBOLS  # embedding rows: len(symbols) + 1 (row 0 = padding)
+    d_model: int = 384
+    phoneme_side_n_layer: int = 6
+    phoneme_side_head: int = 2
+    phoneme_side_conv1d_filter_size: int = 1536
+    mel_side_n_layer: int = 6
+    mel_side_head: int = 2
+    mel_side_conv1d_filter_size: int = 1536
+    max_seq_len: int = 2048  # positions per side (DLE: "23s" of mel)
+    fft_conv1d_kernel: int = 3
+    fft_conv1d_padding: int = 1
+    duration_predictor_filter_size: int = 256
+    duration_predictor_kernel_size: int = 3
+    d_k: int = 64  # hard-coded in DLE (d_k = d_v = 64)
+    num_mels: int = 80
+    dropout: float = 0.1  # unused at inference; kept so DLE YAMLs load unchanged
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FastSpeechConfig:
+        """Build from a config mapping, ignoring keys that are not model hparams (name, comments)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+class ModelOutput(NamedTuple):
+    """What one forward returns.
+
+    mel (B, To, num_mels): frames at t >= mel_lens[b] are zero.
+    mel_lens (B,): valid frames, min(total, To).
+    durations (B, Ti) int64: frames per token after alpha and rounding; durations.sum(1) is the
+    untruncated predicted length, so callers can see when speech did not fit in To.
+    """
+
+    mel: torch.Tensor
+    mel_lens: torch.Tensor
+    durations: torch.Tensor
+
+
+class MultiHeadAttention(nn.Module):
+    """DLE's post-LN self-attention with one fused projection, laid out head-major.
+
+    `linear` maps H -> n_head * (d_k + d_k + d_v); within each head's chunk the columns are
+    [q | k | v]. The optional `acts` dict collects named activations for the verify mode.
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_k: int):
+        super().__init__()
+        self.n_head, self.d_k = n_head, d_k
+        self.linear = nn.Linear(d_model, n_head * 3 * d_k)
+        self.layer_norm = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(n_head * d_k, d_model)
+
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
+        B, T, _ = x.shape
+        qkv = self.linear(x)  # (B, T, n_head * 3 * d_k)
+        record(acts, f"{name}.linear", qkv)
+        q, k, v = qkv.view(B, T, self.n_head, 3 * self.d_k).transpose(1, 2).split(self.d_k, dim=-1)
+        # q, k, v: (B, n_head, T, d_k); key_valid (B, 1, 1, T) True where the key is a real row
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid)
+        out = out.transpose(1, 2).reshape(B, T, self.n_head * self.d_k)
+        record(acts, f"{name}.scaled_dot", out)
+        out = self.fc(out) + x
+        record(acts, f"{name}.residual", out)
+        out = self.layer_norm(out)
+        record(acts, f"{name}.ln", out)
+        return out
+
+
+class PositionwiseFeedForward(nn.Module):
+    """Conv1d(k=3) -> ReLU -> Conv1d(k=3), residual, post-LN (DLE's `pos_ffn`)."""
+
+    def __init__(self, d_model: int, d_inner: int, kernel: int, padding: int):
+        super().__init__()
+        self.w_1 = nn.Conv1d(d_model, d_inner, kernel, padding=padding)
+        self.w_2 = nn.Conv1d(d_inner, d_model, kernel, padding=padding)
+        self.layer_norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
+        h = F.relu(self.w_1(x.transpose(1, 2)))  # (B, d_inner, T)
+        record(acts, f"{name}.conv1", h.transpose(1, 2))
+        h = self.w_2(h).transpose(1, 2)  # (B, T, H)
+        record(acts, f"{name}.conv2", h)
+        out = h + x
+        record(acts, f"{name}.residual", out)
+        out = self.layer_norm(out)
+        record(acts, f"{name}.ln", out)
+        return out
+
+
+class FFTBlock(nn.Module):
+    def __init__(self, cfg: FastSpeechConfig, n_head: int, d_inner: int):
+        super().__init__()
+        self.slf_attn = MultiHeadAttention(cfg.d_model, n_head, cfg.d_k)
+        self.pos_ffn = PositionwiseFeedForward(
+            cfg.d_model, d_inner, cfg.fft_conv1d_kernel, cfg.fft_conv1d_padding
+        )
+
+    def forward(self, x, key_valid, row_valid, acts: dict | None, name: str) -> torch.Tensor:
+        x = self.slf_attn(x, key_valid, acts, f"{name}.slf_attn") * row_valid
+        x = self.pos_ffn(x, acts, f"{name}.pos_ffn") * row_valid
+        record(acts, name, x)
+        return x
+
+
+class FFTBlocks(nn.Module):
+    """One side of the model (DLE's `phoneme_side` or `mel_side`): positions + N FFT blocks.
+
+    `position` is DLE's frozen sinusoid table. It stays in the state dict so checkpoints load and
+    save unchanged; the forward computes the same encoding in the `add_pos_enc` op instead.
+    """
+
+    def __init__(self, cfg: FastSpeechConfig, n_layer: int, n_head: int, d_inner: int):
+        super().__init__()
+        table = kernels.sinusoid_table(cfg.max_seq_len + 1, cfg.d_model)
+        self.position = nn.Embedding.from_pretrained(table, freeze=True, padding_idx=0)
+        self.layer_stack = nn.ModuleList(FFTBlock(cfg, n_head, d_inner) for _ in range(n_layer))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
+        B, T, _ = x.shape
+        row_valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+        # A row with no valid key would softmax over nothing (NaN); let every row see key 0 too.
+        # Rows of an empty item are zeroed by row_valid, so this changes no valid output.
+        key_valid = (row_valid | (torch.arange(T, device=x.device) == 0))[:, None, None, :]
+        row_valid = row_valid[..., None].to(x.dtype)  # (B, T, 1)
+        x = kernels.add_pos_enc(x, lengths)
+        record(acts, f"{name}.add_pos_enc", x)
+        for i, layer in enumerate(self.layer_stack):
+            x = layer(x, key_valid, row_valid, acts, f"{name}.layer_stack.{i}")
+        return x
+
+
+class DurationPredictor(nn.Module):
+    """Two (Conv1d -> ReLU -> LayerNorm) layers and a linear head; predicts log(1 + frames)."""
+
+    def __init__(self, cfg: FastSpeechConfig):
+        super().__init__()
+        f, k = cfg.duration_predictor_filter_size, cfg.duration_predictor_kernel_size
+        self.conv1d_1 = nn.Conv1d(cfg.d_model, f, k, padding=1)  # DLE hard-codes padding=1
+        self.layer_norm_1 = nn.LayerNorm(f)
+        self.conv1d_2 = nn.Conv1d(f, f, k, padding=1)
+        self.layer_norm_2 = nn.LayerNorm(f)
+        self.linear_layer = nn.Linear(f, 1)
+
+    def forward(self, x: torch.Tensor, row_valid: torch.Tensor) -> torch.Tensor:
+        h = (x * row_valid).transpose(1, 2)  # (B, H, Ti)
+        h = self.layer_norm_1(F.relu(self.conv1d_1(h)).transpose(1, 2))
+        h = self.layer_norm_2(F.relu(self.conv1d_2(h.transpose(1, 2))).transpose(1, 2))
+        return (self.linear_layer(h) * row_valid).squeeze(-1)  # (B, Ti)
+
+
+class LengthRegulator(nn.Module):
+    def __init__(self, cfg: FastSpeechConfig):
+        super().__init__()
+        self.max_seq_len = cfg.max_seq_len
+        self.duration_predictor = DurationPredictor(cfg)
+
+    def forward(
+        self, x: torch.Tensor, token_lens: torch.Tensor, alpha: torch.Tensor, max_out: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, Ti, H) -> expanded (B, To, H) and the integer durations (B, Ti).
+
+        durations = round(clamp(exp(pred) - 1, min=0) * alpha), half-to-even like DLE's torch.round;
+        padding tokens get 0. With max_out None (eager only) To is the longest predicted length,
+        at least 1 frame and at most max_seq_len, as DLE crops.
+        """
+        row_valid = (torch.arange(x.shape[1], device=x.device)[None, :] < token_lens[:, None])[..., None]
+        log_dur = self.duration_predictor(x, row_valid.to(x.dtype))
+        frames = torch.clamp_min(torch.exp(log_dur.float()) - 1, 0) * alpha.float()[:, None]
+        durations = torch.round(frames).long() * row_valid.squeeze(-1)
+        if max_out is None:
+            max_out = int(durations.sum(1).max().clamp(1, self.max_seq_len))
+        return kernels.regulate_length(x, durations, max_out), durations
+
+
+class FastSpeech(nn.Module):
+    """Token ids (B, Ti), zero-padded -> `ModelOutput` (mel, mel lengths, durations)."""
+
+    def __init__(self, cfg: FastSpeechConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or FastSpeechConfig()
+        self.word_emb = nn.Embedding(cfg.n_symbols, cfg.d_model, padding_idx=0)
+        self.phoneme_side = FFTBlocks(
+            cfg, cfg.phoneme_side_n_layer, cfg.phoneme_side_head, cfg.phoneme_side_conv1d_filter_size
+        )
+        self.length_regulator = LengthRegulator(cfg)
+        self.mel_side = FFTBlocks(cfg, cfg.mel_side_n_layer, cfg.mel_side_head, cfg.mel_side_conv1d_filter_size)
+        self.mel_linear = nn.Linear(cfg.d_model, cfg.num_mels)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        alpha: torch.Tensor | float = 1.0,
+        max_out: int | None = None,
+        acts: dict[str, torch.Tensor] | None = None,
+    ) -> ModelOutput:
+        """tokens (B, Ti) int, 0 = padding at the end; alpha: speed factor, scalar or (B,).
+
+        max_out fixes To (engines pass it; the graph then has static shapes). Left as None, To is
+        the longest predicted length in the batch (capped at max_seq_len): an eager-only,
+        data-dependent shape.
+        """
+        B, Ti = tokens.shape
+        alpha = torch.as_tensor(alpha, dtype=torch.float32, device=tokens.device).expand(B)
+        token_lens = (tokens != 0).sum(1)  # (B,)
+        x = self.word_emb(tokens)  # (B, Ti, H)
+        record(acts, "emb", x)
+        x = self.phoneme_side(x, token_lens, acts, "phoneme_side")
+        record(acts, "phoneme_side.seq", x)
+        x, durations = self.length_regulator(x, token_lens, alpha, max_out)  # x: (B, To, H)
+        record(acts, "length_regulator.seq", x)
+        record(acts, "length_regulator.dur", durations)
+        max_out = x.shape[1]
+        mel_lens = durations.sum(1).clamp_max(max_out)
+        x = self.mel_side(x, mel_lens, acts, "mel_side")
+        record(acts, "mel_side.seq", x)
+        valid = torch.arange(max_out, device=x.device)[None, :, None] < mel_lens[:, None, None]
+        mel = self.mel_linear(x) * valid
+        record(acts, "out.seq", mel)
+        return ModelOutput(mel, mel_lens, durations)
+
+
+def record(acts: dict | None, name: str, value: torch.Tensor) -> None:
+    """Keep a named activation for the verify mode (no-op when acts is None)."""
+    if acts is not None:
+        acts[name] = value

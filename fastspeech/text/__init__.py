@@ -1,0 +1,254 @@
+"""Text -> token ids, compatible with DLE FastSpeech checkpoints.
+
+The model is character based: text outside `{...}` is cleaned (`cleaners.english_cleaners`) and
+mapped character by character; `{HH AH0 L OW1}` is space-separated ARPAbet, mapped to `@XX` ids.
+No BOS/EOS is added (DLE added none).
+
+Unlike DLE, nothing is dropped silently: with `on_unknown="error"` (the default) a character that
+has no symbol raises `TextError` naming it; with `on_unknown="drop"` it is dropped and a warning
+names it. `split_text` cuts long text into pieces that each fit an engine's input length, so the
+router never crops.
+"""
+
+import logging
+import re
+from collections.abc import Iterable
+
+from fastspeech.errors import TextError
+from fastspeech.text.cleaners import ABBREVIATIONS, english_cleaners, unknown_positions
+from fastspeech.text.symbols import ENCODABLE_CHARS, N_SYMBOLS, SYMBOL_TO_ID, symbols
+
+__all__ = ["symbols", "N_SYMBOLS", "clean_text", "text_to_ids", "ids_to_text", "split_text"]
+
+logger = logging.getLogger(__name__)
+
+ON_UNKNOWN = ("error", "drop")
+
+_BRACES_RE = re.compile(r"\{([^{}]*)\}")
+_ARPABET_EXAMPLE = "{HH AH0 L OW1}"
+
+
+def clean_text(text: str) -> str:
+    """The text the model reads: `english_cleaners` outside `{...}`, ARPAbet kept in its braces.
+
+    For display and debugging; it does not check for unknown characters (`text_to_ids` does).
+    """
+    cleaned = [(" ".join(s.split()), True) if a else (english_cleaners(s), False) for s, a in _segments(text)]
+    return "".join("{" + s + "}" if arpabet else s for s, arpabet in _trim(cleaned))
+
+
+def text_to_ids(text: str, on_unknown: str = "error") -> list[int]:
+    """Token ids of `text`, in DLE's symbol table (values 1..147).
+
+    Raises `TextError` for empty text, unbalanced braces, an unknown ARPAbet symbol, characters with
+    no symbol (when `on_unknown="error"`), or text with nothing left to say after cleaning.
+    """
+    if not text or not text.strip():
+        raise TextError("text is empty; give text=... or a non-empty line")
+    ids, dropped = _encode(text, on_unknown)
+    if dropped:
+        logger.warning("dropped characters with no symbol: %s (text.on_unknown=drop)", _names(dropped))
+    if not ids:
+        raise TextError(f"text {_preview(text)} has nothing to say after cleaning; give words to speak")
+    return ids
+
+
+def ids_to_text(ids: Iterable[int]) -> str:
+    """Inverse of `text_to_ids` on cleaned text; ARPAbet comes back in braces, padding (0) is skipped."""
+    out = []
+    for i in map(int, ids):
+        if i == 0:
+            continue
+        if not 0 < i < len(symbols):
+            raise TextError(f"token id {i} is outside the symbol table (1..{len(symbols) - 1})")
+        s = symbols[i]
+        out.append("{" + s[1:] + "}" if s.startswith("@") else s)
+    return "".join(out).replace("}{", " ")
+
+
+def split_text(text: str, max_tokens: int, on_unknown: str = "error") -> list[str]:
+    """Cut `text` into pieces that each encode to at most `max_tokens` ids.
+
+    Cuts at sentence ends (. ! ?) first, then at clause marks (, ; :), then between words; pieces are
+    packed greedily, so each is as long as fits. A single word still too long is cleaned and cut
+    between the words of its reading ("1234567" -> "one million, ..."), then between letters; those
+    pieces are cleaned text. Every piece is non-empty, and the pieces joined with spaces say every
+    word in order. Raises `TextError` as `text_to_ids` does (checked once, on the whole text).
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    if not text or not text.strip():
+        raise TextError("text is empty; give text=... or a non-empty line")
+    ids, _ = _encode(text, on_unknown)
+    if not ids:
+        raise TextError(f"text {_preview(text)} has nothing to say after cleaning; give words to speak")
+    if len(ids) <= max_tokens:
+        return [text.strip()]
+    splitter = _Splitter(max_tokens, on_unknown)
+    pieces = splitter.split(text, _SENTENCE)
+    return [p for p in pieces if _encode(p, on_unknown)[0]]
+
+
+# ---- encoding -------------------------------------------------------------------------------
+
+
+def _segments(text: str) -> list[tuple[str, bool]]:
+    """`text` as (part, is_arpabet) pairs, in order; braces must pair up and hold something."""
+    parts, pos = [], 0
+    for m in _BRACES_RE.finditer(text):
+        parts += [(text[pos : m.start()], False), (m.group(1), True)]
+        pos = m.end()
+    parts.append((text[pos:], False))
+    for part, arpabet in parts:
+        if arpabet and not part.strip():
+            raise TextError(f"empty braces {{}} in text {_preview(text)}; put ARPAbet inside, e.g. {_ARPABET_EXAMPLE}")
+        if not arpabet and ("{" in part or "}" in part):
+            raise TextError(
+                f"unbalanced braces in text {_preview(text)}; ARPAbet goes inside one pair of braces, "
+                f"e.g. {_ARPABET_EXAMPLE}, and braces are not allowed elsewhere"
+            )
+    return parts
+
+
+def _encode(text: str, on_unknown: str) -> tuple[list[int], list[str]]:
+    """(ids, dropped characters); raises on unknown characters when on_unknown="error"."""
+    if on_unknown not in ON_UNKNOWN:
+        raise TextError(f"text.on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}")
+    segments = _segments(text.strip())
+    unknown: dict[str, None] = {}  # ordered set, first appearance first
+    for part, arpabet in segments:
+        if not arpabet:
+            unknown.update((part[i], None) for i in unknown_positions(part))
+    if unknown and on_unknown == "error":
+        raise _unknown_error(unknown)
+
+    cleaned = []
+    for part, arpabet in segments:
+        if arpabet:
+            cleaned.append((part, True))
+            continue
+        drop = set(unknown_positions(part))
+        part = "".join(c for i, c in enumerate(part) if i not in drop)
+        part = english_cleaners(part)
+        # Safety net: anything cleaning produced that still has no symbol (should not happen).
+        leftovers = [c for c in part if c not in ENCODABLE_CHARS]
+        if leftovers:
+            if on_unknown == "error":
+                raise _unknown_error(dict.fromkeys(leftovers))
+            unknown.update(dict.fromkeys(leftovers))
+            part = "".join(c for c in part if c in ENCODABLE_CHARS)
+        cleaned.append((part, False))
+
+    ids: list[int] = []
+    for part, arpabet in _trim(cleaned):
+        ids += _arpabet_ids(part) if arpabet else [SYMBOL_TO_ID[c] for c in part]
+    return ids, list(unknown)
+
+
+def _arpabet_ids(group: str) -> list[int]:
+    phones = group.split()
+    bad = [p for p in phones if "@" + p not in SYMBOL_TO_ID]
+    if bad:
+        raise TextError(
+            f"unknown ARPAbet symbol{'s' if len(bad) > 1 else ''} {_names(bad)} in {{{group}}}; use CMUdict "
+            f"phones, upper case, vowels with stress 0/1/2, e.g. {_ARPABET_EXAMPLE}"
+        )
+    return [SYMBOL_TO_ID["@" + p] for p in phones]
+
+
+def _trim(cleaned: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Drop whitespace at the very start and end of the cleaned text (it would only add silence)."""
+    if cleaned and not cleaned[0][1]:
+        cleaned[0] = (cleaned[0][0].lstrip(), False)
+    if cleaned and not cleaned[-1][1]:
+        cleaned[-1] = (cleaned[-1][0].rstrip(), False)
+    return cleaned
+
+
+def _unknown_error(unknown: dict[str, None]) -> TextError:
+    return TextError(
+        f"text contains characters with no symbol: {_names(unknown)}; remove them or set text.on_unknown=drop"
+    )
+
+
+def _names(chars: Iterable[str]) -> str:
+    return ", ".join(repr(c) for c in chars)
+
+
+def _preview(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[: n - 3] + "...")
+
+
+# ---- splitting ------------------------------------------------------------------------------
+
+_WORD, _CLAUSE, _SENTENCE = 1, 2, 3
+# A word: non-space characters, a {...} group counting as one (it may hold spaces).
+_ATOM_RE = re.compile(r"(?:\{[^{}]*\}|[^\s{}])+")
+_CLOSERS = "\"')]}»’”"
+_ABBREVIATION_END_RE = re.compile(rf"\b(?:{'|'.join(s for s, _ in ABBREVIATIONS)})\.$", re.IGNORECASE)
+
+
+def _boundary(atom: str) -> int:
+    """How strong a cut after this word is: after "end." a sentence, after "end," a clause."""
+    core = atom.rstrip(_CLOSERS)
+    if _ABBREVIATION_END_RE.search(core):  # "Dr. Smith" is one sentence
+        return _WORD
+    if core.endswith((".", "!", "?")):
+        return _SENTENCE
+    if core.endswith((",", ";", ":")):
+        return _CLAUSE
+    return _WORD
+
+
+class _Splitter:
+    def __init__(self, max_tokens: int, on_unknown: str):
+        self.max_tokens = max_tokens
+        self.on_unknown = on_unknown
+
+    def fits(self, piece: str) -> bool:
+        return len(_encode(piece, self.on_unknown)[0]) <= self.max_tokens
+
+    def split(self, text: str, level: int) -> list[str]:
+        """Greedy packing of the units of `text` cut at boundaries >= level; too-long units go a level down."""
+        units, words = [], []
+        for atom in _ATOM_RE.findall(text):
+            words.append(atom)
+            if _boundary(atom) >= level:
+                units.append(" ".join(words))
+                words = []
+        if words:
+            units.append(" ".join(words))
+
+        pieces, current = [], ""
+        for unit in units:
+            candidate = f"{current} {unit}" if current else unit
+            if self.fits(candidate):
+                current = candidate
+                continue
+            if current:
+                pieces.append(current)
+                current = ""
+            if self.fits(unit):
+                current = unit
+            else:
+                pieces += self.split(unit, level - 1) if level > _WORD else self.split_word(unit)
+        if current:
+            pieces.append(current)
+        return pieces
+
+    def split_word(self, word: str) -> list[str]:
+        if "{" in word:
+            n = len(_encode(word, self.on_unknown)[0])
+            raise TextError(
+                f"ARPAbet word {_preview(word)} encodes to {n} ids, more than max_tokens={self.max_tokens}; "
+                "split it into shorter brace groups separated by spaces"
+            )
+        # Cleaning is idempotent, so the cleaned reading can be cut like any text.
+        drop = set(unknown_positions(word))
+        spoken = english_cleaners("".join(c for i, c in enumerate(word) if i not in drop)).strip()
+        spoken = "".join(c for c in spoken if c in ENCODABLE_CHARS)
+        if " " in spoken:
+            return self.split(spoken, _CLAUSE)
+        # One long run of letters: cleaned characters map one to one onto ids.
+        n = self.max_tokens
+        return [spoken[i : i + n] for i in range(0, len(spoken), n)]

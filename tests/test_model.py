@@ -1,0 +1,197 @@
+"""The model: DLE's parameter names and shapes, and outputs equal to a DLE-style reference."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_model
+from torch.nn.utils.rnn import pad_sequence
+
+from fastspeech.model import FastSpeech, FastSpeechConfig
+
+# DLE's state dict at default hparams (reference doc, section 2.1), in order.
+_LAYER = [
+    ("slf_attn.linear.weight", (384, 384)),
+    ("slf_attn.linear.bias", (384,)),
+    ("slf_attn.layer_norm.weight", (384,)),
+    ("slf_attn.layer_norm.bias", (384,)),
+    ("slf_attn.fc.weight", (384, 128)),
+    ("slf_attn.fc.bias", (384,)),
+    ("pos_ffn.w_1.weight", (1536, 384, 3)),
+    ("pos_ffn.w_1.bias", (1536,)),
+    ("pos_ffn.w_2.weight", (384, 1536, 3)),
+    ("pos_ffn.w_2.bias", (384,)),
+    ("pos_ffn.layer_norm.weight", (384,)),
+    ("pos_ffn.layer_norm.bias", (384,)),
+]
+_DP = [
+    ("conv1d_1.weight", (256, 384, 3)),
+    ("conv1d_1.bias", (256,)),
+    ("layer_norm_1.weight", (256,)),
+    ("layer_norm_1.bias", (256,)),
+    ("conv1d_2.weight", (256, 256, 3)),
+    ("conv1d_2.bias", (256,)),
+    ("layer_norm_2.weight", (256,)),
+    ("layer_norm_2.bias", (256,)),
+    ("linear_layer.weight", (1, 256)),
+    ("linear_layer.bias", (1,)),
+]
+
+
+def dle_state_dict_layout() -> list[tuple[str, tuple[int, ...]]]:
+    def side(name):
+        rows = [(f"{name}.position.weight", (2049, 384))]
+        for i in range(6):
+            rows += [(f"{name}.layer_stack.{i}.{k}", s) for k, s in _LAYER]
+        return rows
+
+    return (
+        [("word_emb.weight", (149, 384))]
+        + side("phoneme_side")
+        + [(f"length_regulator.duration_predictor.{k}", s) for k, s in _DP]
+        + side("mel_side")
+        + [("mel_linear.weight", (80, 384)), ("mel_linear.bias", (80,))]
+    )
+
+
+def test_state_dict_names_and_shapes_are_dles():
+    state = FastSpeech(FastSpeechConfig()).state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == dle_state_dict_layout()
+    assert len(state) == 159
+    assert sum(v.numel() for v in state.values()) == 47_032_273
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent, straightforward reference: DLE's PyTorch forward, item by item.
+
+
+def _dle_side(sd, side, n_layer, n_head, x, lengths):
+    """DLE FFTBlocks: x + position(pos), then bmm attention (masked_fill -65504) and conv FFN."""
+    B, T, H = x.shape
+    pos = torch.stack([torch.cat([torch.arange(1, n + 1), torch.zeros(T - n, dtype=torch.long)]) for n in lengths])
+    x = x + F.embedding(pos, sd[f"{side}.position.weight"])
+    non_pad = (pos != 0).float()[..., None]
+    key_pad = (pos == 0)[:, None, :].expand(B, T, T).repeat(n_head, 1, 1)
+    for i in range(n_layer):
+        p = f"{side}.layer_stack.{i}."
+        res = x
+        qkv = F.linear(x, sd[p + "slf_attn.linear.weight"], sd[p + "slf_attn.linear.bias"])
+        qkv = qkv.view(B, T, n_head, 192).permute(2, 0, 1, 3).reshape(n_head * B, T, 192)
+        q, k, v = qkv[..., :64], qkv[..., 64:128], qkv[..., 128:]
+        attn = torch.bmm(q, k.transpose(1, 2)) / 8.0
+        attn = torch.softmax(attn.masked_fill(key_pad, -65504.0), dim=2)
+        out = torch.bmm(attn, v).view(n_head, B, T, 64).permute(1, 2, 0, 3).reshape(B, T, n_head * 64)
+        out = F.linear(out, sd[p + "slf_attn.fc.weight"], sd[p + "slf_attn.fc.bias"]) + res
+        x = F.layer_norm(out, (H,), sd[p + "slf_attn.layer_norm.weight"], sd[p + "slf_attn.layer_norm.bias"])
+        x = x * non_pad
+        res = x
+        h = F.relu(F.conv1d(x.transpose(1, 2), sd[p + "pos_ffn.w_1.weight"], sd[p + "pos_ffn.w_1.bias"], padding=1))
+        h = F.conv1d(h, sd[p + "pos_ffn.w_2.weight"], sd[p + "pos_ffn.w_2.bias"], padding=1).transpose(1, 2)
+        x = F.layer_norm(h + res, (H,), sd[p + "pos_ffn.layer_norm.weight"], sd[p + "pos_ffn.layer_norm.bias"])
+        x = x * non_pad
+    return x
+
+
+def dle_reference(model: FastSpeech, tokens: torch.Tensor, alpha: float):
+    """-> (list of mels (n_frames, 80) per item, list of integer durations per item)."""
+    sd, cfg = model.state_dict(), model.cfg
+    lengths = [int((row != 0).sum()) for row in tokens]
+    x = _dle_side(sd, "phoneme_side", cfg.phoneme_side_n_layer, cfg.phoneme_side_head, sd["word_emb.weight"][tokens], lengths)
+    dp = "length_regulator.duration_predictor."
+    h = x.transpose(1, 2)
+    h = F.relu(F.conv1d(h, sd[dp + "conv1d_1.weight"], sd[dp + "conv1d_1.bias"], padding=1)).transpose(1, 2)
+    h = F.layer_norm(h, h.shape[-1:], sd[dp + "layer_norm_1.weight"], sd[dp + "layer_norm_1.bias"])
+    h = F.relu(F.conv1d(h.transpose(1, 2), sd[dp + "conv1d_2.weight"], sd[dp + "conv1d_2.bias"], padding=1))
+    h = F.layer_norm(h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_2.weight"], sd[dp + "layer_norm_2.bias"])
+    log_dur = F.linear(h, sd[dp + "linear_layer.weight"], sd[dp + "linear_layer.bias"]).squeeze(-1)
+    mels, durations = [], []
+    expanded = []
+    for b, n in enumerate(lengths):
+        d = torch.round(torch.clamp_min(torch.exp(log_dur[b, :n]) - 1, 0) * alpha).long()
+        durations.append(d)
+        expanded.append(torch.repeat_interleave(x[b, :n], d, dim=0))
+    seq = pad_sequence(expanded, batch_first=True)
+    mel_lens = [len(e) for e in expanded]
+    y = _dle_side(sd, "mel_side", cfg.mel_side_n_layer, cfg.mel_side_head, seq, mel_lens)
+    y = F.linear(y, sd["mel_linear.weight"], sd["mel_linear.bias"])
+    for b, n in enumerate(mel_lens):
+        mels.append(y[b, :n])
+    return mels, durations
+
+
+def random_tokens(lengths, Ti=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Ti = Ti or max(lengths)
+    tokens = torch.zeros(len(lengths), Ti, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        tokens[b, :n] = torch.randint(1, 148, (n,), generator=g)
+    return tokens
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.7])
+def test_forward_equals_dle_reference(alpha):
+    model = random_model(seed=3)
+    tokens = random_tokens([13, 7, 1], seed=4)
+    with torch.no_grad():
+        mel, mel_lens, durations = model(tokens, alpha)
+        ref_mels, ref_durations = dle_reference(model, tokens, alpha)
+    for b, (ref_mel, ref_dur) in enumerate(zip(ref_mels, ref_durations)):
+        n = len(ref_dur)
+        assert torch.equal(durations[b, :n], ref_dur)
+        assert int(durations[b, n:].abs().sum()) == 0
+        assert int(mel_lens[b]) == len(ref_mel) > 0
+        torch.testing.assert_close(mel[b, : len(ref_mel)], ref_mel, rtol=1e-4, atol=1e-4)
+        assert mel[b, len(ref_mel) :].abs().sum() == 0
+
+
+def test_fixed_max_out_crops_and_pads_and_reports_true_length():
+    model = random_model(seed=5)
+    tokens = random_tokens([20, 4], seed=6)
+    with torch.no_grad():
+        free = model(tokens)
+        total = free.durations.sum(1)
+        assert total[0] > total[1] > 0
+        max_out = int(total[1]) + 3  # item 1 fits (padded), item 0 does not (cropped)
+        fixed = model(tokens, 1.0, max_out=max_out)
+    assert fixed.mel.shape == (2, max_out, 80)
+    assert torch.equal(fixed.durations, free.durations)
+    assert fixed.mel_lens.tolist() == [max_out, int(total[1])]
+    assert fixed.mel[1, int(total[1]) :].abs().sum() == 0
+
+
+def test_alpha_is_an_input_per_item():
+    model = random_model(seed=7)
+    tokens = random_tokens([9, 9], seed=8)
+    tokens[1] = tokens[0]
+    with torch.no_grad():
+        out = model(tokens, torch.tensor([1.0, 2.0]), max_out=64)
+    d1, d2 = out.durations
+    assert d2.sum() > d1.sum()
+    assert (d2 - 2 * d1).abs().max() <= 1  # round(2x) vs 2 round(x) differ by at most 1
+
+
+def test_empty_rows_padding_a_batch_give_zero_frames_and_no_nan():
+    model = random_model(seed=9)
+    tokens = random_tokens([6, 0, 0], Ti=10, seed=10)
+    with torch.no_grad():
+        out = model(tokens, 1.0, max_out=32)
+    assert not torch.isnan(out.mel).any()
+    assert out.mel_lens[1:].tolist() == [0, 0]
+    assert out.mel[1:].abs().sum() == 0
+
+
+@pytest.mark.slow
+def test_compiles_fullgraph_without_graph_breaks_and_matches_eager():
+    model = random_model(seed=11)
+    tokens = random_tokens([12, 5], Ti=16, seed=12)
+    alpha = torch.tensor([1.0, 1.3])
+    explanation = torch._dynamo.explain(model)(tokens, alpha, 48)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        want = model(tokens, alpha, max_out=48)
+        got = compiled(tokens, alpha, max_out=48)
+    assert torch.equal(got.durations, want.durations)
+    torch.testing.assert_close(got.mel, want.mel, rtol=1e-4, atol=1e-4)
+    assert math.isfinite(float(got.mel.abs().sum()))
