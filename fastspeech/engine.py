@@ -14,9 +14,9 @@ back, the too-long-input check, and the file format. A backend only compiles a g
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
@@ -201,13 +201,17 @@ def load_or_build(
     device = torch.device(device)
     backend = get_backend(spec.backend, **(backend_options or {}))
     backend.check_available(device)
-    graph = EngineGraph(model, spec.max_out).to(device=device, dtype=spec.dtype).eval()
+    path = Path(engine_dir) / f"{spec.name}.engine"
+    parts = fingerprint_parts(model, spec, device)
+    if any(p.device != device or p.dtype != spec.dtype for p in model.parameters()):
+        # Cast a copy: the caller's model stays as it is. Engines share weights when the caller
+        # passes a model already on the engines' device and dtype (the pipeline does).
+        model = copy.deepcopy(model).to(device=device, dtype=spec.dtype)
+    graph = EngineGraph(model, spec.max_out).eval()
     example = (
         torch.zeros(spec.batch, spec.max_in, dtype=torch.long, device=device),
         torch.ones(spec.batch, dtype=torch.float32, device=device),
     )
-    path = Path(engine_dir) / f"{spec.name}.engine"
-    parts = fingerprint_parts(model, spec, device)
     reason = "forced (force_build=true)" if force_build else _stale_reason(path, parts)
     if reason is None:
         t0 = time.perf_counter()
@@ -235,10 +239,3 @@ def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:
         return "the old file was corrupt"
     changed = [k for k in parts if stored.get(k) != parts[k]]
     return f"fingerprint changed ({', '.join(changed)})" if changed else None
-
-
-def serialize_with_torch(obj: Any) -> bytes:
-    """torch.save into bytes (for backends whose payload is a torch object)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()

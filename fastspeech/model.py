@@ -5,6 +5,9 @@ One file, gpt-fast style: `FastSpeechConfig` (hparams, DLE's YAML key names) and
 `LengthRegulator` with its `DurationPredictor`. The state dict matches DLE's (159 tensors,
 47,032,273 elements at default hparams), so DLE checkpoints load as they are.
 
+Outputs do not depend on padding: a text gives the same mel in any engine size or batch, equal to
+DLE's unpadded forward (see `PositionwiseFeedForward`).
+
 Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`). Shapes never depend on data once `max_out` is
 given, so the whole forward compiles with `torch.compile(fullgraph=True, dynamic=False)`.
@@ -99,7 +102,13 @@ class MultiHeadAttention(nn.Module):
 
 
 class PositionwiseFeedForward(nn.Module):
-    """Conv1d(k=3) -> ReLU -> Conv1d(k=3), residual, post-LN (DLE's `pos_ffn`)."""
+    """Conv1d(k=3) -> ReLU -> Conv1d(k=3), residual, post-LN (DLE's `pos_ffn`).
+
+    The hidden rows at padding are zeroed before the second conv. DLE does not: there ReLU(bias)
+    of the first padding row leaks into the last real row, so DLE's output for a text depends on
+    how much padding its batch or engine adds. Zeroing makes every engine size give the output of
+    DLE's unpadded (batch 1) forward.
+    """
 
     def __init__(self, d_model: int, d_inner: int, kernel: int, padding: int):
         super().__init__()
@@ -107,10 +116,10 @@ class PositionwiseFeedForward(nn.Module):
         self.w_2 = nn.Conv1d(d_inner, d_model, kernel, padding=padding)
         self.layer_norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
-        h = F.relu(self.w_1(x.transpose(1, 2)))  # (B, d_inner, T)
-        record(acts, f"{name}.conv1", h.transpose(1, 2))
-        h = self.w_2(h).transpose(1, 2)  # (B, T, H)
+    def forward(self, x: torch.Tensor, row_valid: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
+        h = F.relu(self.w_1(x.transpose(1, 2))).transpose(1, 2) * row_valid  # (B, T, d_inner)
+        record(acts, f"{name}.conv1", h)
+        h = self.w_2(h.transpose(1, 2)).transpose(1, 2)  # (B, T, H)
         record(acts, f"{name}.conv2", h)
         out = h + x
         record(acts, f"{name}.residual", out)
@@ -129,7 +138,7 @@ class FFTBlock(nn.Module):
 
     def forward(self, x, key_valid, row_valid, acts: dict | None, name: str) -> torch.Tensor:
         x = self.slf_attn(x, key_valid, acts, f"{name}.slf_attn") * row_valid
-        x = self.pos_ffn(x, acts, f"{name}.pos_ffn") * row_valid
+        x = self.pos_ffn(x, row_valid, acts, f"{name}.pos_ffn") * row_valid
         record(acts, name, x)
         return x
 
@@ -162,7 +171,10 @@ class FFTBlocks(nn.Module):
 
 
 class DurationPredictor(nn.Module):
-    """Two (Conv1d -> ReLU -> LayerNorm) layers and a linear head; predicts log(1 + frames)."""
+    """Two (Conv1d -> ReLU -> LayerNorm) layers and a linear head; predicts log(1 + frames).
+
+    Padding rows are zeroed between the convs for the same reason as in `PositionwiseFeedForward`.
+    """
 
     def __init__(self, cfg: FastSpeechConfig):
         super().__init__()
@@ -175,7 +187,7 @@ class DurationPredictor(nn.Module):
 
     def forward(self, x: torch.Tensor, row_valid: torch.Tensor) -> torch.Tensor:
         h = (x * row_valid).transpose(1, 2)  # (B, H, Ti)
-        h = self.layer_norm_1(F.relu(self.conv1d_1(h)).transpose(1, 2))
+        h = self.layer_norm_1(F.relu(self.conv1d_1(h)).transpose(1, 2)) * row_valid
         h = self.layer_norm_2(F.relu(self.conv1d_2(h.transpose(1, 2))).transpose(1, 2))
         return (self.linear_layer(h) * row_valid).squeeze(-1)  # (B, Ti)
 

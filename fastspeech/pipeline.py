@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fastspeech.checkpoint import load_checkpoint
-from fastspeech.engine import Engine, EngineSpec, load_or_build
+from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
 from fastspeech.errors import ConfigError, EngineError, TextError
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.text import text_to_ids
@@ -82,15 +82,18 @@ def open_engine(cfg: DictConfig, model: FastSpeech, device: torch.device, engine
 
     engine_cfg = engine_cfg or cfg.engine
     backend, why = resolve_backend(cfg.backend.name, device)
+    precision = resolve_precision(cfg.precision.name, device)
+    model.to(device=device, dtype=PRECISIONS[precision])  # in place: every engine shares these weights
     log.info("backend=%s (%s)", backend, why)
     spec = EngineSpec(
         batch=int(cfg.batch_size),
         max_in=int(engine_cfg.max_in),
         max_out=int(engine_cfg.max_out),
-        precision=resolve_precision(cfg.precision.name, device),
+        precision=precision,
         backend=backend,
     )
-    options = OmegaConf.to_container(cfg.backend.get(backend, {}) or {}, resolve=True)
+    options = cfg.backend.get(backend)
+    options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
     return load_or_build(model, spec, cfg.engine_dir, device, options, force_build=cfg.force_build)
 
 

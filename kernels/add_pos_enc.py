@@ -81,7 +81,8 @@ def _add_pos_enc_kernel(
     x_tile = x_ptr + b0 * stride_xb + rows[:, None].to(tl.int64) * stride_xt + cols[None, :] * stride_xh
     o_tile = out_ptr + b0 * stride_ob + rows[:, None].to(tl.int64) * stride_ot + cols[None, :] * stride_oh
     len_p = len_ptr + b0 * stride_len
-    for _ in range(0, tl.minimum(b_per_prog, B - b0)):
+    n_rows = tl.minimum(b_per_prog, B - b0).to(tl.int32)
+    for _ in range(n_rows):
         length = tl.load(len_p)
         x = tl.load(x_tile, mask=tile_ok, other=0.0)
         y = (x.to(tl.float32) + pe).to(x.dtype)
@@ -173,7 +174,7 @@ def sinusoid_table(n_position: int, d_hid: int, dtype: torch.dtype = torch.float
 
 def add_pos_enc_reference(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Plain PyTorch: gather rows 1..T of the float64-built table, add where t < length."""
-    B, T, H = x.shape
+    _, T, H = x.shape
     table = sinusoid_table(T + 1, H).to(x.device)[1:]  # (T, H), positions 1..T
     valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
     return (x.float() + table[None] * valid[..., None]).to(x.dtype)
@@ -212,4 +213,3 @@ def _add_pos_enc_cpu(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Eager CPU: the PyTorch reference, after the same checks."""
     _check_inputs(x, lengths)
     return add_pos_enc_reference(x, lengths)
-

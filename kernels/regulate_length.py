@@ -169,7 +169,9 @@ def _check_inputs(x: torch.Tensor, durations: torch.Tensor, max_out: int) -> Non
     if durations.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"regulate_length: durations must be int32 or int64, got {durations.dtype}")
     if durations.device != x.device:
-        raise ValueError(f"regulate_length: durations on {durations.device}, x on {x.device}; move them together")
+        raise ValueError(
+            f"regulate_length: durations on {durations.device}, x on {x.device}; move them together"
+        )
     if max_out < 0:
         raise ValueError(f"regulate_length: max_out must be >= 0, got {max_out}")
     if not _is_traced(durations) and durations.numel() > 0:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_model
 from torch.nn.utils.rnn import pad_sequence
+from helpers import random_model
 
 from fastspeech.model import FastSpeech, FastSpeechConfig
 
@@ -94,29 +94,27 @@ def _dle_side(sd, side, n_layer, n_head, x, lengths):
 
 
 def dle_reference(model: FastSpeech, tokens: torch.Tensor, alpha: float):
-    """-> (list of mels (n_frames, 80) per item, list of integer durations per item)."""
+    """DLE's forward on each item alone, unpadded (batch 1, as DLE's PyTorch inference runs).
+
+    -> (list of mels (n_frames, 80), list of integer durations), one per item.
+    """
     sd, cfg = model.state_dict(), model.cfg
-    lengths = [int((row != 0).sum()) for row in tokens]
-    x = _dle_side(sd, "phoneme_side", cfg.phoneme_side_n_layer, cfg.phoneme_side_head, sd["word_emb.weight"][tokens], lengths)
     dp = "length_regulator.duration_predictor."
-    h = x.transpose(1, 2)
-    h = F.relu(F.conv1d(h, sd[dp + "conv1d_1.weight"], sd[dp + "conv1d_1.bias"], padding=1)).transpose(1, 2)
-    h = F.layer_norm(h, h.shape[-1:], sd[dp + "layer_norm_1.weight"], sd[dp + "layer_norm_1.bias"])
-    h = F.relu(F.conv1d(h.transpose(1, 2), sd[dp + "conv1d_2.weight"], sd[dp + "conv1d_2.bias"], padding=1))
-    h = F.layer_norm(h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_2.weight"], sd[dp + "layer_norm_2.bias"])
-    log_dur = F.linear(h, sd[dp + "linear_layer.weight"], sd[dp + "linear_layer.bias"]).squeeze(-1)
     mels, durations = [], []
-    expanded = []
-    for b, n in enumerate(lengths):
-        d = torch.round(torch.clamp_min(torch.exp(log_dur[b, :n]) - 1, 0) * alpha).long()
+    for row in tokens:
+        ids = row[row != 0][None]  # (1, n): no padding at all
+        n = ids.shape[1]
+        x = _dle_side(sd, "phoneme_side", cfg.phoneme_side_n_layer, cfg.phoneme_side_head, sd["word_emb.weight"][ids], [n])
+        h = F.relu(F.conv1d(x.transpose(1, 2), sd[dp + "conv1d_1.weight"], sd[dp + "conv1d_1.bias"], padding=1))
+        h = F.layer_norm(h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_1.weight"], sd[dp + "layer_norm_1.bias"])
+        h = F.relu(F.conv1d(h.transpose(1, 2), sd[dp + "conv1d_2.weight"], sd[dp + "conv1d_2.bias"], padding=1))
+        h = F.layer_norm(h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_2.weight"], sd[dp + "layer_norm_2.bias"])
+        log_dur = F.linear(h, sd[dp + "linear_layer.weight"], sd[dp + "linear_layer.bias"])[0, :, 0]
+        d = torch.round(torch.clamp_min(torch.exp(log_dur) - 1, 0) * alpha).long()
+        seq = torch.repeat_interleave(x[0], d, dim=0)[None]
+        y = _dle_side(sd, "mel_side", cfg.mel_side_n_layer, cfg.mel_side_head, seq, [seq.shape[1]])
+        mels.append(F.linear(y, sd["mel_linear.weight"], sd["mel_linear.bias"])[0])
         durations.append(d)
-        expanded.append(torch.repeat_interleave(x[b, :n], d, dim=0))
-    seq = pad_sequence(expanded, batch_first=True)
-    mel_lens = [len(e) for e in expanded]
-    y = _dle_side(sd, "mel_side", cfg.mel_side_n_layer, cfg.mel_side_head, seq, mel_lens)
-    y = F.linear(y, sd["mel_linear.weight"], sd["mel_linear.bias"])
-    for b, n in enumerate(mel_lens):
-        mels.append(y[b, :n])
     return mels, durations
 
 
@@ -136,6 +134,8 @@ def test_forward_equals_dle_reference(alpha):
     with torch.no_grad():
         mel, mel_lens, durations = model(tokens, alpha)
         ref_mels, ref_durations = dle_reference(model, tokens, alpha)
+    ref = pad_sequence(ref_mels, batch_first=True)  # (B, longest, 80), zero padded
+    torch.testing.assert_close(mel[:, : ref.shape[1]], ref, rtol=1e-4, atol=1e-4)
     for b, (ref_mel, ref_dur) in enumerate(zip(ref_mels, ref_durations)):
         n = len(ref_dur)
         assert torch.equal(durations[b, :n], ref_dur)

@@ -12,13 +12,13 @@ router never crops.
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fastspeech.errors import TextError
 from fastspeech.text.cleaners import ABBREVIATIONS, english_cleaners, unknown_positions
 from fastspeech.text.symbols import ENCODABLE_CHARS, N_SYMBOLS, SYMBOL_TO_ID, symbols
 
-__all__ = ["symbols", "N_SYMBOLS", "clean_text", "text_to_ids", "ids_to_text", "split_text"]
+__all__ = ["N_SYMBOLS", "clean_text", "ids_to_text", "split_text", "symbols", "text_to_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,13 @@ _ARPABET_EXAMPLE = "{HH AH0 L OW1}"
 
 
 def clean_text(text: str) -> str:
-    """The text the model reads: `english_cleaners` outside `{...}`, ARPAbet kept in its braces.
+    """The text the model reads: `english_cleaners` outside `{...}`, ARPAbet kept in braces.
 
-    For display and debugging; it does not check for unknown characters (`text_to_ids` does).
+    For display and debugging: equals `ids_to_text(text_to_ids(text))`, but does not check for
+    unknown characters (`text_to_ids` does).
     """
     cleaned = [(" ".join(s.split()), True) if a else (english_cleaners(s), False) for s, a in _segments(text)]
-    return "".join("{" + s + "}" if arpabet else s for s, arpabet in _trim(cleaned))
+    return "".join("{" + s + "}" if arpabet else s for s, arpabet in _trim(cleaned)).replace("}{", " ")
 
 
 def text_to_ids(text: str, on_unknown: str = "error") -> list[int]:
@@ -43,13 +44,9 @@ def text_to_ids(text: str, on_unknown: str = "error") -> list[int]:
     Raises `TextError` for empty text, unbalanced braces, an unknown ARPAbet symbol, characters with
     no symbol (when `on_unknown="error"`), or text with nothing left to say after cleaning.
     """
-    if not text or not text.strip():
-        raise TextError("text is empty; give text=... or a non-empty line")
-    ids, dropped = _encode(text, on_unknown)
+    ids, dropped = _encode_checked(text, on_unknown)
     if dropped:
         logger.warning("dropped characters with no symbol: %s (text.on_unknown=drop)", _names(dropped))
-    if not ids:
-        raise TextError(f"text {_preview(text)} has nothing to say after cleaning; give words to speak")
     return ids
 
 
@@ -71,17 +68,14 @@ def split_text(text: str, max_tokens: int, on_unknown: str = "error") -> list[st
 
     Cuts at sentence ends (. ! ?) first, then at clause marks (, ; :), then between words; pieces are
     packed greedily, so each is as long as fits. A single word still too long is cleaned and cut
-    between the words of its reading ("1234567" -> "one million, ..."), then between letters; those
-    pieces are cleaned text. Every piece is non-empty, and the pieces joined with spaces say every
-    word in order. Raises `TextError` as `text_to_ids` does (checked once, on the whole text).
+    between the words of its reading ("1234567" -> "one million, ..."), then between letters (those
+    pieces are cleaned text); an ARPAbet group is cut between phones. Every piece is non-empty, and
+    the pieces joined with spaces say every word in order. Raises `TextError` as `text_to_ids` does
+    (checked once, on the whole text); nothing is ever cropped.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    if not text or not text.strip():
-        raise TextError("text is empty; give text=... or a non-empty line")
-    ids, _ = _encode(text, on_unknown)
-    if not ids:
-        raise TextError(f"text {_preview(text)} has nothing to say after cleaning; give words to speak")
+    ids, _ = _encode_checked(text, on_unknown)
     if len(ids) <= max_tokens:
         return [text.strip()]
     splitter = _Splitter(max_tokens, on_unknown)
@@ -101,13 +95,25 @@ def _segments(text: str) -> list[tuple[str, bool]]:
     parts.append((text[pos:], False))
     for part, arpabet in parts:
         if arpabet and not part.strip():
-            raise TextError(f"empty braces {{}} in text {_preview(text)}; put ARPAbet inside, e.g. {_ARPABET_EXAMPLE}")
+            raise TextError(
+                f"empty braces {{}} in text {_preview(text)}; put ARPAbet inside, e.g. {_ARPABET_EXAMPLE}"
+            )
         if not arpabet and ("{" in part or "}" in part):
             raise TextError(
                 f"unbalanced braces in text {_preview(text)}; ARPAbet goes inside one pair of braces, "
                 f"e.g. {_ARPABET_EXAMPLE}, and braces are not allowed elsewhere"
             )
     return parts
+
+
+def _encode_checked(text: str, on_unknown: str) -> tuple[list[int], list[str]]:
+    """`_encode`, refusing text that is empty before or after cleaning."""
+    if not text or not text.strip():
+        raise TextError("text is empty; give text=... or a non-empty line")
+    ids, dropped = _encode(text, on_unknown)
+    if not ids:
+        raise TextError(f"text {_preview(text)} has nothing to say after cleaning; give words to speak")
+    return ids, dropped
 
 
 def _encode(text: str, on_unknown: str) -> tuple[list[int], list[str]]:
@@ -184,7 +190,7 @@ def _preview(text: str, n: int = 60) -> str:
 _WORD, _CLAUSE, _SENTENCE = 1, 2, 3
 # A word: non-space characters, a {...} group counting as one (it may hold spaces).
 _ATOM_RE = re.compile(r"(?:\{[^{}]*\}|[^\s{}])+")
-_CLOSERS = "\"')]}»’”"
+_CLOSERS = "\"')]}\u00bb\u2019\u201d"  # quotes and brackets that may close a sentence
 _ABBREVIATION_END_RE = re.compile(rf"\b(?:{'|'.join(s for s, _ in ABBREVIATIONS)})\.$", re.IGNORECASE)
 
 
@@ -201,6 +207,8 @@ def _boundary(atom: str) -> int:
 
 
 class _Splitter:
+    """Greedy packing, one level of boundary at a time; what does not fit goes a level down."""
+
     def __init__(self, max_tokens: int, on_unknown: str):
         self.max_tokens = max_tokens
         self.on_unknown = on_unknown
@@ -208,20 +216,10 @@ class _Splitter:
     def fits(self, piece: str) -> bool:
         return len(_encode(piece, self.on_unknown)[0]) <= self.max_tokens
 
-    def split(self, text: str, level: int) -> list[str]:
-        """Greedy packing of the units of `text` cut at boundaries >= level; too-long units go a level down."""
-        units, words = [], []
-        for atom in _ATOM_RE.findall(text):
-            words.append(atom)
-            if _boundary(atom) >= level:
-                units.append(" ".join(words))
-                words = []
-        if words:
-            units.append(" ".join(words))
-
+    def pack(self, units: list[str], too_long: Callable[[str], list[str]], sep: str = " ") -> list[str]:
         pieces, current = [], ""
         for unit in units:
-            candidate = f"{current} {unit}" if current else unit
+            candidate = current + sep + unit if current else unit
             if self.fits(candidate):
                 current = candidate
                 continue
@@ -231,24 +229,44 @@ class _Splitter:
             if self.fits(unit):
                 current = unit
             else:
-                pieces += self.split(unit, level - 1) if level > _WORD else self.split_word(unit)
+                pieces += too_long(unit)
         if current:
             pieces.append(current)
         return pieces
 
+    def split(self, text: str, level: int) -> list[str]:
+        """Cut `text` at boundaries >= level and pack the units."""
+        units, words = [], []
+        for atom in _ATOM_RE.findall(text):
+            words.append(atom)
+            if _boundary(atom) >= level:
+                units.append(" ".join(words))
+                words = []
+        if words:
+            units.append(" ".join(words))
+        return self.pack(units, lambda u: self.split(u, level - 1) if level > _WORD else self.split_word(u))
+
     def split_word(self, word: str) -> list[str]:
         if "{" in word:
-            n = len(_encode(word, self.on_unknown)[0])
-            raise TextError(
-                f"ARPAbet word {_preview(word)} encodes to {n} ids, more than max_tokens={self.max_tokens}; "
-                "split it into shorter brace groups separated by spaces"
-            )
+            # Text and ARPAbet glued together ("a{HH AH0}b") are encoded part by part anyway.
+            parts = ["{" + s + "}" if arpabet else s for s, arpabet in _segments(word) if s]
+            if len(parts) > 1:
+                return self.pack(parts, self.split_word, sep="")
+            phones, n = word[1:-1].split(), self.max_tokens  # one brace group: one id per phone
+            return ["{" + " ".join(phones[i : i + n]) + "}" for i in range(0, len(phones), n)]
         # Cleaning is idempotent, so the cleaned reading can be cut like any text.
         drop = set(unknown_positions(word))
         spoken = english_cleaners("".join(c for i, c in enumerate(word) if i not in drop)).strip()
         spoken = "".join(c for c in spoken if c in ENCODABLE_CHARS)
         if " " in spoken:
             return self.split(spoken, _CLAUSE)
-        # One long run of letters: cleaned characters map one to one onto ids.
-        n = self.max_tokens
-        return [spoken[i : i + n] for i in range(0, len(spoken), n)]
+        # One long run of symbols, one id each. Take the longest chunk that still encodes to its own
+        # characters: a chunk may not start a new abbreviation ("xdr." must not become "x" + "doctor").
+        pieces = []
+        while spoken:
+            n = min(self.max_tokens, len(spoken))
+            while n > 1 and _encode(spoken[:n], self.on_unknown)[0] != [SYMBOL_TO_ID[c] for c in spoken[:n]]:
+                n -= 1
+            pieces.append(spoken[:n])
+            spoken = spoken[n:]
+        return pieces

@@ -11,16 +11,14 @@ turned '£' into 'PS' and "£5" was read "psfive"; here pounds are expanded firs
 so that errors and warnings name what the user typed ('€', an emoji), not unidecode's spelling of it.
 """
 
+import functools
 import re
 import unicodedata
 
-import inflect
 from unidecode import unidecode
 
 from fastspeech.errors import TextError
 from fastspeech.text.symbols import ENCODABLE_CHARS
-
-_inflect = inflect.engine()
 
 # (abbreviation, expansion): matched case-insensitively at a word start, with its trailing period.
 ABBREVIATIONS: tuple[tuple[str, str], ...] = (
@@ -58,7 +56,7 @@ _CURRENCY_RE = re.compile(r"[$£](?=[0-9.,]*[0-9])")
 
 def english_cleaners(text: str) -> str:
     """Clean plain text (no `{...}` ARPAbet) the way DLE did; unknown characters are left in place."""
-    text = _POUNDS_RE.sub(lambda m: _money(m.group(1).replace(",", ""), "pound", "pounds", "penny", "pence"), text)
+    text = _POUNDS_RE.sub(lambda m: _money(m.group(1), "pound", "pounds", "penny", "pence"), text)
     text = unidecode(text).lower()
     text = expand_numbers(text)
     text = expand_abbreviations(text)
@@ -82,6 +80,7 @@ def expand_numbers(text: str) -> str:
 
 def _money(amount: str, unit: str, units: str, subunit: str, subunits: str) -> str:
     """'3.50' -> '3 dollars, 50 cents' (digits are expanded afterwards); DLE's odd cases kept."""
+    amount = amount.replace(",", "")  # "£1,000"; and "$,5", which crashed DLE
     parts = amount.split(".")
     if len(parts) > 2:
         return f"{amount} {units}"
@@ -109,9 +108,21 @@ def _cardinal(n: int) -> str:
     return _words(n, andword="")
 
 
+@functools.cache
+def _inflect_engine():
+    # Imported on the first number: inflect takes 1-2 s to import, as typeguard re-parses it for
+    # every @typechecked method (jaraco/inflect#212), and most text has no digits.
+    import inflect
+
+    return inflect.engine()
+
+
 def _words(number: int | str, **kwargs) -> str:
+    engine = _inflect_engine()
+    import inflect  # already loaded by _inflect_engine
+
     try:
-        return _inflect.number_to_words(number, **kwargs)
+        return engine.number_to_words(number, **kwargs)
     except inflect.NumOutOfRangeError:
         raise TextError(
             f"number {number} is too large to read out (inflect stops below 10**36); write it in words"
@@ -136,5 +147,6 @@ def _speakable(c: str) -> bool:
         # Symbols: unidecode spells them ('€' -> 'EUR', '©' -> '(c)', '°' -> 'deg'), which the model
         # would read letter by letter. '$' and '£' before an amount are handled above.
         return False
-    # Letters and punctuation: 'é' -> 'e', '’' -> "'", '—' -> '--', '１' -> '1'; '“' -> '"' is not.
+    # Letters, digits, punctuation: 'é' -> 'e', right single quote -> "'", em dash -> '--', fullwidth
+    # digits -> '0'..'9' are spoken; a double quote ('"', U+201C/D) is not in the table.
     return all(a in ENCODABLE_CHARS or a.isdigit() or a.isspace() for a in ascii_.lower())

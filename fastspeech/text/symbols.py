@@ -16,8 +16,13 @@ _LETTERS = string.ascii_uppercase + string.ascii_lowercase
 
 # CMUdict's phone set: 15 vowels, each bare and with stress 0/1/2, and 24 consonants, sorted
 # (the same 84 strings, in the same order, as keithito's `cmudict.valid_symbols`).
-_VOWELS = "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split()
-_CONSONANTS = "B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split()
+_VOWELS = ["AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"]
+# fmt: off
+_CONSONANTS = [
+    "B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N",
+    "NG", "P", "R", "S", "SH", "T", "TH", "V", "W", "Y", "Z", "ZH",
+]
+# fmt: on
 ARPABET: tuple[str, ...] = tuple(sorted(_CONSONANTS + [v + s for v in _VOWELS for s in ("", "0", "1", "2")]))
 
 symbols: list[str] = [PAD, *_SPECIAL, *_PUNCTUATION, *_LETTERS, *("@" + p for p in ARPABET)]

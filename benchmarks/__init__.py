@@ -1,0 +1,1 @@
+"""Benchmarks: one script per kernel or backend, each printing a markdown table last."""

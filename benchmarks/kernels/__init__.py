@@ -1,0 +1,1 @@
+"""Kernel benchmarks: each op vs its PyTorch reference and vs measured device-to-device copy bandwidth."""

@@ -1,0 +1,82 @@
+"""What the kernel benchmarks share: timing, copy bandwidth, the markdown table and the JSON file.
+
+Timing is `triton.testing.do_bench`'s median (CUDA events, L2 flushed before every call, so small
+shapes are measured cold, as they run inside a model). Bandwidth counts the fewest bytes the op must
+move: each input read once plus the output written once; a copy moves 2x its size by the same count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import triton
+
+SIZES_B = (1, 8, 64)
+SIZES_TI_TO = ((32, 256), (128, 1024))
+HIDDEN = 384
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+GOAL_FRACTION_OF_COPY = 0.80
+
+
+def parse_args(description: str, default_results: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--results", default=default_results, help="JSON file for the full numbers")
+    parser.add_argument("--dtypes", default="fp16,fp32", help="comma-separated subset of fp16,fp32")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also time block-size variants at the goal shape"
+    )
+    return parser.parse_args()
+
+
+def time_us(fn: Callable[[], Any]) -> float:
+    """Median time of one call, in microseconds."""
+    return 1e3 * triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def copy_gbps(nbytes: int) -> float:
+    """Device-to-device copy bandwidth moving `nbytes` in total (nbytes / 2 read, nbytes / 2 written)."""
+    src = torch.empty(max(1, nbytes // 2), dtype=torch.uint8, device="cuda").random_(0, 255)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / time_us(lambda: dst.copy_(src)) / 1e3
+
+
+def peak_copy_gbps() -> float:
+    """The machine's copy ceiling: a 2 x 512 MiB device-to-device copy, far larger than the L2."""
+    return copy_gbps(1 << 30)
+
+
+def environment() -> dict[str, Any]:
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name,
+        "sms": props.multi_processor_count,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """columns: (key, header); floats print with 3 significant digits."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k, _ in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}")

@@ -1,0 +1,35 @@
+"""Small random models and markers shared by the tests (import as `from helpers import ...`)."""
+
+import os
+
+import pytest
+import torch
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the H100)")
+CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+
+
+def tiny_config(**overrides):
+    """conf/model/tiny.yaml as a FastSpeechConfig (read from the YAML so the two never drift)."""
+    from omegaconf import OmegaConf
+
+    from fastspeech.model import FastSpeechConfig
+
+    merged = OmegaConf.merge(OmegaConf.load(f"{CONF}/model/dle.yaml"), OmegaConf.load(f"{CONF}/model/tiny.yaml"))
+    values = {k: v for k, v in OmegaConf.to_container(merged).items() if k != "defaults"}
+    return FastSpeechConfig.from_dict({**values, **overrides})
+
+
+def random_model(seed: int = 0, duration_bias: float = 1.5, **overrides):
+    """A tiny FastSpeech with random weights whose durations are mostly 2-5 frames per token.
+
+    Random weights alone predict ~0 frames; the bias on the duration head makes the length
+    regulator do real work in tests.
+    """
+    from fastspeech.model import FastSpeech
+
+    torch.manual_seed(seed)
+    model = FastSpeech(tiny_config(**overrides)).eval()
+    with torch.no_grad():
+        model.length_regulator.duration_predictor.linear_layer.bias.fill_(duration_bias)
+    return model

@@ -1,0 +1,147 @@
+"""Fixed-shape engines: equal to eager, cached by fingerprint, rebuilt when stale or corrupt."""
+
+import logging
+
+import pytest
+import torch
+from helpers import random_model, requires_cuda
+
+from fastspeech.engine import EngineSpec, load_or_build, read_engine_file
+from fastspeech.errors import EngineError
+
+G = torch.Generator().manual_seed(0)
+
+
+def random_ids(n_items, lo=1, hi=16):
+    return [torch.randint(1, 148, (int(torch.randint(lo, hi + 1, (1,), generator=G)),), generator=G).tolist()
+            for _ in range(n_items)]
+
+
+def eager_reference(model, ids, max_out, alpha=1.0):
+    """Each text alone through the model, unpadded: what the engine must reproduce."""
+    outs = []
+    with torch.no_grad():
+        for one in ids:
+            outs.append(model(torch.tensor([one]), alpha, max_out=max_out))
+    return outs
+
+
+def check_equal(out, refs, atol=1e-4):
+    for i, ref in enumerate(refs):
+        n = int(ref.mel_lens[0])
+        assert int(out.mel_lens[i]) == n
+        assert int(out.frames[i]) == int(ref.durations.sum())
+        torch.testing.assert_close(out.mel[i, :n].cpu(), ref.mel[0, :n].float(), rtol=1e-4, atol=atol)
+        assert out.mel[i, n:].abs().sum() == 0
+
+
+def test_eager_engine_pads_batch_and_trims_back(tmp_path):
+    model = random_model(seed=1)
+    spec = EngineSpec(batch=4, max_in=16, max_out=96, backend="eager")
+    engine = load_or_build(model, spec, tmp_path, "cpu")
+    ids = random_ids(3)  # fewer texts than the engine batch, all of different lengths
+    out = engine(ids, 1.0)
+    assert out.mel.shape == (3, 96, 80) and out.frames.shape == (3,)
+    check_equal(out, eager_reference(model, ids, 96))
+
+
+def test_frames_report_speech_that_did_not_fit(tmp_path):
+    model = random_model(seed=2, duration_bias=3.0)  # ~20 frames per token
+    engine = load_or_build(model, EngineSpec(batch=1, max_in=16, max_out=32), tmp_path, "cpu")
+    out = engine([list(range(20, 36))])
+    assert int(out.frames[0]) > 32 and int(out.mel_lens[0]) == 32
+
+
+def test_too_long_input_is_an_error_naming_engine_and_length(tmp_path):
+    engine = load_or_build(random_model(), EngineSpec(batch=2, max_in=8, max_out=32), tmp_path, "cpu")
+    with pytest.raises(EngineError, match=r"input of 9 tokens is longer than engine fastspeech\.fp32\.b2\.i8\.o32"):
+        engine([[5] * 3, [5] * 9])
+    with pytest.raises(EngineError, match="1 to 2 texts"):
+        engine([[5]] * 3)
+
+
+def test_engine_file_is_reused_then_rebuilt_when_weights_or_spec_change(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fastspeech.engine")
+    model = random_model(seed=3)
+    spec = EngineSpec(batch=1, max_in=8, max_out=32)
+    load_or_build(model, spec, tmp_path, "cpu")
+    assert "no engine file yet" in caplog.text
+    caplog.clear()
+    load_or_build(model, spec, tmp_path, "cpu")
+    assert "loaded" in caplog.text and "building" not in caplog.text
+    caplog.clear()
+    with torch.no_grad():
+        model.mel_linear.bias.add_(0.5)
+    load_or_build(model, spec, tmp_path, "cpu")
+    assert "fingerprint changed (weights)" in caplog.text
+    caplog.clear()
+    load_or_build(model, spec, tmp_path, "cpu", force_build=True)
+    assert "forced" in caplog.text
+    caplog.clear()
+    other = EngineSpec(batch=2, max_in=8, max_out=32)
+    load_or_build(model, other, tmp_path, "cpu")
+    assert "no engine file yet" in caplog.text  # a different spec is a different file
+    assert len(list(tmp_path.glob("*.engine"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_engine_file_is_reported_and_rebuilt(tmp_path, caplog, damage):
+    caplog.set_level(logging.INFO, logger="fastspeech.engine")
+    model = random_model(seed=4)
+    spec = EngineSpec(batch=1, max_in=8, max_out=32)
+    load_or_build(model, spec, tmp_path, "cpu")
+    path = tmp_path / f"{spec.name}.engine"
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-1] ^= 0xFF
+    else:
+        data = bytearray(b"\x00" * 64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(EngineError):
+        read_engine_file(path)
+    caplog.clear()
+    load_or_build(model, spec, tmp_path, "cpu")
+    assert "rebuilding" in caplog.text and "corrupt" in caplog.text.lower() or "not an engine" in caplog.text
+    read_engine_file(path)  # intact again
+
+
+def test_building_can_be_refused(tmp_path):
+    with pytest.raises(EngineError, match="mode=build"):
+        load_or_build(random_model(), EngineSpec(batch=1, max_in=8, max_out=32), tmp_path, "cpu", allow_build=False)
+
+
+@pytest.mark.slow
+def test_inductor_engine_on_cpu_equals_eager_and_reloads(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fastspeech.engine")
+    model = random_model(seed=5)
+    spec = EngineSpec(batch=2, max_in=16, max_out=64, backend="inductor")
+    options = {"mode": None, "cuda_graphs": False}
+    engine = load_or_build(model, spec, tmp_path, "cpu", options)
+    ids = random_ids(2)
+    check_equal(engine(ids), eager_reference(model, ids, 64))
+    again = load_or_build(model, spec, tmp_path, "cpu", options)
+    assert "loaded" in caplog.text
+    check_equal(again(ids), eager_reference(model, ids, 64))
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_inductor_cuda_graph_replays_equal_eager(tmp_path, precision):
+    model = random_model(seed=6)
+    spec = EngineSpec(batch=4, max_in=16, max_out=96, precision=precision, backend="inductor")
+    engine = load_or_build(model, spec, tmp_path, "cuda", {"mode": None, "cuda_graphs": True})
+    cuda_model = model.to("cuda", spec.dtype)
+    atol = 1e-3 if precision == "fp32" else 5e-2
+    for step in range(100):  # changing inputs every replay
+        ids = random_ids(1 + step % 4)
+        alpha = 0.8 + 0.05 * (step % 9)
+        out = engine(ids, alpha)
+        with torch.no_grad():
+            refs = [cuda_model(torch.tensor([one], device="cuda"), alpha, max_out=96) for one in ids]
+        for i, ref in enumerate(refs):
+            assert int(out.frames[i]) == int(ref.durations.sum()), step
+            n = int(ref.mel_lens[0])
+            torch.testing.assert_close(out.mel[i, :n], ref.mel[0, :n].float(), rtol=2e-2, atol=atol)
