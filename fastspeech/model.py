@@ -117,9 +117,9 @@ class PositionwiseFeedForward(nn.Module):
         self.layer_norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, row_valid: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
-        h = F.relu(self.w_1(x.transpose(1, 2))).transpose(1, 2) * row_valid  # (B, T, d_inner)
+        h = F.relu(conv1d_time_last(x, self.w_1)) * row_valid  # (B, T, d_inner)
         record(acts, f"{name}.conv1", h)
-        h = self.w_2(h.transpose(1, 2)).transpose(1, 2)  # (B, T, H)
+        h = conv1d_time_last(h, self.w_2)  # (B, T, H)
         record(acts, f"{name}.conv2", h)
         out = h + x
         record(acts, f"{name}.residual", out)
@@ -186,9 +186,8 @@ class DurationPredictor(nn.Module):
         self.linear_layer = nn.Linear(f, 1)
 
     def forward(self, x: torch.Tensor, row_valid: torch.Tensor) -> torch.Tensor:
-        h = (x * row_valid).transpose(1, 2)  # (B, H, Ti)
-        h = self.layer_norm_1(F.relu(self.conv1d_1(h)).transpose(1, 2)) * row_valid
-        h = self.layer_norm_2(F.relu(self.conv1d_2(h.transpose(1, 2))).transpose(1, 2))
+        h = self.layer_norm_1(F.relu(conv1d_time_last(x * row_valid, self.conv1d_1))) * row_valid
+        h = self.layer_norm_2(F.relu(conv1d_time_last(h, self.conv1d_2)))
         return (self.linear_layer(h) * row_valid).squeeze(-1)  # (B, Ti)
 
 
@@ -261,6 +260,22 @@ class FastSpeech(nn.Module):
         mel = self.mel_linear(x) * valid
         record(acts, "out.seq", mel)
         return ModelOutput(mel, mel_lens, durations)
+
+
+def conv1d_time_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """`conv` applied to x (B, T, C_in) -> (B, T, C_out), as one matmul over the unfolded input.
+
+    Our activations are (B, T, C); DLE's Conv1d wants (B, C, T). Instead of two transposes and a
+    cuDNN conv, stack the k shifted copies of x as (B, T, C_in, k): flattened, that is exactly the
+    layout of the conv weight viewed as (C_out, C_in * k), so one GEMM does the conv and the weight
+    needs no copy (measured 2.4 -> 1.57 ms at B=1 on our H100, GPU_NOTES.md). Zero padding as the
+    conv's own (stride 1, dilation 1, `padding` rows each side).
+    """
+    k, pad = conv.kernel_size[0], conv.padding[0]
+    T = x.shape[1]
+    padded = F.pad(x, (0, 0, pad, k - 1 - pad))  # (B, T + k - 1, C_in)
+    unfolded = torch.stack([padded[:, j : j + T] for j in range(k)], dim=-1)  # (B, T, C_in, k)
+    return F.linear(unfolded.flatten(2), conv.weight.view(conv.out_channels, -1), conv.bias)
 
 
 def record(acts: dict | None, name: str, value: torch.Tensor) -> None:

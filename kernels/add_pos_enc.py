@@ -22,10 +22,14 @@ PE tile once and reuses it for several batch rows (the PE does not depend on b).
 
 from __future__ import annotations
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
+
+from kernels.utils import check_int32_offsets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,20 +80,23 @@ def _add_pos_enc_kernel(
     phase = tl.where((cols % 2) == 1, 1.5707963267948966, 0.0)  # odd j: cos(a) = sin(a + pi/2)
     pe = tl.sin(reduced.to(tl.float32) + phase[None, :])  # (BLOCK_T, BLOCK_H) fp32
 
-    # Batch rows b0 .. b0 + b_per_prog - 1 share the PE tile; pointers step one batch row at a time.
+    # Batch rows b0 .. b0 + b_per_prog - 1 share the PE tile. Scalar int64 base pointers step one
+    # batch row at a time; offsets inside a row are int32 (the launcher checks they fit).
+    offs_x = rows[:, None] * stride_xt + cols[None, :] * stride_xh
+    offs_o = rows[:, None] * stride_ot + cols[None, :] * stride_oh
     b0 = pid_b.to(tl.int64) * b_per_prog
-    x_tile = x_ptr + b0 * stride_xb + rows[:, None].to(tl.int64) * stride_xt + cols[None, :] * stride_xh
-    o_tile = out_ptr + b0 * stride_ob + rows[:, None].to(tl.int64) * stride_ot + cols[None, :] * stride_oh
+    x_row = x_ptr + b0 * stride_xb
+    o_row = out_ptr + b0 * stride_ob
     len_p = len_ptr + b0 * stride_len
     n_rows = tl.minimum(b_per_prog, B - b0).to(tl.int32)
     for _ in range(n_rows):
         length = tl.load(len_p)
-        x = tl.load(x_tile, mask=tile_ok, other=0.0)
+        x = tl.load(x_row + offs_x, mask=tile_ok, other=0.0)
         y = (x.to(tl.float32) + pe).to(x.dtype)
         y = tl.where((rows < length)[:, None], y, x)  # padding rows: copied bit for bit
-        tl.store(o_tile, y, mask=tile_ok)
-        x_tile += stride_xb
-        o_tile += stride_ob
+        tl.store(o_row + offs_o, y, mask=tile_ok)
+        x_row += stride_xb
+        o_row += stride_ob
         len_p += stride_len
 
 
@@ -99,9 +106,13 @@ def _add_pos_enc_kernel(
 def _ratio_split(H: int) -> tuple[float, float]:
     """r = 10000^(-2/H) as (hi, lo): hi = fp32(r), lo = fp32(r - hi); hi + lo = r to ~2^-48 relative."""
     ratio = 10000.0 ** (-2.0 / H)
-    hi = float(torch.tensor(ratio, dtype=torch.float32))
-    lo = float(torch.tensor(ratio - hi, dtype=torch.float32))
-    return hi, lo
+    hi = _to_fp32(ratio)
+    return hi, _to_fp32(ratio - hi)
+
+
+def _to_fp32(value: float) -> float:
+    """Round a Python float to the nearest fp32 (pure Python: this runs while torch.compile traces)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def launch_add_pos_enc(
@@ -123,6 +134,7 @@ def launch_add_pos_enc(
     B, T, H = x.shape
     if x.numel() == 0:
         return out
+    check_int32_offsets("add_pos_enc", x, out)
     block_h = block_h or min(128, max(16, triton.next_power_of_2(H)))
     block_t = block_t or min(32, max(8, triton.next_power_of_2(T)))
     tiles = triton.cdiv(T, block_t) * triton.cdiv(H, block_h)

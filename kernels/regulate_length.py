@@ -27,6 +27,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from kernels.utils import check_int32_offsets
+
 
 # ---------------------------------------------------------------------------------------------
 # Triton kernel
@@ -71,14 +73,15 @@ def _regulate_length_kernel(
         token += tl.sum(done.to(tl.int32), 1)
         total += tl.sum(d, 0)
 
-    token = tl.minimum(token, Ti - 1).to(tl.int64)  # frames past the total: any row, masked below
+    token = tl.minimum(token, Ti - 1)  # frames past the total: any row, masked below
     filled = frames < total  # frames that hold a token; the rest are zeros
     in_out = frames < max_out
     col_ok = cols < H
 
-    src = x_ptr + b * stride_xb + token[:, None] * stride_xt + cols[None, :] * stride_xh
+    # int64 scalar batch offsets, int32 offsets inside a batch row (the launcher checks they fit).
+    src = x_ptr + b * stride_xb + (token[:, None] * stride_xt + cols[None, :] * stride_xh)
     vals = tl.load(src, mask=(filled & in_out)[:, None] & col_ok[None, :], other=0.0)
-    dst = out_ptr + b * stride_ob + frames[:, None].to(tl.int64) * stride_ot + cols[None, :] * stride_oh
+    dst = out_ptr + b * stride_ob + (frames[:, None] * stride_ot + cols[None, :] * stride_oh)
     tl.store(dst, vals, mask=in_out[:, None] & col_ok[None, :])
 
 
@@ -105,6 +108,7 @@ def launch_regulate_length(
     max_out = out.shape[1]
     if out.numel() == 0:
         return out
+    check_int32_offsets("regulate_length", x, durations, out)
     block_h = block_h or min(128, max(16, triton.next_power_of_2(H)))
     block_to = block_to or 32
     block_ti = block_ti or min(128, max(16, triton.next_power_of_2(Ti)))

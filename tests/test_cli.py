@@ -67,7 +67,7 @@ def test_random_weights_are_announced(tmp_path):
     [
         (["text=' '"], "text is empty"),
         (["text='#@%'"], "no symbol"),
-        (["text='price: 5€'"], "text.on_unknown=drop"),
+        (["text='price: 5€'"], "on_unknown=drop"),
         (["text=hi", "checkpoint=/nonexistent/ckpt.pt"], "checkpoint not found"),
         (["text=hi", "checkpoint=MISMATCH"], "does not match the model"),
         ([f"text='{'word ' * 500}'"], "longer than the model's 2048 positions"),

@@ -52,7 +52,7 @@ def measure(B: int, T: int, name: str, dtype: torch.dtype, peak: float) -> dict:
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     correct = torch.allclose(out, add_pos_enc_reference(x, lengths), atol=tol, rtol=tol)
     nbytes = 2 * x.nbytes + lengths.nbytes
-    t_kernel = common.time_us(lambda: launch_add_pos_enc(x, lengths, out))
+    t_kernel = common.time_us(common.direct_launch(lambda: launch_add_pos_enc(x, lengths, out)))
     t_op = common.time_us(lambda: torch.ops.fastspeech.add_pos_enc(x, lengths))
     t_dle = common.time_us(lambda: x + F.embedding(pos, table))
     same_size_copy = common.copy_gbps(nbytes)
@@ -77,7 +77,9 @@ def sweep(dtype_name: str, dtype: torch.dtype, peak: float) -> list[dict]:
         blocks = {"block_t": block_t, "block_h": block_h, "b_per_prog": b_per_prog, "num_warps": warps}
         out = torch.full_like(x, float("nan"))
         launch_add_pos_enc(x, lengths, out, **blocks)
-        t = common.time_us(lambda out=out, blocks=blocks: launch_add_pos_enc(x, lengths, out, **blocks))
+        t = common.time_us(
+            common.direct_launch(lambda out=out, blocks=blocks: launch_add_pos_enc(x, lengths, out, **blocks))
+        )
         rows.append({
             "dtype": dtype_name, "block_t": block_t, "block_h": block_h, "b_per_prog": b_per_prog or "auto",
             "num_warps": warps, "correct": torch.allclose(out, expected, atol=tol, rtol=tol), "us": t,

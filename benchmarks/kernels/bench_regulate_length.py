@@ -50,7 +50,7 @@ def measure(B: int, Ti: int, To: int, name: str, dtype: torch.dtype, peak: float
     launch_regulate_length(x, durations, out)
     correct = torch.equal(out, dle_reference(x, durations, To))
     nbytes = x.nbytes + durations.nbytes + out.nbytes
-    t_kernel = common.time_us(lambda: launch_regulate_length(x, durations, out))
+    t_kernel = common.time_us(common.direct_launch(lambda: launch_regulate_length(x, durations, out)))
     t_op = common.time_us(lambda: torch.ops.fastspeech.regulate_length(x, durations, To))
     t_dle = common.time_us(lambda: dle_reference(x, durations, To))
     t_gather = common.time_us(lambda: regulate_length_reference(x, durations, To))
@@ -76,7 +76,11 @@ def sweep(dtype_name: str, dtype: torch.dtype, peak: float) -> list[dict]:
         blocks = {"block_to": block_to, "block_h": block_h, "num_warps": warps}
         out = torch.full_like(expected, float("nan"))
         launch_regulate_length(x, durations, out, **blocks)
-        t = common.time_us(lambda out=out, blocks=blocks: launch_regulate_length(x, durations, out, **blocks))
+        t = common.time_us(
+            common.direct_launch(
+                lambda out=out, blocks=blocks: launch_regulate_length(x, durations, out, **blocks)
+            )
+        )
         rows.append({
             "dtype": dtype_name, "block_to": block_to, "block_h": block_h, "num_warps": warps,
             "correct": torch.equal(out, expected), "us": t, "gbps": nbytes / t / 1e3,

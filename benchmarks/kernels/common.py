@@ -34,6 +34,22 @@ def parse_args(description: str, default_results: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def direct_launch(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn` with wrap_triton's tracing dispatch off: the kernel launches straight away, as it does inside
+    the ops' eager path (triton_op turns it off there). Called outside an op, wrap_triton otherwise goes
+    through a higher-order-op dispatch that costs ~1 ms of CPU per launch and would swamp the timing."""
+    try:
+        from torch._library.triton import set_wrap_triton_enabled
+    except ImportError:  # older torch: wrap_triton launches directly anyway
+        return fn
+
+    def run() -> Any:
+        with set_wrap_triton_enabled(False):
+            return fn()
+
+    return run
+
+
 def time_us(fn: Callable[[], Any]) -> float:
     """Median time of one call, in microseconds."""
     return 1e3 * triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")

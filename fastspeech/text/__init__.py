@@ -46,7 +46,7 @@ def text_to_ids(text: str, on_unknown: str = "error") -> list[int]:
     """
     ids, dropped = _encode_checked(text, on_unknown)
     if dropped:
-        logger.warning("dropped characters with no symbol: %s (text.on_unknown=drop)", _names(dropped))
+        logger.warning("dropped characters with no symbol: %s (on_unknown=drop)", _names(dropped))
     return ids
 
 
@@ -119,7 +119,7 @@ def _encode_checked(text: str, on_unknown: str) -> tuple[list[int], list[str]]:
 def _encode(text: str, on_unknown: str) -> tuple[list[int], list[str]]:
     """(ids, dropped characters); raises on unknown characters when on_unknown="error"."""
     if on_unknown not in ON_UNKNOWN:
-        raise TextError(f"text.on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}")
+        raise TextError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}")
     segments = _segments(text.strip())
     unknown: dict[str, None] = {}  # ordered set, first appearance first
     for part, arpabet in segments:
@@ -173,7 +173,7 @@ def _trim(cleaned: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
 
 def _unknown_error(unknown: dict[str, None]) -> TextError:
     return TextError(
-        f"text contains characters with no symbol: {_names(unknown)}; remove them or set text.on_unknown=drop"
+        f"text contains characters with no symbol: {_names(unknown)}; remove them or set on_unknown=drop"
     )
 
 
