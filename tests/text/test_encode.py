@@ -94,7 +94,7 @@ def test_drop_mode_with_nothing_left_is_an_error():
 
 
 def test_bad_on_unknown_names_choices():
-    with pytest.raises(TextError, match=r"text\.on_unknown must be one of error, drop, got 'ignore'"):
+    with pytest.raises(TextError, match=r"on_unknown must be one of error, drop, got 'ignore'"):
         text_to_ids("hi", on_unknown="ignore")
 
 
