@@ -4,6 +4,7 @@
     python run.py input=phrases.txt batch_size=8             # one utterance a line
     python run.py engine=i64_o512 precision=fp16 mode=build  # only build the engine
     python run.py -m engine=i32_o256,i64_o512 mode=build     # one Hydra job per engine
+    python run.py mode=verify engine=i64_o512 precision=fp16 text="It just works."  # engine vs eager
 
 Errors the user can fix are printed as one line (exit code 1), never as a traceback.
 """
@@ -28,8 +29,12 @@ def dispatch(cfg: DictConfig) -> None:
         pipeline.synthesize(cfg)
     elif cfg.mode == "build":
         pipeline.build(cfg)
+    elif cfg.mode == "verify":
+        from fastspeech import verify
+
+        verify.run(cfg)
     else:
-        raise FastSpeechError(f"unknown mode={cfg.mode}; use synthesize or build")
+        raise FastSpeechError(f"unknown mode={cfg.mode}; use synthesize, build or verify")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -5,6 +5,7 @@ The data path, one module each: `text` (text -> token ids) -> `model` (token ids
 them together for `run.py`.
 """
 
+from fastspeech.compile import compile  # also registers torch.compile(backend="fastspeech")
 from fastspeech.model import FastSpeech, FastSpeechConfig, ModelOutput
 
-__all__ = ["FastSpeech", "FastSpeechConfig", "ModelOutput"]
+__all__ = ["FastSpeech", "FastSpeechConfig", "ModelOutput", "compile"]

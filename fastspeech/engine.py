@@ -50,6 +50,7 @@ class EngineSpec:
     max_out: int
     precision: str = "fp32"
     backend: str = "eager"
+    debug: bool = False  # verify builds: every named activation is an extra output (`EngineGraph`)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -59,7 +60,8 @@ class EngineSpec:
 
     @property
     def name(self) -> str:
-        return f"fastspeech.{self.precision}.b{self.batch}.i{self.max_in}.o{self.max_out}.{self.backend}"
+        name = f"fastspeech.{self.precision}.b{self.batch}.i{self.max_in}.o{self.max_out}.{self.backend}"
+        return f"{name}.debug" if self.debug else name
 
     @property
     def dtype(self) -> torch.dtype:
@@ -81,25 +83,57 @@ class EngineOutput(NamedTuple):
 
 
 class EngineGraph(nn.Module):
-    """The graph an engine compiles: fixed To, float32 mel out, durations summed in the graph."""
+    """The graph an engine compiles: fixed To, float32 mel out, durations summed in the graph.
 
-    def __init__(self, model: FastSpeech, max_out: int):
+    Outputs: mel, mel_lens, frames, durations; with `debug`, then every named activation the model
+    records (`activation_names`, forward order, each in the model's dtype) as extra outputs: no
+    backend can dump its layers (TensorRT has no per-layer dump), so the verify mode reads them here.
+    """
+
+    def __init__(self, model: FastSpeech, max_out: int, debug: bool = False):
         super().__init__()
         self.model, self.max_out = model, max_out
+        self.activation_names = activation_names(model) if debug else ()
 
     def forward(self, tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        mel, mel_lens, durations = self.model(tokens, alpha, self.max_out)
-        return mel.float(), mel_lens, durations.sum(1), durations
+        acts: dict[str, torch.Tensor] | None = {} if self.activation_names else None
+        mel, mel_lens, durations = self.model(tokens, alpha, self.max_out, acts)
+        extra = tuple(acts[name] for name in self.activation_names) if acts is not None else ()
+        return (mel.float(), mel_lens, durations.sum(1), durations) + extra
+
+
+def activation_names(model: FastSpeech) -> tuple[str, ...]:
+    """The names `model.forward` records, in forward order (read from a 1-token eager run)."""
+    device = next(model.parameters()).device
+    acts: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        model(torch.ones(1, 1, dtype=torch.long, device=device), 1.0, 1, acts)
+    return tuple(acts)
 
 
 class Engine:
-    """A loaded engine: pads requests to its fixed shape, runs, trims back."""
+    """A loaded engine: pads requests to its fixed shape, runs, trims back.
 
-    def __init__(self, spec: EngineSpec, runner: Runner, device: torch.device):
+    Debug engines (`spec.debug`) also return the activations named in `activation_names`: see
+    `run`, which returns the runner's raw outputs for the whole padded batch.
+    """
+
+    def __init__(
+        self, spec: EngineSpec, runner: Runner, device: torch.device, activation_names: tuple[str, ...] = ()
+    ):
         self.spec, self.runner, self.device = spec, runner, torch.device(device)
+        self.activation_names = activation_names
 
     def __call__(self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0) -> EngineOutput:
         """Run up to `spec.batch` token-id lists (each 1..max_in ids). Never crops input."""
+        n = len(token_ids)
+        mel, mel_lens, frames, durations = self.run(*self.pad(token_ids, alpha))[:4]
+        return EngineOutput(mel[:n].clone(), mel_lens[:n].clone(), frames[:n].clone(), durations[:n].clone())
+
+    def pad(
+        self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> tokens (batch, max_in) zero-padded and alphas (batch,) (1.0 in unused rows), on the device."""
         s = self.spec
         n = len(token_ids)
         if not 1 <= n <= s.batch:
@@ -115,9 +149,12 @@ class Engine:
             tokens[i, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
         alphas = torch.ones(s.batch, dtype=torch.float32)
         alphas[:n] = torch.as_tensor(alpha, dtype=torch.float32).expand(n)
+        return tokens.to(self.device), alphas.to(self.device)
+
+    def run(self, tokens: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The runner's outputs for a padded batch (`pad`); they may be buffers the next call reuses."""
         with torch.inference_mode():
-            mel, mel_lens, frames, durations = self.runner(tokens.to(self.device), alphas.to(self.device))
-        return EngineOutput(mel[:n].clone(), mel_lens[:n].clone(), frames[:n].clone(), durations[:n].clone())
+            return self.runner(tokens, alphas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +244,7 @@ def load_or_build(
         # Cast a copy: the caller's model stays as it is. Engines share weights when the caller
         # passes a model already on the engines' device and dtype (the pipeline does).
         model = copy.deepcopy(model).to(device=device, dtype=spec.dtype)
-    graph = EngineGraph(model, spec.max_out).eval()
+    graph = EngineGraph(model, spec.max_out, spec.debug).eval()
     example = (
         torch.zeros(spec.batch, spec.max_in, dtype=torch.long, device=device),
         torch.ones(spec.batch, dtype=torch.float32, device=device),
@@ -217,7 +254,7 @@ def load_or_build(
         t0 = time.perf_counter()
         runner = backend.load(graph, example, read_engine_file(path)[1])
         log.info("engine %s loaded in %.1f s", path, time.perf_counter() - t0)
-        return Engine(spec, runner, device)
+        return Engine(spec, runner, device, graph.activation_names)
     if not allow_build:
         raise EngineError(f"engine {path} is not usable ({reason}); build it with mode=build or allow building")
     log.info("building engine %s: %s", path, reason)
@@ -225,7 +262,7 @@ def load_or_build(
     runner, payload = backend.build(graph, example)
     write_engine_file(path, parts, payload)
     log.info("engine %s built in %.1f s (%.1f MB)", path, time.perf_counter() - t0, len(payload) / 1e6)
-    return Engine(spec, runner, device)
+    return Engine(spec, runner, device, graph.activation_names)
 
 
 def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.text import text_to_ids
 
 log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 @dataclass
@@ -76,8 +79,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def open_engine(cfg: DictConfig, model: FastSpeech, device: torch.device, engine_cfg: DictConfig | None = None) -> Engine:
-    """Load (or build, with progress in the log) the engine `cfg.engine` describes."""
+def open_engine(
+    cfg: DictConfig,
+    model: FastSpeech,
+    device: torch.device,
+    engine_cfg: DictConfig | None = None,
+    allow_build: bool = True,
+    pool: Any = None,
+) -> Engine:
+    """Load (or build, with progress in the log) the engine `cfg.engine` describes.
+
+    `pool`: a CUDA graph memory pool shared by the engines of a set (Inductor CUDA graphs only).
+    """
     from fastspeech.backends import resolve_backend
 
     engine_cfg = engine_cfg or cfg.engine
@@ -94,7 +107,63 @@ def open_engine(cfg: DictConfig, model: FastSpeech, device: torch.device, engine
     )
     options = cfg.backend.get(backend)
     options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
-    return load_or_build(model, spec, cfg.engine_dir, device, options, force_build=cfg.force_build)
+    if pool is not None and backend == "inductor":
+        options["pool"] = pool
+    return load_or_build(
+        model, spec, cfg.engine_dir, device, options, force_build=cfg.force_build, allow_build=allow_build
+    )
+
+
+def engine_set_configs(cfg: DictConfig) -> list[DictConfig]:
+    """The `conf/engine/<name>.yaml` of each engine named in `cfg.engine_set.engines`."""
+    names = list(cfg.engine_set.engines or [])
+    if not names:
+        raise ConfigError(f"engine_set {cfg.engine_set.name} lists no engines; set engine_set.engines=[...]")
+    configs = []
+    for name in names:
+        path = CONF_DIR / "engine" / f"{name}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in (CONF_DIR / "engine").glob("*.yaml")))
+            raise ConfigError(f"engine_set.engines names {name}, which is not in conf/engine/; use one of {known}")
+        configs.append(OmegaConf.load(path))
+    return configs
+
+
+def open_engine_set(cfg: DictConfig, model: FastSpeech, device: torch.device):
+    """Load (or, with `engine_set.build_missing`, build) every engine of the set -> a `Router`.
+
+    The engines share the model's weights (cast once, in place) and, on CUDA, one graph memory pool.
+    With building off, every engine that is missing or stale is named in one error with the command
+    that builds them.
+    """
+    from fastspeech.router import Router
+
+    pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
+    build_missing = bool(cfg.engine_set.build_missing)
+    engines, missing = [], []
+    for engine_cfg in engine_set_configs(cfg):
+        try:
+            engines.append(open_engine(cfg, model, device, engine_cfg, allow_build=build_missing, pool=pool))
+        except EngineError as exc:
+            if build_missing:
+                raise
+            log.warning("%s", exc)
+            missing.append(engine_cfg.name)
+    if missing:
+        raise EngineError(
+            f"engine set {cfg.engine_set.name}: {len(missing)} engine(s) not built or stale "
+            f"({', '.join(missing)}); build them with `{build_command(cfg, missing)}`, "
+            "or set engine_set.build_missing=true"
+        )
+    return Router(engines, split=bool(cfg.engine_set.split), on_unknown=cfg.on_unknown)
+
+
+def build_command(cfg: DictConfig, engines: list[str]) -> str:
+    """The `run.py` sweep that builds `engines` as this run would load them (same weights, sizes)."""
+    args = [f"engine={','.join(engines)}", f"model={cfg.model.name}", f"precision={cfg.precision.name}",
+            f"backend={cfg.backend.name}", f"batch_size={cfg.batch_size}", f"engine_dir={cfg.engine_dir}"]
+    args += [f"checkpoint={cfg.checkpoint}"] if cfg.checkpoint else [f"seed={cfg.seed}"]
+    return "python run.py -m " + " ".join(args) + " mode=build"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,13 +252,44 @@ def synthesize(cfg: DictConfig) -> list[Utterance]:
     texts = read_texts(cfg)
     device = pick_device(cfg.device)
     model = load_model(cfg)
-    utterances = encode_all(texts, cfg.on_unknown, model.cfg.max_seq_len)
-    engine = open_engine(cfg, model, device)
-    batches = length_sorted_batches(utterances, int(cfg.batch_size))
-    timings = run_batches(lambda batch: engine, batches, float(cfg.alpha))
+    if cfg.get("engine_set") is not None:
+        utterances, timings = route_all(cfg, texts, model, device)
+    else:
+        utterances = encode_all(texts, cfg.on_unknown, model.cfg.max_seq_len)
+        engine = open_engine(cfg, model, device)
+        batches = length_sorted_batches(utterances, int(cfg.batch_size))
+        timings = run_batches(lambda batch: engine, batches, float(cfg.alpha))
     vocoder = build_vocoder(cfg.vocoder.name, n_iter=cfg.vocoder.n_iter)
     write_results(cfg, utterances, vocoder, timings, device)
     return utterances
+
+
+def route_all(
+    cfg: DictConfig, texts: list[str], model: FastSpeech, device: torch.device
+) -> tuple[list[Utterance], list[dict[str, Any]]]:
+    """`engine_set=NAME`: every text through the set's router (`fastspeech/router.py`).
+
+    Texts longer than any engine are split when `engine_set.split` is on (so no length limit here);
+    with it off they are refused before any engine is loaded.
+    """
+    from fastspeech.router import check_lengths
+
+    split = bool(cfg.engine_set.split)
+    utterances = encode_all(texts, cfg.on_unknown, sys.maxsize if split else model.cfg.max_seq_len)
+    labels = [f"line {u.index + 1}" if len(texts) > 1 else "text" for u in utterances]
+    if not split:
+        largest = max(engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
+        check_lengths([u.ids for u in utterances], int(largest.max_in), labels, largest.name)
+    router = open_engine_set(cfg, model, device)
+    routed, stats = router([u.text for u in utterances], [u.ids for u in utterances], float(cfg.alpha), labels)
+    for u, r in zip(utterances, routed):
+        u.mel = r.mel.numpy()
+        if r.frames == 0:
+            log.warning("line %d: the model predicted no frames (random weights?)", u.index + 1)
+    log.info("engine set %s: %d calls %s, %d reroutes, %d splits, %.0f%% of the work was padding",
+             cfg.engine_set.name, len(stats.calls), stats.engine_calls(), stats.reroutes, stats.splits,
+             100 * stats.padded_fraction)
+    return utterances, stats.calls
 
 
 def write_results(cfg: DictConfig, utterances: list[Utterance], vocoder, timings: list[dict], device) -> None:

@@ -6,7 +6,8 @@ table row 0, all zeros; the seed's TensorRT plugin added PE to padding too). PE 
 (`get_sinusoid_encoding_table`): angle(p, j) = p / 10000^(2*floor(j/2)/H), sin for even j, cos for odd.
 The sum is computed in fp32 and rounded once to x's dtype.
 
-Accuracy (fp32: within 1e-4 absolute of the float64-built table up to position 2048; measured ~1e-6).
+Accuracy (fp32: within 1e-4 absolute of the float64-built table up to position 2048; max error
+3.8e-7 measured on CPU, including the fp32 rounding of x + PE; the H100 run passes the same 1e-4 test).
 A plain fp32 `sin(p * inv_freq)` can't meet that: near p = 2048 one ulp of the fp32 angle is 2.4e-4
 rad, and an fp32 inv_freq adds p * 6e-8 more. The kernel instead
   1. computes inv_freq = r^k (k = j // 2, r = 10000^(-2/H)) in float64 by binary powering, from r
@@ -65,6 +66,19 @@ def _add_pos_enc_kernel(
     cols = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)  # (BLOCK_H,) channel j
     tile_ok = (rows < T)[:, None] & (cols < H)[None, :]
 
+    # Batch rows b0 .. b0 + n_rows - 1 (n_rows >= 1) share the PE tile. Scalar int64 base pointers
+    # step one batch row at a time; offsets inside a row are int32 (the launcher checks they fit).
+    # The first row's loads go out before the PE math, so its memory latency overlaps that math.
+    offs_x = rows[:, None] * stride_xt + cols[None, :] * stride_xh
+    offs_o = rows[:, None] * stride_ot + cols[None, :] * stride_oh
+    b0 = pid_b.to(tl.int64) * b_per_prog
+    x_row = x_ptr + b0 * stride_xb
+    o_row = out_ptr + b0 * stride_ob
+    len_p = len_ptr + b0 * stride_len
+    n_rows = tl.minimum(b_per_prog, B - b0).to(tl.int32)
+    length = tl.load(len_p)
+    x = tl.load(x_row + offs_x, mask=tile_ok, other=0.0)
+
     # inv_freq[j] = r^(j // 2) in float64, r = 10000^(-2/H) given as fp32 hi + lo.
     k = cols // 2
     base = (tl.zeros([BLOCK_H], dtype=tl.float64) + ratio_hi) + ratio_lo
@@ -80,24 +94,18 @@ def _add_pos_enc_kernel(
     phase = tl.where((cols % 2) == 1, 1.5707963267948966, 0.0)  # odd j: cos(a) = sin(a + pi/2)
     pe = tl.sin(reduced.to(tl.float32) + phase[None, :])  # (BLOCK_T, BLOCK_H) fp32
 
-    # Batch rows b0 .. b0 + b_per_prog - 1 share the PE tile. Scalar int64 base pointers step one
-    # batch row at a time; offsets inside a row are int32 (the launcher checks they fit).
-    offs_x = rows[:, None] * stride_xt + cols[None, :] * stride_xh
-    offs_o = rows[:, None] * stride_ot + cols[None, :] * stride_oh
-    b0 = pid_b.to(tl.int64) * b_per_prog
-    x_row = x_ptr + b0 * stride_xb
-    o_row = out_ptr + b0 * stride_ob
-    len_p = len_ptr + b0 * stride_len
-    n_rows = tl.minimum(b_per_prog, B - b0).to(tl.int32)
-    for _ in range(n_rows):
-        length = tl.load(len_p)
-        x = tl.load(x_row + offs_x, mask=tile_ok, other=0.0)
+    for i in range(n_rows):
         y = (x.to(tl.float32) + pe).to(x.dtype)
         y = tl.where((rows < length)[:, None], y, x)  # padding rows: copied bit for bit
         tl.store(o_row + offs_o, y, mask=tile_ok)
+        # Prefetch the next batch row (nothing after the last) while this row's store drains.
+        more = i + 1 < n_rows
+        next_t = tl.where(more, T, 0)  # rows to load from the next batch row
         x_row += stride_xb
         o_row += stride_ob
         len_p += stride_len
+        length = tl.load(len_p, mask=more, other=0)
+        x = tl.load(x_row + offs_x, mask=(rows < next_t)[:, None] & (cols < H)[None, :], other=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +144,7 @@ def launch_add_pos_enc(
         return out
     check_int32_offsets("add_pos_enc", x, out)
     block_h = block_h or min(128, max(16, triton.next_power_of_2(H)))
-    block_t = block_t or min(32, max(8, triton.next_power_of_2(T)))
+    block_t = block_t or min(16, max(8, triton.next_power_of_2(T)))
     tiles = triton.cdiv(T, block_t) * triton.cdiv(H, block_h)
     if b_per_prog is None:
         # Enough programs to fill the GPU (~1024), each reusing its PE tile over as many rows as that allows.

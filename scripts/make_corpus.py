@@ -9,8 +9,11 @@ abbreviations, parentheses, colons and semicolons), 10-180 characters of raw tex
 Each utterance is cleaned and encoded exactly as at inference (`clean_text`, `text_to_ids`), and
 eSpeak NG (the Debian `espeak-ng` package: `apt-get install espeak-ng`; or the `espeakng-loader`
 wheel, which bundles the library) speaks the *cleaned* text, so its character offsets are token
-indices. Its native rate is 22050 Hz, DLE's, so nothing is resampled or trimmed. Mels are
-`fastspeech.vocoder.wav_to_mel` (DLE's convention), To = 1 + samples // 256.
+indices (sentence starts are capitalized first, which keeps every offset: eSpeak takes "world. this"
+for an abbreviation and runs the sentences together, but "world. This" gets its sentence pause).
+Its native rate is 22050 Hz, DLE's, so nothing is resampled; nothing is trimmed either (eSpeak adds
+no pause after the last word). Mels are `fastspeech.vocoder.wav_to_mel` (DLE's convention),
+To = 1 + samples // 256. Held-out wavs go to data/heldout_wavs/ (`--all-wavs` for every one).
 
 Durations (frames per token, summing exactly to To) come from eSpeak's own timing events, read
 through libespeak-ng's synthesis callback (ctypes, no binding package):
@@ -27,15 +30,17 @@ through libespeak-ng's synthesis callback (ctypes, no binding package):
   4. A spoken part's frames are shared evenly among its characters (largest remainder, so they sum
      exactly); a gap's frames go to its punctuation (evenly), or to its spaces if it has none. A
      space between words with no pause gets 0 frames, as in DLE's teacher alignments.
-Utterances whose events do not line up (a letter outside every word, times going backwards) are
-skipped and counted.
+Utterances whose events do not line up (letters before the first word event, word times going
+backwards) are skipped and counted.
 
 Storage (one compressed npz; `scripts/train_demo.py` reads it with numpy alone):
-  texts (N,) str            the raw sentences;        cleaned (N,) str: what eSpeak spoke
+  texts (N,) str            the raw sentences;        cleaned (N,) str: what the model reads
   tokens (sum Ti,) uint8    token ids, concatenated;  token_offsets (N+1,) int64
   durations (sum Ti,) int16 frames per token;         (durations of item i sum to its To)
-  mels (sum To, 80) uint8   log mels quantized: mel = mel_lo + q * mel_step (error <= step / 2)
-  mel_offsets (N+1,) int64; mel_lo, mel_step float32 scalars
+  mels_xz (bytes,) uint8    the log mels (sum To, mel_bins) quantized to uint8 (mel = mel_lo +
+                            q * mel_step, error <= step / 2 ~ 0.025), then LZMA-compressed (about
+                            48 bytes a frame; fp16 would take 160): `load_mels` below undoes it
+  mel_offsets (N+1,) int64; mel_bins int64; mel_lo, mel_step float32 scalars
   heldout (N,) bool         the evaluation split (never trained on); seed, version
 """
 
@@ -44,12 +49,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import itertools
 import json
 import logging
-import math
+import lzma
 import multiprocessing
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -59,8 +66,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastspeech.text import clean_text, text_to_ids  # noqa: E402
-from fastspeech.vocoder import AudioConfig, wav_to_mel  # noqa: E402
+from fastspeech.text import clean_text, text_to_ids
+from fastspeech.vocoder import AudioConfig, wav_to_mel
 
 log = logging.getLogger("make_corpus")
 
@@ -70,20 +77,24 @@ MIN_CHARS, MAX_CHARS = 10, 180
 # ---------------------------------------------------------------------------------------------
 # Text: a seeded grammar
 # ---------------------------------------------------------------------------------------------
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 # fmt: off
-NAMES = """Anna Ben Clara David Emma Frank Grace Henry Iris Jack Kate Leo Maria Nick Olivia Peter Rosa
+NAMES = _words("""Anna Ben Clara David Emma Frank Grace Henry Iris Jack Kate Leo Maria Nick Olivia Peter Rosa
 Sam Tina Victor Wendy Zoe Oscar Lucy Mark Nora Paul Ruth Tom Alice George Helen James Laura Martin
 Sarah Simon Julia Daniel Edward Fiona Hugo Ivan Joyce Kevin Linda Mike Nancy Owen Rachel Steve Ursula
-Walter Yvonne Arthur Betty Carlos Diana Elena Felix Gloria Harry Isabel""".split()
+Walter Yvonne Arthur Betty Carlos Diana Elena Felix Gloria Harry Isabel""")
 TITLES = ["Dr.", "Mr.", "Mrs.", "Capt.", "Gen.", "Lt.", "Sgt.", "Rev.", "Col.", "Maj."]
-SURNAMES = """Smith Brown Green White Black Taylor Wilson Moore Clark Hall Young King Wright Baker Hill
+SURNAMES = _words("""Smith Brown Green White Black Taylor Wilson Moore Clark Hall Young King Wright Baker Hill
 Adams Carter Turner Parker Cooper Ward Brooks Gray Hughes Price Bennett Wood Barnes Ross Foster
-Hayes Porter Reed""".split()
-PLACES = """London Paris Boston Chicago Denver Texas Canada Japan Egypt Berlin Rome Madrid Tokyo Sydney
+Hayes Porter Reed""")
+PLACES = _words("""London Paris Boston Chicago Denver Texas Canada Japan Egypt Berlin Rome Madrid Tokyo Sydney
 Dublin Oslo Vienna Seattle Ohio Florida Africa Europe Asia India China Mexico Brazil Peru Kenya
-Norway Iceland Scotland Wales Houston Atlanta Portland Geneva Lisbon Prague Warsaw Cairo""".split()
+Norway Iceland Scotland Wales Houston Atlanta Portland Geneva Lisbon Prague Warsaw Cairo""")
 # (singular, plural)
-NOUNS = [(w, None) for w in """house car dog cat bird tree river mountain city village garden window door
+NOUNS = [(w, None) for w in _words("""house car dog cat bird tree river mountain city village garden window door
 table chair book letter phone computer teacher doctor friend neighbor farmer student driver engineer
 artist baker market school station train bus ship bridge road street park lake forest field island
 beach storm cloud morning evening night week month year hour minute song story picture map key box
@@ -97,18 +108,18 @@ worker stranger visitor blanket bucket basket button carpet castle cottage desk 
 finger flower hammer jacket kettle ladder mirror needle pillow pocket rope saddle spoon sweater tower
 tunnel wagon wallet whistle window puzzle rocket planet diamond dragon giant wizard robot monkey
 tiger turtle spider penguin dolphin elephant giraffe kitten puppy lemon potato tomato carrot onion
-banana cherry sandwich pizza""".split()] + [
+banana cherry sandwich pizza""")] + [
     ("child", "children"), ("mouse", "mice"), ("sheep", "sheep"), ("fish", "fish"), ("wolf", "wolves"),
     ("man", "men"), ("woman", "women"), ("knife", "knives"), ("leaf", "leaves"), ("person", "people"),
     ("tooth", "teeth"), ("foot", "feet"), ("goose", "geese"), ("shelf", "shelves"),
 ]
-ADJECTIVES = """old young small large big little quiet loud bright dark warm cold happy sad quick slow heavy
+ADJECTIVES = _words("""old young small large big little quiet loud bright dark warm cold happy sad quick slow heavy
 light clean dirty strange simple careful brave clever gentle kind tired hungry busy empty full famous
 ancient modern narrow wide deep tall short green blue red yellow white black golden silver wooden
 broken hidden open closed early late beautiful ugly rich poor strong weak soft hard smooth rough sharp
 fresh wet dry sweet bitter proud honest lucky polite serious curious nervous calm wild lonely friendly
 important different useful expensive cheap purple orange noisy sleepy shiny dusty muddy frozen
-crowded peaceful dangerous enormous tiny delicious terrible wonderful awful perfect pleasant""".split()
+crowded peaceful dangerous enormous tiny delicious terrible wonderful awful perfect pleasant""")
 # (base, third person singular, past)
 TRANSITIVE = [
     ("see", "sees", "saw"), ("find", "finds", "found"), ("take", "takes", "took"),
@@ -145,15 +156,15 @@ INTRANSITIVE = [
     ("stay", "stays", "stayed"), ("wake", "wakes", "woke"), ("begin", "begins", "began"),
     ("win", "wins", "won"), ("cry", "cries", "cried"), ("think", "thinks", "thought"),
 ]
-ADVERBS = """quickly slowly quietly carefully suddenly finally always never often sometimes rarely again
+ADVERBS = _words("""quickly slowly quietly carefully suddenly finally always never often sometimes rarely again
 together alone early late today yesterday tomorrow soon almost really still already perhaps honestly
-happily gently loudly easily badly just""".split()
-PREPOSITIONS = "in at near behind across under over beside inside outside past through along".split()
-DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
-MONTHS = "January February March April May June July August September October November December".split()
+happily gently loudly easily badly just""")
+PREPOSITIONS = _words("in at near behind across under over beside inside outside past through along")
+DAYS = _words("Monday Tuesday Wednesday Thursday Friday Saturday Sunday")
+MONTHS = _words("January February March April May June July August September October November December")
 PRONOUNS = [("I", False), ("you", False), ("he", True), ("she", True), ("it", True), ("we", False),
             ("they", False)]
-OBJECT_PRONOUNS = "me you him her it us them".split()
+OBJECT_PRONOUNS = _words("me you him her it us them")
 INTERJECTIONS = ["Hello", "Oh", "Well", "Yes", "No", "Wow", "Look", "Listen", "Please", "Sorry",
                  "Thank you", "Good morning", "Good night", "Excuse me", "Hey", "Okay", "Of course"]
 SHORT = ["Hello world.", "It just works.", "Good morning!", "Thank you very much.", "See you soon.",
@@ -273,7 +284,9 @@ class SentenceGenerator:
             return f"will {base}"
         if k < 0.9:
             return f"{self.pick(['can', 'must', 'should', 'might', 'could'])} {base}"
-        return f"{self.pick(['did not', 'does not' if third else 'do not', 'cannot', 'never'])} {base}"
+        if self.chance(0.2):
+            return f"never {past}"
+        return f"{self.pick(['did not', 'does not' if third else 'do not', 'cannot'])} {base}"
 
     # ---- clauses
     def clause(self) -> str:
@@ -372,10 +385,12 @@ class SentenceGenerator:
         return text
 
     def corpus(self, count: int) -> list[str]:
-        """`count` distinct sentences, raw length spread evenly over MIN_CHARS..MAX_CHARS."""
+        """`count` distinct sentences, raw length MIN_CHARS..MAX_CHARS, more short ones than long."""
         seen, out = set(), []
         while len(out) < count:
-            text = self.sentence(self.r.randint(MIN_CHARS, MAX_CHARS))
+            # Short utterances are cheap to store and long ones expensive: skew targets short.
+            target = MIN_CHARS + int((MAX_CHARS - MIN_CHARS) * self.r.random() ** 2.5)
+            text = self.sentence(target)
             if MIN_CHARS <= len(text) <= MAX_CHARS and text not in seen:
                 seen.add(text)
                 out.append(text)
@@ -516,14 +531,14 @@ def token_durations(
         raise AlignmentError(f"no word events for {text!r}")
     chars = sorted(starts)
     samples = [starts[c] for c in chars]
-    if any(b < a for a, b in zip(samples, samples[1:])):
+    if any(b < a for a, b in itertools.pairwise(samples)):
         raise AlignmentError(f"word times go backwards in {text!r}")
     first_letter = int(np.argmax(is_letter))
     if chars[0] != first_letter:
         raise AlignmentError(f"letters before the first word event in {text!r}")
 
     # Sample boundaries: gap before the first word, then (spoken, gap) per unit.
-    lead_gap = range(0, chars[0])  # characters before the first word ('(')
+    lead_gap = range(chars[0])  # characters before the first word ('(')
     bounds = [0]  # sample where each segment starts; segments: lead gap, spoken0, gap0, spoken1, ...
     segments: list[range] = [lead_gap]
     first_start = samples[0] if len(lead_gap) else 0
@@ -591,13 +606,25 @@ def _init_worker(voice: str, rate: int | None) -> None:
         raise RuntimeError(f"eSpeak NG speaks at {_ESPEAK.sample_rate} Hz; expected {AUDIO.sample_rate}")
 
 
+def sentence_case(cleaned: str) -> str:
+    """Capitalize sentence starts, keeping every character's offset.
+
+    eSpeak NG takes a period followed by a lower-case letter for an abbreviation, not a sentence end:
+    it then neither pauses there nor reports the next word's position correctly.
+    """
+    return _SENTENCE_START_RE.sub(lambda m: m.group(0).upper(), cleaned)
+
+
+_SENTENCE_START_RE = re.compile(r"(?:^|(?<=[.!?] ))\(?[a-z]")
+
+
 def make_utterance(text: str) -> dict | str:
     """Raw text -> {ids, durations, mel, wav}; or the reason it was skipped."""
     ids = text_to_ids(text)
     cleaned = clean_text(text)
     if len(cleaned) != len(ids):
         return f"cleaned text and ids differ in length: {text!r}"
-    wav16, words, phonemes = _ESPEAK.synthesize(cleaned)
+    wav16, words, phonemes = _ESPEAK.synthesize(sentence_case(cleaned))
     wav = wav16.astype(np.float32) / 32768.0
     mel = wav_to_mel(wav, AUDIO).astype(np.float32)  # (To, 80)
     try:
@@ -639,7 +666,8 @@ def save(path: Path, items: list[dict], heldout: np.ndarray, seed: int) -> dict:
         tokens=np.concatenate([u["ids"] for u in items]).astype(np.uint8),
         token_offsets=np.concatenate([[0], np.cumsum(tok_lens)]).astype(np.int64),
         durations=np.concatenate([u["durations"] for u in items]).astype(np.int16),
-        mels=q,
+        mels_xz=np.frombuffer(lzma.compress(q.tobytes(), preset=6), dtype=np.uint8),
+        mel_bins=np.int64(q.shape[1]),
         mel_offsets=np.concatenate([[0], np.cumsum(mel_lens)]).astype(np.int64),
         mel_lo=np.float32(lo),
         mel_step=np.float32(step),
@@ -658,19 +686,27 @@ def save(path: Path, items: list[dict], heldout: np.ndarray, seed: int) -> dict:
     }
 
 
+def load_mels(corpus) -> np.ndarray:
+    """The (sum To, mel_bins) float32 log mels of an opened corpus npz."""
+    q = np.frombuffer(lzma.decompress(corpus["mels_xz"].tobytes()), dtype=np.uint8)
+    return corpus["mel_lo"] + q.reshape(-1, int(corpus["mel_bins"])).astype(np.float32) * corpus["mel_step"]
+
+
 def write_test_json(path: Path, items: list[dict], count: int) -> None:
     """A few held-out utterances with their reference durations, for tests/test_demo_voice.py."""
+    rows = [{"text": u["text"], "cleaned": u["cleaned"], "ids": [int(i) for i in u["ids"]],
+             "durations": [int(d) for d in u["durations"]]} for u in items[:count]]
+    header = {"source": "scripts/make_corpus.py: eSpeak NG en-us, held-out split (never trained on)",
+              "hop_length": AUDIO.hop_length, "sample_rate": AUDIO.sample_rate}
+    fields = [f" {json.dumps(k)}: {json.dumps(v)}," for k, v in header.items()]
+    body = ",\n".join("  " + json.dumps(r) for r in rows)  # one utterance a line
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"text": u["text"], "cleaned": u["cleaned"], "ids": u["ids"].tolist(),
-             "durations": u["durations"].tolist(), "frames": int(u["durations"].sum())} for u in items[:count]]
-    header = {"source": "scripts/make_corpus.py (eSpeak NG en-us; held-out split, never trained on)",
-              "hop_length": AUDIO.hop_length, "sample_rate": AUDIO.sample_rate, "utterances": rows}
-    path.write_text(json.dumps(header, indent=1) + "\n")
+    path.write_text("{\n" + "\n".join(fields) + '\n "utterances": [\n' + body + "\n ]\n}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--count", type=int, default=3000, help="utterances to generate (before skips)")
+    p.add_argument("--count", type=int, default=2100, help="utterances to generate (before skips)")
     p.add_argument("--heldout", type=int, default=50, help="utterances kept out of training")
     p.add_argument("--seed", type=int, default=10)
     p.add_argument("--voice", default="en-us")

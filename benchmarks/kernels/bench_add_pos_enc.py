@@ -16,17 +16,17 @@ import torch.nn.functional as F
 from benchmarks.kernels import common
 from kernels.add_pos_enc import add_pos_enc_reference, launch_add_pos_enc, sinusoid_table
 
-SWEEP = [  # (block_t, block_h, b_per_prog or None = auto, num_warps) variants at the goal shape with --sweep
-    (32, 128, None, 4),
+SWEEP = [  # (block_t, block_h, b_per_prog or None = auto, num_warps) at the goal shape; first = default
     (16, 128, None, 4),
-    (64, 128, None, 4),
-    (64, 128, None, 8),
-    (32, 256, None, 8),
-    (16, 512, None, 8),
-    (32, 128, 1, 4),
-    (32, 128, 4, 4),
-    (32, 128, 16, 4),
-    (8, 128, None, 2),
+    (32, 128, None, 4),
+    (8, 128, None, 4),
+    (16, 128, None, 8),
+    (16, 256, None, 4),
+    (8, 256, None, 4),
+    (16, 128, 1, 4),
+    (16, 128, 4, 4),
+    (16, 128, 16, 4),
+    (32, 64, None, 2),
 ]
 
 

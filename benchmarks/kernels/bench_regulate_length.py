@@ -17,17 +17,15 @@ from torch.nn.utils.rnn import pad_sequence
 from benchmarks.kernels import common
 from kernels.regulate_length import launch_regulate_length, regulate_length_reference
 
-SWEEP = [  # (block_to, block_h, num_warps) variants timed at the goal shape with --sweep
-    (32, 128, 4),
-    (16, 128, 4),
-    (64, 128, 4),
-    (8, 128, 2),
-    (128, 128, 8),
-    (32, 256, 4),
+SWEEP = [  # (block_to, block_h, num_warps) variants timed at the goal shape with --sweep; first = default
     (16, 512, 4),
-    (32, 512, 8),
-    (64, 128, 8),
-    (4, 512, 4),
+    (8, 512, 4),
+    (16, 512, 8),
+    (32, 512, 4),
+    (8, 512, 2),
+    (16, 256, 4),
+    (32, 128, 4),
+    (16, 128, 2),
 ]
 
 

@@ -1,15 +1,21 @@
 """What the kernel benchmarks share: timing, copy bandwidth, the markdown table and the JSON file.
 
-Timing is `triton.testing.do_bench`'s median (CUDA events, L2 flushed before every call, so small
-shapes are measured cold, as they run inside a model). Bandwidth counts the fewest bytes the op must
-move: each input read once plus the output written once; a copy moves 2x its size by the same count.
+Timing: the median over 100 calls of CUDA-event time around each call, with the L2 flushed before
+every call by zeroing 512 MiB (so small shapes are measured cold, as they run inside a model). That
+flush also keeps the GPU busy for ~0.2 ms while the host queues the call, so host-side launch overhead
+(Python, op dispatch) stays out of the GPU time unless it exceeds that; `triton.testing.do_bench`
+flushes 256 MiB, and on the lent H100 host jitter then leaked into some small-shape timings.
+Bandwidth counts the fewest bytes the op must move: each input read once plus the output written
+once; a copy moves 2x its size by the same count.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,9 +56,26 @@ def direct_launch(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def time_us(fn: Callable[[], Any]) -> float:
-    """Median time of one call, in microseconds."""
-    return 1e3 * triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+@functools.cache
+def _flush_buffer() -> torch.Tensor:
+    return torch.empty(512 << 20, dtype=torch.uint8, device="cuda")
+
+
+def time_us(fn: Callable[[], Any], reps: int = 100, warmup: int = 5) -> float:
+    """Median GPU time of one call, in microseconds, cold L2 (see the module docstring)."""
+    flush = _flush_buffer()
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    torch.cuda.synchronize()
+    for start, end in zip(starts, ends):
+        flush.zero_()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return 1e3 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
 def copy_gbps(nbytes: int) -> float:

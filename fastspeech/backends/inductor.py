@@ -37,6 +37,7 @@ class CudaGraphRunner:
         with torch.inference_mode(), torch.cuda.graph(self.graph, pool=pool):
             self.outputs = fn(*self.inputs)
 
+    @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self.inputs[0].copy_(tokens)
         self.inputs[1].copy_(alpha)
@@ -67,4 +68,4 @@ class InductorBackend(Backend):
             compiled(*example)
         if self.cuda_graphs and example[0].is_cuda:
             return CudaGraphRunner(compiled, example, self.pool)
-        return compiled
+        return torch.inference_mode()(compiled)  # a call with grad enabled would recompile

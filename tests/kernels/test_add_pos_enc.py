@@ -58,10 +58,15 @@ def test_random(B, T, H, dtype, len_dtype):
 
 
 def test_fp32_within_1e4_of_float64_table_to_position_2048():
-    """The hard case: angles up to 2048 rad. Big blocks only to keep the interpreter quick."""
+    """The hard case: angles up to 2048 rad.
+
+    Big blocks only under the interpreter (fewer, larger programs run faster there); on a GPU such a
+    tile takes Triton minutes to compile, so CUDA uses the default launch.
+    """
     x = torch.randn(2, 2048, 384, device=DEVICE)
     lengths = torch.tensor([2048, 1500], device=DEVICE)
-    got = run_kernel(x, lengths, block_t=256, block_h=512)
+    blocks = {} if DEVICE == "cuda" else {"block_t": 256, "block_h": 512}
+    got = run_kernel(x, lengths, **blocks)
     err = (got.double() - exact(x, lengths)).abs().max().item()
     assert err <= PE_ATOL_FP32, f"max abs error {err:.2e} vs the float64 table"
 

@@ -52,10 +52,11 @@ def test_random(B, Ti, H, max_out, dtype, dur_dtype):
     check(x, durations, max_out)
 
 
-def test_long_input_chunks_the_scan():
+@pytest.mark.parametrize("wide_scan", [False, True])
+def test_long_input_chunks_the_scan(wide_scan):
     """Ti = 1000 (the seed's plugin stopped at 1024 via one block scan); small H keeps it quick."""
     x, durations = random_inputs(2, 1000, 8, torch.float32, high=3)
-    check(x, durations, 1100, block_to=64)  # totals ~1000: some frames zero, some rows cropped
+    check(x, durations, 1100, block_to=64, wide_scan=wide_scan)  # totals ~1000: zero tails
 
 
 def test_zero_durations_and_all_zero_row():
@@ -74,13 +75,17 @@ def test_total_exactly_max_out_and_one_more(excess):
     check(x, durations, max_out)
 
 
+@pytest.mark.parametrize("wide_scan", [False, True])
 @pytest.mark.parametrize("dur_dtype,huge", [(torch.int32, 2**31 - 1), (torch.int64, 2**40)])
-def test_huge_durations(dur_dtype, huge):
-    """Durations far beyond max_out must neither overflow the running sum nor reach past the output."""
+def test_huge_durations(dur_dtype, huge, wide_scan):
+    """Durations far beyond max_out must neither overflow the running sum nor reach past the output.
+
+    Both scan widths: int64 is picked only for max_out > 2^31 / 129, too big to test directly.
+    """
     x, durations = random_inputs(2, 6, 257, torch.bfloat16, dur_dtype=dur_dtype)
     durations[0, 2] = huge
     durations[1, :] = huge
-    got = run_kernel(x, durations, 24)
+    got = run_kernel(x, durations, 24, wide_scan=wide_scan)
     assert torch.equal(got, regulate_length_reference(x, durations, 24))
     first = int(durations[0, :2].sum())
     assert torch.equal(got[0, first:], x[0, 2].expand(24 - first, -1))  # token 2 fills the rest

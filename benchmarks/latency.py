@@ -1,0 +1,270 @@
+"""The README's latency table: the seed's columns, side by side, in one run.
+
+    python -m benchmarks.latency --out results/bench            # all variants, batches, precisions
+    python -m benchmarks.latency --variants ours_inductor --batches 1 64 --precisions fp16
+
+Variants (same weights, same 128-token sample text as the seed's perf_infer.py, i128/o1024):
+  dle_eager       the seed's PyTorch forward (bmm attention, per-item repeat_interleave + pad_sequence)
+  compile_plain   torch.compile(mode="reduce-overhead") of a straightforward fixed-shape model
+                  (cuDNN Conv1d with transposes, the reference ops): today's "just compile it"
+  ours_eager      our model in eager PyTorch with the Triton ops
+  ours_inductor   our engine: Inductor (max-autotune by default) + one CUDA graph replay per call
+
+Columns as the seed's: average latency, std, 90/95/99% latency (max of the lowest 90/95/99%),
+throughput (generated audio samples/s), RTF (audio seconds per second / batch), speed-up vs the
+seed's eager at the same batch and precision; plus effective TFLOP/s of the fixed-shape graph.
+Weights are random, with the duration head's bias set so the sample text predicts ~900 of the
+1024 frames (realistic work for the length regulator and the mel side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fastspeech import model as model_module
+from fastspeech.engine import EngineSpec, load_or_build
+from fastspeech.model import FastSpeech, FastSpeechConfig
+
+SAMPLE_TEXT = (
+    "The forms of printed letters should be beautiful, and that their arrangement on the page should be "
+    "reasonable and a help to the shapeliness of the letters themselves."
+)
+HOP, SR = 256, 22050
+conv_matmul = model_module.conv1d_time_last
+log = logging.getLogger("benchmarks.latency")
+
+
+def sample_tokens(max_in: int = 128) -> list[int]:
+    """The seed's input: the first 128 characters of SAMPLE_TEXT, 128 tokens (trailing space kept)."""
+    from fastspeech.text import text_to_ids
+
+    return text_to_ids(SAMPLE_TEXT)[:max_in]
+
+
+def calibrated_model(tokens: list[int], target_frames: int, device) -> FastSpeech:
+    """Random DLE-size weights whose duration head predicts ~target_frames for the sample text."""
+    torch.manual_seed(0)
+    model = FastSpeech(FastSpeechConfig()).eval().to(device)
+    bias = model.length_regulator.duration_predictor.linear_layer.bias
+    x = torch.tensor([tokens], device=device)
+    with torch.no_grad():
+        for _ in range(6):  # frames ~ exp(bias): move the bias by the log of the ratio
+            total = int(model(x, 1.0, max_out=2048).durations.sum())
+            bias.add_(float(np.log(target_frames / max(total, 1))))
+    return model
+
+
+def graph_flops(cfg: FastSpeechConfig, batch: int, max_in: int, max_out: int) -> float:
+    """Matmul FLOPs of the fixed-shape graph (2 per multiply-add); what 'effective TFLOP/s' divides."""
+    def side(T, n_layer, n_head, d_inner):
+        d, dk, k = cfg.d_model, cfg.d_k, cfg.fft_conv1d_kernel
+        per_layer = 2 * T * d * n_head * 3 * dk + 4 * T * T * dk * n_head + 2 * T * n_head * dk * d
+        per_layer += 2 * 2 * T * d * d_inner * k
+        return n_layer * per_layer
+
+    f, k = cfg.duration_predictor_filter_size, cfg.duration_predictor_kernel_size
+    total = side(max_in, cfg.phoneme_side_n_layer, cfg.phoneme_side_head, cfg.phoneme_side_conv1d_filter_size)
+    total += 2 * max_in * (cfg.d_model * f * k + f * f * k + f)
+    total += side(max_out, cfg.mel_side_n_layer, cfg.mel_side_head, cfg.mel_side_conv1d_filter_size)
+    total += 2 * max_out * cfg.d_model * cfg.num_mels
+    return batch * total
+
+
+def plain_conv(x: torch.Tensor, conv: torch.nn.Conv1d) -> torch.Tensor:
+    """What a straightforward port does: transpose to (B, C, T), cuDNN Conv1d, transpose back."""
+    return conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_calls(fn, iters: int, warmup: int) -> np.ndarray:
+    """Wall-clock seconds per call, synchronized (the seed measured wall clock too)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times[i] = time.perf_counter() - t0
+    return times
+
+
+def row(variant, batch, precision, times, frames, flops, base_ms):
+    s = np.sort(times)
+    mean = float(times.mean())
+    pct = {p: float(s[max(int(len(s) * p / 100) - 1, 0)]) for p in (90, 95, 99)}
+    throughput = frames * HOP / mean
+    return {
+        "variant": variant, "batch": batch, "precision": precision, "iters": len(times),
+        "mean_ms": mean * 1e3, "std_ms": float(times.std()) * 1e3,
+        "p90_ms": pct[90] * 1e3, "p95_ms": pct[95] * 1e3, "p99_ms": pct[99] * 1e3,
+        "throughput_samples_s": throughput, "rtf": throughput / (SR * batch),
+        "tflops": flops / mean / 1e12 if flops else None,
+        "speedup_vs_dle_eager": (base_ms / (mean * 1e3)) if base_ms else None,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=["dle_eager", "compile_plain", "ours_eager", "ours_inductor"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 32, 64])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "bf16"])
+    p.add_argument("--iters-b1", type=int, default=1000, help="timed runs at batch 1 (the seed: 1000)")
+    p.add_argument("--iters", type=int, default=100, help="timed runs at larger batches")
+    p.add_argument("--mode", default="max-autotune-no-cudagraphs", help="Inductor mode of ours_inductor")
+    p.add_argument("--out", default="results/bench", help="folder for latency.json and latency.png")
+    p.add_argument("--engine-dir", default="engines/bench")
+    p.add_argument("--device", default="cuda", help="cpu only for a smoke test of this script")
+    p.add_argument("--profile", action="store_true", help="write the top kernels of ours_inductor per batch")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmarks.latency needs a CUDA GPU (the table is for our H100)")
+    from benchmarks.dle_eager import DLEEager
+
+    dev = torch.device(args.device)
+    max_in, max_out = 128, 1024
+    ids = sample_tokens(max_in)
+    base = calibrated_model(ids, target_frames=900, device=dev)
+    rows = []
+    for precision in args.precisions:
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        model = base.to(dtype)
+        for batch in args.batches:
+            iters = args.iters_b1 if batch == 1 else args.iters
+            tokens = torch.tensor([ids] * batch, device=dev)
+            alpha = torch.ones(batch, device=dev)
+            flops = graph_flops(model.cfg, batch, max_in, max_out)
+            with torch.inference_mode():
+                frames = int(model(tokens, alpha, max_out=max_out).mel_lens.sum())
+            base_ms = None
+            for variant in args.variants:
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    if variant == "dle_eager":
+                        dle = DLEEager(model)
+                        fn = lambda: dle(tokens, 1.0)  # noqa: E731
+                    elif variant == "ours_eager":
+                        fn = lambda: model(tokens, alpha, max_out=max_out)  # noqa: E731
+                    elif variant == "compile_plain":  # conv swapped for cuDNN while this variant runs
+                        torch._dynamo.reset()
+                        model_module.conv1d_time_last = plain_conv
+                        compiled = torch.compile(model, mode="reduce-overhead")
+                        fn = lambda: compiled(tokens, alpha, max_out)  # noqa: E731
+                    elif variant == "ours_inductor":
+                        spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
+                        engine = load_or_build(model, spec, args.engine_dir, dev, {"mode": args.mode})
+                        fn = lambda: engine.runner(tokens, alpha)  # noqa: E731
+                    else:
+                        raise SystemExit(f"unknown variant {variant}")
+                    try:
+                        fn()
+                        setup_s = time.perf_counter() - t0
+                        times = time_calls(fn, iters, warmup=10)
+                    finally:
+                        model_module.conv1d_time_last = conv_matmul
+                r = row(variant, batch, precision, times, frames, flops if variant != "dle_eager" else None, base_ms)
+                r["setup_s"] = setup_s
+                if args.profile and variant == "ours_inductor":
+                    profile(fn, Path(args.out) / f"profile_{precision}_b{batch}.txt")
+                if variant == "dle_eager":
+                    base_ms = r["mean_ms"]
+                rows.append(r)
+                log.info("%s", json.dumps(r))
+                print(table_line(r), flush=True)
+                save(rows, args, frames)
+    meta = save(rows, args, frames)
+    plot(rows, Path(args.out) / "latency.png")
+    print_table(rows, meta)
+
+
+def save(rows: list[dict], args, frames: int) -> dict:
+    """Write latency.json after every row, so a run cut short still leaves its numbers."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__, "max_in": 128, "max_out": 1024, "mode": args.mode,
+            "frames_per_item_last": frames}
+    try:
+        import triton
+
+        meta["triton"] = triton.__version__
+    except ImportError:
+        pass
+    (out / "latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    return meta
+
+
+def profile(fn, path: Path, calls: int = 20) -> None:
+    """Top CUDA kernels over `calls` calls (kernel time vs wall time shows the launch gaps)."""
+    from torch.profiler import ProfilerActivity
+
+    sync()
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        wall = (time.perf_counter() - t0) / calls
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"] if hasattr(prof, "key_averages") else []
+    kernel_us = sum(e.device_time_total for e in events) / calls
+    n_kernels = sum(e.count for e in events) / calls
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20)
+    summary = f"per call: wall {wall * 1e3:.3f} ms, kernel time {kernel_us / 1e3:.3f} ms, {n_kernels:.0f} kernels"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(summary + "\n" + table)
+    print(path.name, summary)
+    print(table[:6000])
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key in sorted({(r["variant"], r["precision"]) for r in rows}):
+        pts = sorted((r["batch"], r["mean_ms"]) for r in rows if (r["variant"], r["precision"]) == key)
+        ax.plot(*zip(*pts), marker="o", label=f"{key[0]} {key[1]}")
+    ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="latency per batch (ms)",
+           title="FastSpeech i128/o1024 on H100")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def print_table(rows: list[dict], meta: dict) -> None:
+    print(f"\n{meta}\n")
+    print("| variant | batch | precision | avg ms | std ms | p90 ms | p95 ms | p99 ms | samples/s | RTF | "
+          "TFLOP/s | speed-up vs DLE eager |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(table_line(r))
+
+
+def table_line(r: dict) -> str:
+    tf = f"{r['tflops']:.0f}" if r["tflops"] else "-"
+    sp = f"{r['speedup_vs_dle_eager']:.2f}x" if r["speedup_vs_dle_eager"] else "1.00x"
+    return (f"| {r['variant']} | {r['batch']} | {r['precision']} | {r['mean_ms']:.3f} | {r['std_ms']:.3f} | "
+            f"{r['p90_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput_samples_s']:,.0f} | "
+            f"{r['rtf']:.0f} | {tf} | {sp} |")
+
+
+if __name__ == "__main__":
+    main()

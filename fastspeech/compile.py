@@ -1,0 +1,244 @@
+"""Drop-in compilation: `fastspeech.compile(model)` and `torch.compile(model, backend="fastspeech")`.
+
+    model = fastspeech.FastSpeech(cfg).eval()            # any hparams, DLE weights loaded or not
+    fast = fastspeech.compile(model, precision="fp16")   # engines: TensorRT / Inductor / eager
+    mel, mel_lens, durations = fast(tokens)              # same call, same outputs as model(tokens)
+    fast2 = torch.compile(model, backend="fastspeech")   # or: plain torch.compile, our backend
+
+`fastspeech.compile` runs the model through the project's fixed-shape engines
+(`fastspeech.engine`): the same backends, files and fingerprints as `run.py`. How a call of any
+shape maps onto fixed engines:
+- Batch: one engine per batch size B seen (or `engine`'s batch, the call split into chunks of it).
+- Input: tokens (B, Ti) zero-padded at the end; Ti is rounded up to a multiple of 32 (`max_in`).
+  The model's output does not depend on padding, so a bigger engine gives the same result.
+- Output frames: with `max_out` given, an engine with exactly that To (eager semantics: speech is
+  cropped at max_out and the mel side sees only the kept frames). With max_out None (eager: To is
+  the longest predicted length), an engine with To = 8 x max_in first; when speech is longer, once
+  more with To rounded up to 256 frames (capped at the model's max_seq_len); the result is trimmed
+  to what eager returns. Each new shape builds an engine once (seconds to minutes, logged); files
+  are cached in `engine_dir`, so the next process loads them.
+- `engine="i64_o512"` (or an object / mapping with max_in, max_out and optionally batch) pins one
+  engine shape instead; a call it cannot reproduce exactly raises `EngineError` naming the fix.
+Outputs: `ModelOutput(mel, mel_lens, durations)` as eager: mel (B, To, num_mels) in the model's
+parameter dtype (whatever `precision` computes in), zeros past mel_lens; durations (B, Ti) int64;
+all on the tokens' device. Passing `acts=` (the verify mode's dict) runs the eager model instead,
+since engines return no activations. Weights are copied into the engines when compiled: later
+changes to `model` are not seen.
+
+`torch.compile(model, backend="fastspeech")` is the other path: the backend, registered when
+`fastspeech` is imported, compiles each graph dynamo captures with Inductor, and with CUDA graphs
+when its inputs are on CUDA (outputs are then overwritten by the next call, as with
+mode="reduce-overhead"). max_out None gives a graph break at the data-dependent length; pass
+max_out for one graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
+from fastspeech.errors import ConfigError, EngineError
+from fastspeech.model import FastSpeech, ModelOutput
+
+log = logging.getLogger(__name__)
+
+IN_STEP = 32  # input tokens are padded up to a multiple of this
+OUT_STEP = 256  # a second try at max_out None rounds the speech length up to a multiple of this
+FRAMES_PER_TOKEN = 8  # first guess at To for max_out None (the conf/engine/*.yaml ratio)
+
+
+def compile(  # shadows the builtin inside this module, as torch.compile does
+    model: FastSpeech,
+    backend: str = "auto",
+    engine: str | Any | None = None,
+    precision: str | None = None,
+    device: torch.device | str | None = None,
+    engine_dir: str | os.PathLike | None = None,
+    options: dict[str, Any] | None = None,
+) -> CompiledFastSpeech:
+    """A module called exactly like `model`, run by fixed-shape engines (see the module docstring).
+
+    backend: auto | eager | inductor | tensorrt (auto: TensorRT where installed with a GPU, else
+    Inductor on CUDA, else eager on the CPU). precision: fp32 | fp16 | bf16, default the model's
+    dtype (CPU: fp32). device: default the model's. engine_dir: default
+    $XDG_CACHE_HOME/fastspeech-trt/engines. options: the backend's (conf/backend/auto.yaml).
+    """
+    return CompiledFastSpeech(model, backend, engine, precision, device, engine_dir, options)
+
+
+class CompiledFastSpeech(nn.Module):
+    """`FastSpeech` behind engines: forward(tokens, alpha=1.0, max_out=None, acts=None) -> ModelOutput."""
+
+    def __init__(
+        self,
+        model: FastSpeech,
+        backend: str = "auto",
+        engine: str | Any | None = None,
+        precision: str | None = None,
+        device: torch.device | str | None = None,
+        engine_dir: str | os.PathLike | None = None,
+        options: dict[str, Any] | None = None,
+    ):
+        from fastspeech.backends import resolve_backend
+        from fastspeech.pipeline import resolve_precision
+
+        super().__init__()
+        self._orig_mod = model  # what acts= calls run; named as torch.compile's wrapper names it
+        first = next(model.parameters())
+        self.device = torch.device(device) if device is not None else first.device
+        self.out_dtype = first.dtype
+        if precision is None:
+            precision = next((name for name, dtype in PRECISIONS.items() if dtype == first.dtype), "fp32")
+        self.precision = resolve_precision(precision, self.device)
+        self.backend, why = resolve_backend(backend, self.device)
+        log.info("fastspeech.compile: backend=%s (%s), precision=%s", self.backend, why, self.precision)
+        self.options = dict(options or {})
+        self.engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_dir()
+        self.pinned = engine_shape(engine) if engine is not None else None
+        weights = model
+        if any(p.device != self.device or p.dtype != PRECISIONS[self.precision] for p in model.parameters()):
+            weights = copy.deepcopy(model).to(device=self.device, dtype=PRECISIONS[self.precision])
+        object.__setattr__(self, "_weights", weights.eval())  # not a submodule: no second state dict
+        self._engines: dict[EngineSpec, Engine] = {}
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        alpha: torch.Tensor | float = 1.0,
+        max_out: int | None = None,
+        acts: dict[str, torch.Tensor] | None = None,
+    ) -> ModelOutput:
+        """As `FastSpeech.forward`: tokens (B, Ti) int, zero-padded at the end; alpha scalar or (B,)."""
+        if acts is not None:
+            return self._orig_mod(tokens, alpha, max_out, acts)
+        B, Ti = tokens.shape
+        lens = (tokens != 0).sum(1).tolist()
+        rows = tokens.tolist()
+        ids = [row[:n] for row, n in zip(rows, lens)]
+        alphas = torch.as_tensor(alpha, dtype=torch.float32).expand(B).tolist()
+        max_len = max(lens, default=0)
+        cap = self._weights.cfg.max_seq_len
+
+        if self.pinned is not None:
+            batch, max_in, engine_out = self.pinned
+            batch = batch or B
+            if max_len > max_in:
+                raise EngineError(
+                    f"input of {max_len} tokens is longer than the pinned engine's max_in={max_in}; "
+                    "pin a larger engine= or leave engine=None"
+                )
+        else:
+            batch = B
+            max_in = min(round_up(max(max_len, 1), IN_STEP), cap)
+            engine_out = max_out if max_out is not None else min(FRAMES_PER_TOKEN * max_in, cap)
+        out = self._run(ids, alphas, batch, max_in, engine_out)
+        if max_out is None and self.pinned is None:
+            longest = int(out[2].max()) if B else 0
+            if longest > engine_out and engine_out < cap:
+                engine_out = min(round_up(longest, OUT_STEP), cap)
+                out = self._run(ids, alphas, batch, max_in, engine_out)
+        return self._as_eager(out, engine_out, max_out, Ti, tokens.device)
+
+    def _run(self, ids, alphas, batch, max_in, max_out) -> tuple[torch.Tensor, ...]:
+        """All items through the engine for this shape, in chunks of its batch -> mel, lens, frames, durations."""
+        spec = EngineSpec(batch, max_in, max_out, self.precision, self.backend)
+        engine = self._engines.get(spec)
+        if engine is None:
+            engine = load_or_build(self._weights, spec, self.engine_dir, self.device, self.options)
+            self._engines[spec] = engine
+        parts = [engine(ids[i : i + batch], alphas[i : i + batch]) for i in range(0, len(ids), batch)]
+        return tuple(
+            torch.cat([getattr(p, f) for p in parts]) for f in ("mel", "mel_lens", "frames", "durations")
+        )
+
+    def _as_eager(self, out, engine_out: int, max_out: int | None, Ti: int, device) -> ModelOutput:
+        """Engine outputs -> exactly what `FastSpeech.forward(tokens, alpha, max_out)` returns."""
+        mel, _, frames, durations = out
+        longest = int(frames.max()) if len(frames) else 0
+        To = max_out if max_out is not None else max(1, min(longest, self._weights.cfg.max_seq_len))
+        if engine_out != To and longest > min(engine_out, To):
+            # The mel side attends over all kept frames: cropping at another length changes them.
+            raise EngineError(
+                f"speech of {longest} frames with max_out={max_out} needs an engine with max_out={To}, "
+                f"the pinned engine has {engine_out}; pin engine max_out={To} or leave engine=None"
+            )
+        mel = fit(mel, 1, To)
+        durations = fit(durations, 1, Ti)
+        mel_lens = frames.clamp_max(To)
+        return ModelOutput(
+            mel.to(device=device, dtype=self.out_dtype), mel_lens.to(device), durations.to(device)
+        )
+
+
+def fit(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Crop or zero-pad `x` along `dim` to `size`."""
+    if x.shape[dim] >= size:
+        return x.narrow(dim, 0, size)
+    pad = [0, 0] * (x.dim() - dim - 1) + [0, size - x.shape[dim]]
+    return torch.nn.functional.pad(x, pad)
+
+
+def round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def default_engine_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "fastspeech-trt" / "engines"
+
+
+def engine_shape(engine: str | Any) -> tuple[int | None, int, int]:
+    """`engine=` -> (batch or None, max_in, max_out): a conf/engine name like "i64_o512", an
+    `EngineSpec`, a mapping or an object with max_in, max_out (and optionally batch)."""
+    if isinstance(engine, str):
+        match = re.fullmatch(r"i(\d+)_o(\d+)", engine)
+        if not match:
+            raise ConfigError(f"engine={engine!r}: use a name like 'i64_o512' (max_in 64, max_out 512)")
+        return None, int(match[1]), int(match[2])
+    get = engine.get if isinstance(engine, dict) else lambda key, default=None: getattr(engine, key, default)
+    if get("max_in") is None or get("max_out") is None:
+        raise ConfigError(f"engine={engine!r}: give max_in and max_out (e.g. engine='i64_o512')")
+    batch = get("batch")
+    return (int(batch) if batch else None), int(get("max_in")), int(get("max_out"))
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile(model, backend="fastspeech")
+
+
+def fastspeech_backend(gm: torch.fx.GraphModule, example_inputs: list) -> Any:
+    """Dynamo backend: Inductor, with CUDA graphs (cudagraph trees) when the inputs are on CUDA.
+
+    Inference only, like the model: graphs compile and run under no_grad (our custom ops have no
+    backward), so the caller needs no `torch.no_grad()` and outputs carry no autograd history.
+    """
+    from torch._inductor.compile_fx import compile_fx
+
+    cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in example_inputs)
+    with torch.no_grad():
+        compiled = compile_fx(gm, example_inputs, config_patches={"triton.cudagraphs": cuda})
+
+    def run(*args):
+        with torch.no_grad():
+            return compiled(*args)
+
+    return run
+
+
+def register() -> None:
+    """Make `torch.compile(..., backend="fastspeech")` work (idempotent; run on `import fastspeech`)."""
+    from torch._dynamo import list_backends, register_backend
+
+    if "fastspeech" not in list_backends(exclude_tags=()):
+        register_backend(fastspeech_backend, name="fastspeech")
+
+
+register()

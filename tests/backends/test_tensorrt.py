@@ -1,0 +1,158 @@
+"""backend=tensorrt: its behaviour without TensorRT (everywhere), and whole engines with it.
+
+The TensorRT tests (`requires_tensorrt`) have never run: TensorRT is not installable on our machines.
+"""
+
+import importlib
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from helpers import random_model
+
+from fastspeech import backends
+from fastspeech.backends import get_backend, resolve_backend
+from fastspeech.backends.tensorrt import TensorRTBackend
+from fastspeech.engine import EngineSpec, load_or_build
+from fastspeech.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+INSTALL = "pip install 'fastspeech-trt[trt]'"
+
+
+def _importable(*names: str) -> bool:
+    try:
+        for name in names:
+            importlib.import_module(name)
+        return True
+    except Exception:  # noqa: BLE001 - a broken install counts as absent
+        return False
+
+
+needs_tensorrt = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _importable("tensorrt.plugin", "torch_tensorrt")),
+    reason="needs TensorRT + Torch-TensorRT (not installable here)",
+)
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    monkeypatch.setattr(backends, "tensorrt_installed", lambda: False)
+
+
+def test_imports_need_no_tensorrt():
+    # A fresh interpreter in which importing tensorrt / torch_tensorrt fails, even where they exist.
+    code = (
+        "import sys; sys.modules['tensorrt'] = sys.modules['torch_tensorrt'] = None\n"
+        "import converters, converters.add_pos_enc, converters.regulate_length, fastspeech.backends.tensorrt\n"
+        "backend = fastspeech.backends.tensorrt.TensorRTBackend()\n"
+        "try:\n    converters.register_all()\nexcept ImportError:\n    print('register_all needs tensorrt')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "register_all needs tensorrt"
+
+
+def test_get_backend_without_tensorrt_says_how_to_install(no_tensorrt):
+    with pytest.raises(ConfigError) as err:
+        get_backend("tensorrt", workspace_size_gb=8)
+    message = str(err.value)
+    assert INSTALL in message and "\n" not in message
+
+
+def test_check_available_needs_a_cuda_device():
+    with pytest.raises(ConfigError, match="backend=tensorrt needs a CUDA GPU") as err:
+        TensorRTBackend().check_available(torch.device("cpu"))
+    assert "\n" not in str(err.value)
+
+
+def test_check_available_without_tensorrt_says_how_to_install(no_tensorrt):
+    with pytest.raises(ConfigError) as err:
+        TensorRTBackend().check_available(torch.device("cuda"))
+    assert INSTALL in str(err.value) and "\n" not in str(err.value)
+
+
+def test_auto_picks_eager_on_cpu_and_inductor_on_cuda_without_tensorrt(no_tensorrt):
+    assert resolve_backend("auto", torch.device("cpu"))[0] == "eager"
+    assert resolve_backend("auto", torch.device("cuda"))[0] == "inductor"
+
+
+def test_auto_picks_tensorrt_on_cuda_when_installed(monkeypatch):
+    monkeypatch.setattr(backends, "tensorrt_installed", lambda: True)
+    assert resolve_backend("auto", torch.device("cuda"))[0] == "tensorrt"
+    assert resolve_backend("auto", torch.device("cpu"))[0] == "eager"
+
+
+def test_workspace_option_from_the_backend_config(monkeypatch):
+    monkeypatch.setattr(
+        backends, "tensorrt_installed", lambda: True
+    )  # the backend module itself needs no TensorRT
+    with open(os.path.join(ROOT, "conf", "backend", "auto.yaml")) as f:
+        options = yaml.safe_load(f)["tensorrt"]
+    backend = get_backend("tensorrt", **options)
+    assert isinstance(backend, TensorRTBackend)
+    assert backend.workspace_size == int(options["workspace_size_gb"] * 2**30)
+    assert TensorRTBackend(workspace_size_gb=0.5).workspace_size == 2**29
+
+
+# ---------------------------------------------------------------------------------------------
+# With TensorRT: whole engines at conf/engine/i32_o256.yaml
+
+
+def _engine_sizes() -> dict:
+    with open(os.path.join(ROOT, "conf", "engine", "i32_o256.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def _tolerance(precision: str) -> tuple[float, float]:
+    with open(os.path.join(ROOT, "conf", "precision", f"{precision}.yaml")) as f:
+        conf = yaml.safe_load(f)
+    return conf["atol"], conf["rtol"]
+
+
+def _model():
+    """A tiny random model whose durations are exactly 3 frames per token in any precision.
+
+    A constant duration head (log(1 + 3)) keeps rounding away from .5, so TensorRT and eager
+    cannot disagree on a duration by a rounding flip; the mel then compares frame by frame.
+    """
+    model = random_model(duration_bias=math.log(4.0))
+    with torch.no_grad():
+        model.length_regulator.duration_predictor.linear_layer.weight.zero_()
+    return model
+
+
+TEXTS = [[5, 12, 40, 7, 7, 19, 33, 2], list(range(1, 33))]  # 8 tokens; exactly max_in = 32 tokens
+
+
+@pytest.mark.requires_tensorrt
+@needs_tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_matches_eager_and_survives_save_and_load(tmp_path, precision):
+    sizes = _engine_sizes()
+    model = _model().cuda()
+    spec = {
+        "batch": sizes["batch"],
+        "max_in": sizes["max_in"],
+        "max_out": sizes["max_out"],
+        "precision": precision,
+    }
+    eager = load_or_build(model, EngineSpec(**spec, backend="eager"), tmp_path, "cuda")
+    built = load_or_build(model, EngineSpec(**spec, backend="tensorrt"), tmp_path, "cuda")
+    loaded = load_or_build(model, EngineSpec(**spec, backend="tensorrt"), tmp_path, "cuda", allow_build=False)
+    atol, rtol = _tolerance(precision)
+
+    for ids in TEXTS:
+        want, got, again = eager([ids]), built([ids]), loaded([ids])
+        assert torch.equal(got.durations.cpu(), want.durations.cpu())
+        assert torch.equal(got.mel_lens.cpu(), want.mel_lens.cpu()) and got.mel_lens.item() == 3 * len(ids)
+        assert (got.mel - want.mel).abs().max() <= atol + rtol * want.mel.abs().max()
+        for a, b in zip(again, got):  # the loaded engine is the built one
+            assert torch.equal(a, b)

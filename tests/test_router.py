@@ -1,0 +1,254 @@
+"""The multi-engine router: smallest engine that fits, rerun on frame overflow, split what fits no
+engine, input order kept; and the engine set through `run.py` (model=tiny, eager engines on the CPU).
+
+Every routed mel is checked against the model run on that text (or piece) alone, unpadded: routing,
+batching and joining must not change a single frame.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from helpers import random_model
+
+from fastspeech.checkpoint import save_checkpoint
+from fastspeech.engine import Engine, EngineSpec, load_or_build
+from fastspeech.errors import EngineError
+from fastspeech.router import Router
+from fastspeech.text import text_to_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls: more CPU threads only add waiting (seconds per call on a busy 2-core runner)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_router(model, tmp_path, sizes, batch=1, **kwargs) -> Router:
+    engines = [load_or_build(model, EngineSpec(batch=batch, max_in=i, max_out=o), tmp_path, "cpu") for i, o in sizes]
+    return Router(engines, progress=False, **kwargs)
+
+
+def text_of(n_tokens: int, seed: int = 0) -> str:
+    """Lower-case words (one token per character) with exactly `n_tokens` tokens."""
+    r = np.random.default_rng(seed)
+    text = ""
+    while len(text) < n_tokens:
+        text += "".join(r.choice(list("abcdefghijklmnopqrstuvwxyz"), size=int(r.integers(2, 8)))) + " "
+    text = text[:n_tokens]
+    text = text[:-1] + "x" if text.endswith(" ") else text
+    assert len(text_to_ids(text)) == n_tokens
+    return text
+
+
+def reference(model, text: str, alpha: float = 1.0):
+    """(mel (To, 80), durations (Ti,)) of `text` through the model alone, unpadded."""
+    with torch.no_grad():
+        out = model(torch.tensor([text_to_ids(text)]), alpha, max_out=None)
+    n = int(out.durations.sum())
+    return out.mel[0, :n].float(), out.durations[0]
+
+
+def check_routed(model, routed, alpha: float = 1.0) -> None:
+    """The routed mel is its pieces' reference mels end to end; nothing lost."""
+    refs = [reference(model, piece, alpha) for piece in routed.pieces]
+    assert routed.frames == int(routed.durations.sum())
+    torch.testing.assert_close(routed.durations, torch.cat([d for _, d in refs]))
+    torch.testing.assert_close(routed.mel, torch.cat([m for m, _ in refs]), rtol=1e-4, atol=1e-4)
+
+
+# ---- input length: the smallest engine whose max input fits
+
+
+@pytest.mark.parametrize("n_tokens, engine", [(1, "i8"), (8, "i8"), (9, "i16"), (16, "i16"), (17, "i24"), (24, "i24")])
+def test_text_goes_to_smallest_engine_whose_input_fits(tmp_path, n_tokens, engine):
+    model = random_model(seed=1)
+    router = make_router(model, tmp_path, [(24, 512), (8, 512), (16, 512)])  # any order
+    text = text_of(n_tokens)
+    (routed,), stats = router([text])
+    assert [name.split(".")[3] for name in routed.engines] == [engine]
+    assert routed.pieces == [text] and stats.reroutes == stats.splits == 0
+    check_routed(model, routed)
+
+
+def test_one_token_more_than_the_largest_engine_is_split_and_joined(tmp_path):
+    model = random_model(seed=2)
+    router = make_router(model, tmp_path, [(8, 512), (24, 512)])
+    (whole,), _ = router([text_of(24)])
+    assert len(whole.pieces) == 1
+    text = text_of(25)
+    (routed,), stats = router([text])
+    assert len(routed.pieces) > 1 and stats.splits == 1
+    assert all(len(text_to_ids(p)) <= 24 for p in routed.pieces)
+    assert " ".join(routed.pieces).split() == text.split()  # every word, in order
+    check_routed(model, routed)
+
+
+def test_too_long_text_with_splitting_off_is_a_one_line_error(tmp_path):
+    router = make_router(random_model(), tmp_path, [(8, 512), (24, 512)], split=False)
+    with pytest.raises(EngineError) as err:
+        router(["Short.", text_of(25)])
+    message = str(err.value)
+    assert "line 2 is 25 tokens" in message and "(24, fastspeech.fp32.b1.i24.o512.eager)" in message
+    assert "engine_set.split=true" in message and "\n" not in message
+
+
+# ---- output length: rerun on the smallest engine whose output fits
+
+
+OUT_SIZES = {"F/2": lambda f: f // 2, "F-1": lambda f: f - 1, "F": lambda f: f, "F+40": lambda f: f + 40}
+
+
+@pytest.mark.parametrize("outs", [("F-1", "F", "F+40"), ("F/2", "F-1", "F", "F+40")])
+def test_frame_overflow_reruns_on_smallest_engine_whose_output_fits(tmp_path, outs):
+    """F frames: an engine with max_out F-1 overflows by one; max_out exactly F holds it."""
+    model = random_model(seed=3)
+    text = text_of(12)
+    frames = len(reference(model, text)[0])
+    router = make_router(model, tmp_path, [(16, OUT_SIZES[o](frames)) for o in outs])
+    (routed,), stats = router([text])
+    assert routed.engines == [f"fastspeech.fp32.b1.i16.o{frames}.eager"]
+    assert stats.reroutes == 1 and stats.splits == 0
+    assert [c["overflowed"] for c in stats.calls] == [1, 0]  # the first call's work was wasted, and counted
+    check_routed(model, routed)
+
+
+def test_rerun_takes_a_larger_input_engine_when_the_output_needs_it(tmp_path):
+    model = random_model(seed=3)
+    text = text_of(6)
+    frames = len(reference(model, text)[0])
+    router = make_router(model, tmp_path, [(8, frames - 1), (16, frames - 1), (32, frames + 5)])
+    (routed,), stats = router([text])
+    assert routed.engines == [f"fastspeech.fp32.b1.i32.o{frames + 5}.eager"] and stats.reroutes == 1
+    check_routed(model, routed)
+
+
+def test_speech_longer_than_every_engine_is_split_until_each_piece_fits(tmp_path):
+    model = random_model(seed=4, duration_bias=3.0)  # ~20 frames per token
+    router = make_router(model, tmp_path, [(16, 64), (32, 128)])
+    text = "one two three, four five six. seven eight nine ten; eleven twelve."
+    (routed,), stats = router([text])
+    assert routed.frames > 128 and len(routed.pieces) > 1 and stats.splits >= 1
+    assert all(len(reference(model, p)[0]) <= 128 for p in routed.pieces)
+    assert "".join(routed.pieces).replace(" ", "") == text.replace(" ", "")  # cut at words, then letters
+    check_routed(model, routed)
+
+
+def test_speech_longer_than_every_engine_with_splitting_off_is_an_error(tmp_path):
+    router = make_router(random_model(seed=4, duration_bias=3.0), tmp_path, [(16, 64), (32, 128)], split=False)
+    with pytest.raises(EngineError, match=r"^text: predicted speech is \d+ frames, longer than the largest engine "
+                       r"of the set takes \(128 frames, .*\); set engine_set\.split=true"):
+        router(["one two three, four five six."])
+
+
+def test_a_single_token_longer_than_every_engine_is_an_error(tmp_path):
+    router = make_router(random_model(seed=4, duration_bias=3.0), tmp_path, [(16, 64), (32, 128)])
+    with pytest.raises(EngineError, match="a single token .* lower alpha"):
+        router(["a"], alpha=20.0)
+
+
+# ---- batching and order
+
+
+def test_order_is_restored_across_buckets_and_batches(tmp_path):
+    model = random_model(seed=5)
+    router = make_router(model, tmp_path, [(8, 40), (16, 80), (32, 160)], batch=3)
+    rng = np.random.default_rng(5)
+    texts = [text_of(int(n), seed=i) for i, n in enumerate(rng.integers(1, 48, size=25))]
+    routed, stats = router(texts, alpha=1.1)
+    assert len(routed) == len(texts)
+    for text, r in zip(texts, routed):
+        if len(r.pieces) == 1:
+            assert r.pieces == [text]
+        check_routed(model, r, alpha=1.1)
+    assert len({c["engine"] for c in stats.calls}) == 3
+    assert max(c["items"] for c in stats.calls) == 3  # calls were batched
+    padded = 1 - sum(c["tokens"] + c["frames"] for c in stats.calls) / sum(
+        c["token_slots"] + c["frame_slots"] for c in stats.calls)
+    assert stats.padded_fraction == pytest.approx(padded) and 0 < padded < 1
+
+
+def test_engines_of_other_precisions_or_backends_are_refused():
+    engines = [Engine(EngineSpec(1, 8, 32, "fp32"), None, "cpu"), Engine(EngineSpec(1, 16, 64, "fp16"), None, "cpu")]
+    with pytest.raises(EngineError, match="share precision, backend and device"):
+        Router(engines)
+
+
+# ---- the engine set through run.py
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint_000001.pt"
+    save_checkpoint(random_model(seed=0, duration_bias=1.2), path, fmt="dle", step=1)
+    return path
+
+
+def run(tmp_path, *args, check=True) -> tuple[int, str]:
+    """run.py as a user runs it -> (exit code, stdout + stderr)."""
+    defaults = {"engine_dir": tmp_path / "engines", "results_dir": tmp_path / "results", "hydra.run.dir":
+                tmp_path / "hydra", "hydra.sweep.dir": tmp_path / "multirun", "vocoder.n_iter": 4, "plot": "false"}
+    given = {a.split("=")[0] for a in args}
+    cmd = [sys.executable, str(ROOT / "run.py"), *args, *(f"{k}={v}" for k, v in defaults.items() if k not in given)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in output, output[-3000:]
+    return errors[0]
+
+
+def test_missing_engines_are_named_with_the_build_sweep_then_the_set_loads(tmp_path, checkpoint):
+    common = ["model=tiny", f"checkpoint={checkpoint}"]
+    code, output = run(tmp_path, *common, "engine_set=default", "engine_set.build_missing=false", "text=Hello.",
+                       check=False)
+    error = one_error_line(output)
+    assert code == 1 and "4 engine(s) not built or stale (i32_o256, i64_o512, i96_o768, i128_o1024)" in error
+    command = re.search(r"`(python run\.py -m [^`]*)`", error).group(1)
+    assert "engine=i32_o256,i64_o512,i96_o768,i128_o1024" in command and command.endswith("mode=build")
+
+    run(tmp_path, *shlex.split(command)[2:])  # the sweep the message names: one Hydra job per engine
+    assert len(list((tmp_path / "engines").glob("*.engine"))) == 4
+    lines = ["Hi there.", "The quick brown fox jumps over the lazy dog. " * 5, "A mid-sized sentence, not long."]
+    (tmp_path / "in.txt").write_text("\n".join(lines))
+    _, output = run(tmp_path, *common, "engine_set=default", "engine_set.build_missing=false",
+                    f"input={tmp_path / 'in.txt'}")
+    assert "building" not in output
+    assert re.search(r"line 2: 224 tokens, more than the largest engine takes \(128\): split into \d pieces", output)
+    wavs = sorted((tmp_path / "results").glob("*.wav"))
+    assert [w.name[:4] for w in wavs] == ["0000", "0001", "0002"]  # one wav per line, in input order
+    for wav in wavs:
+        audio, _ = soundfile.read(wav)
+        assert len(audio) == len(np.load(wav.with_suffix(".npy"))) * 256 > 0
+
+
+def test_an_engine_missing_from_the_set_is_built(tmp_path, checkpoint):
+    common = ["model=tiny", f"checkpoint={checkpoint}", "engine_set=default", "text=Hello there."]
+    run(tmp_path, *common)
+    (tmp_path / "engines" / "fastspeech.fp32.b1.i64.o512.eager.engine").unlink()
+    _, output = run(tmp_path, *common)
+    assert output.count("building engine") == 1 and "i64.o512.eager.engine: no engine file yet" in output
+
+
+def test_too_long_line_with_splitting_off_fails_before_loading_engines(tmp_path):
+    code, output = run(tmp_path, "model=tiny", "engine_set=default", "engine_set.split=false",
+                       f"text='{'word ' * 40}'", check=False)
+    assert code == 1 and "text is 199 tokens, longer than the largest engine of the set" in one_error_line(output)
+    assert "building engine" not in output
