@@ -236,6 +236,8 @@ def load_or_build(
     from fastspeech.backends import get_backend
 
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" is "cuda:N": share the caller's weights
+        device = torch.device("cuda", torch.cuda.current_device())
     backend = get_backend(spec.backend, **(backend_options or {}))
     backend.check_available(device)
     path = Path(engine_dir) / f"{spec.name}.engine"

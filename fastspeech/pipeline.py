@@ -1,5 +1,6 @@
 """Text in, wav out: what `run.py` calls. Read texts, encode, batch by length, run the engine,
-vocode, write `results/NNNN_<slug>.wav` + `.npy`, one `mels.png` and `timings.json`.
+vocode, write `results/NNNN_<slug>.wav` + `.npy`, one `mels.png` and `timings.json`. With
+`engine_set=NAME` a multi-engine set runs the texts instead of one engine (`route_all`, `router.py`).
 
 Every text is encoded and checked before anything runs, so bad input fails fast with one line;
 files are written atomically, so outputs already written stay intact when a later one fails.
@@ -21,10 +22,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fastspeech.checkpoint import load_checkpoint
+from fastspeech.checkpoint import hparams_from_state_dict, load_checkpoint, read_state_dict
 from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
 from fastspeech.errors import ConfigError, EngineError, TextError
 from fastspeech.model import FastSpeech, FastSpeechConfig
+from fastspeech.router import Router, check_lengths
 from fastspeech.text import text_to_ids
 
 log = logging.getLogger(__name__)
@@ -56,18 +58,37 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+DEMO_VOICE = Path(__file__).resolve().parent / "assets" / "demo_voice.pt"
+
+
 def load_model(cfg: DictConfig) -> FastSpeech:
-    """The model from `cfg.model`, with `cfg.checkpoint`'s weights or random ones (said loudly)."""
+    """The model and its weights, by `cfg.checkpoint`.
+
+    `demo` (the default): the demo voice shipped in the package, its hparams read from the file
+    (`model=` is not used). `random`: `model=` hparams with random weights, said loudly. Anything
+    else: a checkpoint path, loaded strictly into `model=`.
+    """
     torch.manual_seed(cfg.seed)
+    choice = str(cfg.checkpoint) if cfg.checkpoint is not None else "random"
+    if choice == "demo":
+        state, _ = read_state_dict(DEMO_VOICE)
+        model = FastSpeech(FastSpeechConfig.from_dict(hparams_from_state_dict(state))).eval()
+        load_checkpoint(model, DEMO_VOICE)
+        log.info(
+            "no checkpoint= given: speaking with the DEMO VOICE (%s, trained by this project on eSpeak NG "
+            "speech; its hparams come from the file). Pass checkpoint=PATH for your own model.",
+            DEMO_VOICE.name,
+        )
+        return model
     model = FastSpeech(FastSpeechConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))).eval()
-    if cfg.checkpoint:
-        load_checkpoint(model, cfg.checkpoint)
-    else:
+    if choice == "random":
         log.warning(
-            "NO CHECKPOINT: running on RANDOM WEIGHTS (seed %d); the audio is noise. "
-            "Pass checkpoint=PATH to a trained FastSpeech (DLE format).",
+            "checkpoint=random: running on RANDOM WEIGHTS (seed %d); the audio is noise. "
+            "Pass checkpoint=PATH to a trained FastSpeech (DLE format), or leave it out for the demo voice.",
             cfg.seed,
         )
+    else:
+        load_checkpoint(model, choice)
     return model
 
 
@@ -124,20 +145,20 @@ def engine_set_configs(cfg: DictConfig) -> list[DictConfig]:
         path = CONF_DIR / "engine" / f"{name}.yaml"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in (CONF_DIR / "engine").glob("*.yaml")))
-            raise ConfigError(f"engine_set.engines names {name}, which is not in conf/engine/; use one of {known}")
+            raise ConfigError(
+                f"engine_set.engines names {name}, which is not in conf/engine/; use one of {known}"
+            )
         configs.append(OmegaConf.load(path))
     return configs
 
 
-def open_engine_set(cfg: DictConfig, model: FastSpeech, device: torch.device):
+def open_engine_set(cfg: DictConfig, model: FastSpeech, device: torch.device) -> Router:
     """Load (or, with `engine_set.build_missing`, build) every engine of the set -> a `Router`.
 
     The engines share the model's weights (cast once, in place) and, on CUDA, one graph memory pool.
     With building off, every engine that is missing or stale is named in one error with the command
     that builds them.
     """
-    from fastspeech.router import Router
-
     pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
     build_missing = bool(cfg.engine_set.build_missing)
     engines, missing = [], []
@@ -272,8 +293,6 @@ def route_all(
     Texts longer than any engine are split when `engine_set.split` is on (so no length limit here);
     with it off they are refused before any engine is loaded.
     """
-    from fastspeech.router import check_lengths
-
     split = bool(cfg.engine_set.split)
     utterances = encode_all(texts, cfg.on_unknown, sys.maxsize if split else model.cfg.max_seq_len)
     labels = [f"line {u.index + 1}" if len(texts) > 1 else "text" for u in utterances]
@@ -281,7 +300,9 @@ def route_all(
         largest = max(engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
         check_lengths([u.ids for u in utterances], int(largest.max_in), labels, largest.name)
     router = open_engine_set(cfg, model, device)
-    routed, stats = router([u.text for u in utterances], [u.ids for u in utterances], float(cfg.alpha), labels)
+    routed, stats = router(
+        [u.text for u in utterances], [u.ids for u in utterances], float(cfg.alpha), labels
+    )
     for u, r in zip(utterances, routed):
         u.mel = r.mel.numpy()
         if r.frames == 0:

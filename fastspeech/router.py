@@ -165,41 +165,41 @@ class Router:
         for i, (text, one) in enumerate(zip(texts, ids)):
             pending += self._place(_Piece((i,), text, tuple(one), -1), labels[i], stats)
         done: dict[int, list[_Part]] = defaultdict(list)  # item -> its pieces' results
-        bar = None
-        while pending:
-            batches = self._batches(pending)
-            if bar is None:
-                bar = tqdm(total=len(batches), desc="synthesizing", unit="batch", disable=not self.progress or len(batches) < 2)
-            else:
+        with tqdm(
+            total=0, desc="synthesizing", unit="batch", disable=not self.progress or len(pending) < 2
+        ) as bar:
+            while pending:  # a round: every pending piece once; overflowed pieces go to the next round
+                batches = self._batches(pending)
                 bar.total += len(batches)
-                bar.refresh()
-            pending = []
-            for engine, batch in batches:
-                for piece, result in zip(batch, self._run(engine, batch, alpha, stats)):
-                    if isinstance(result, int):  # overflowed: predicted `result` frames
-                        pending += self._overflow(piece, result, labels[piece.key[0]], stats)
-                    else:
-                        done[piece.key[0]].append(_Part(piece.key, piece.text, engine.spec.name, *result))
-                bar.update()
-        if bar is not None:
-            bar.close()
+                pending = []
+                for engine, batch in batches:
+                    for piece, result in zip(batch, self._run(engine, batch, alpha, stats)):
+                        if isinstance(result, int):  # overflowed: predicted `result` frames
+                            pending += self._overflow(piece, result, labels[piece.key[0]], stats)
+                        else:
+                            done[piece.key[0]].append(_Part(piece.key, piece.text, engine.spec.name, *result))
+                    bar.update()
         return [self._join(sorted(done[i], key=lambda p: p.key)) for i in range(len(texts))], stats
 
     # ---- placing pieces on engines
 
     def _place(self, piece: _Piece, label: str, stats: RouteStats) -> list[_Piece]:
-        """The smallest engine whose input holds the piece; a piece too long for all is split."""
+        """The smallest engine whose input holds the piece; a piece too long for all is split
+        (`__call__` has refused such pieces already when splitting is off)."""
         n = len(piece.ids)
         if n == 0:
             raise EngineError(f"{label} has no tokens; give text with something to say")
         for k, e in enumerate(self.engines):
             if e.spec.max_in >= n:
                 return [replace(piece, engine=k)]
-        if not self.split:  # the caller checked; kept for direct use
-            check_lengths([piece.ids], self.max_in, [label], self.engines[-1].spec.name)
         pieces = self._split(piece, self.max_in, stats)
-        log.info("%s: %d tokens, more than the largest engine takes (%d): split into %d pieces",
-                 label, n, self.max_in, len(pieces))
+        log.info(
+            "%s: %d tokens, more than the largest engine takes (%d): split into %d pieces",
+            label,
+            n,
+            self.max_in,
+            len(pieces),
+        )
         return [q for p in pieces for q in self._place(p, label, stats)]
 
     def _overflow(self, piece: _Piece, frames: int, label: str, stats: RouteStats) -> list[_Piece]:
@@ -208,8 +208,13 @@ class Router:
         for k, e in enumerate(self.engines):
             if e.spec.max_in >= n and e.spec.max_out >= frames:
                 stats.reroutes += 1
-                log.debug("%s: %d frames overflowed engine %s; running it again on %s",
-                          label, frames, self.engines[piece.engine].spec.name, e.spec.name)
+                log.debug(
+                    "%s: %d frames overflowed engine %s; running it again on %s",
+                    label,
+                    frames,
+                    self.engines[piece.engine].spec.name,
+                    e.spec.name,
+                )
                 return [replace(piece, engine=k)]
         largest = self.largest_out.spec
         if not self.split:
@@ -226,16 +231,28 @@ class Router:
         # Pieces of about the share of tokens that fits, with a margin (durations vary along a text).
         max_tokens = max(1, min(n - 1, int(0.9 * n * largest.max_out / frames)))
         pieces = self._split(piece, max_tokens, stats)
-        log.info("%s: predicted %d frames, more than the largest engine's %d: split into %d pieces",
-                 label, frames, largest.max_out, len(pieces))
+        log.info(
+            "%s: predicted %d frames, more than the largest engine's %d: split into %d pieces",
+            label,
+            frames,
+            largest.max_out,
+            len(pieces),
+        )
         return [q for p in pieces for q in self._place(p, label, stats)]
 
     def _split(self, piece: _Piece, max_tokens: int, stats: RouteStats) -> list[_Piece]:
+        """`split_text` pieces of at most `max_tokens` tokens (checked: each round must shrink them)."""
         stats.splits += 1
         texts = split_text(piece.text, max_tokens, self.on_unknown)
-        return [
-            _Piece(piece.key + (j,), t, tuple(text_to_ids(t, self.on_unknown)), -1) for j, t in enumerate(texts)
+        pieces = [
+            _Piece(piece.key + (j,), t, tuple(text_to_ids(t, self.on_unknown)), -1)
+            for j, t in enumerate(texts)
         ]
+        if any(len(p.ids) > max_tokens for p in pieces):
+            raise EngineError(
+                f"could not split {piece.text[:60]!r} into pieces of at most {max_tokens} tokens"
+            )
+        return pieces
 
     def _batches(self, pending: list[_Piece]) -> list[tuple[Engine, list[_Piece]]]:
         """Bucket per engine (smallest first), longest first within a bucket, chunks of the engine batch."""
@@ -246,7 +263,10 @@ class Router:
         for k in sorted(buckets):
             engine = self.engines[k]
             ordered = sorted(buckets[k], key=lambda p: len(p.ids), reverse=True)
-            out += [(engine, ordered[i : i + engine.spec.batch]) for i in range(0, len(ordered), engine.spec.batch)]
+            out += [
+                (engine, ordered[i : i + engine.spec.batch])
+                for i in range(0, len(ordered), engine.spec.batch)
+            ]
         return out
 
     # ---- running and joining
@@ -265,13 +285,20 @@ class Router:
             results.append(f if f > s.max_out else (mel[i, :f].clone(), durations[i, : len(p.ids)].clone()))
         fitted = [(p, f) for p, f in zip(batch, frames) if f <= s.max_out]
         audio_s = sum(f for _, f in fitted) * HOP_S
-        stats.calls.append({
-            "engine": s.name, "items": len(batch), "latency_s": latency, "audio_s": audio_s,
-            "rtf": audio_s / latency if latency else None,
-            "tokens": sum(len(p.ids) for p, _ in fitted), "token_slots": s.batch * s.max_in,
-            "frames": sum(f for _, f in fitted), "frame_slots": s.batch * s.max_out,
-            "overflowed": len(batch) - len(fitted),
-        })
+        stats.calls.append(
+            {
+                "engine": s.name,
+                "items": len(batch),
+                "latency_s": latency,
+                "audio_s": audio_s,
+                "rtf": audio_s / latency if latency else None,
+                "tokens": sum(len(p.ids) for p, _ in fitted),
+                "token_slots": s.batch * s.max_in,
+                "frames": sum(f for _, f in fitted),
+                "frame_slots": s.batch * s.max_out,
+                "overflowed": len(batch) - len(fitted),
+            }
+        )
         return results
 
     @staticmethod

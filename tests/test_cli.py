@@ -58,8 +58,15 @@ def test_text_file_to_wavs_in_input_order(tmp_path, checkpoint):
 
 
 def test_random_weights_are_announced(tmp_path):
-    proc = run(tmp_path, "text=Hello there.")
+    proc = run(tmp_path, "text=Hello there.", "checkpoint=random")
     assert "RANDOM WEIGHTS" in proc.stderr + proc.stdout
+
+
+def test_demo_voice_is_the_default_and_says_so(tmp_path):
+    proc = run(tmp_path, "text=It just works.", engine="i128_o1024")
+    assert "DEMO VOICE" in proc.stderr + proc.stdout
+    audio, sr = soundfile.read(tmp_path / "results" / "0000_it_just_works.wav")
+    assert sr == 22050 and len(audio) > 22050 // 2  # about a second of speech, not an empty wav
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import random_model
+from helpers import random_model, requires_cuda
 
 from fastspeech.checkpoint import save_checkpoint
 from fastspeech.engine import Engine, EngineSpec, load_or_build
@@ -37,7 +37,9 @@ def one_thread():
 
 
 def make_router(model, tmp_path, sizes, batch=1, **kwargs) -> Router:
-    engines = [load_or_build(model, EngineSpec(batch=batch, max_in=i, max_out=o), tmp_path, "cpu") for i, o in sizes]
+    engines = [
+        load_or_build(model, EngineSpec(batch=batch, max_in=i, max_out=o), tmp_path, "cpu") for i, o in sizes
+    ]
     return Router(engines, progress=False, **kwargs)
 
 
@@ -54,25 +56,28 @@ def text_of(n_tokens: int, seed: int = 0) -> str:
 
 
 def reference(model, text: str, alpha: float = 1.0):
-    """(mel (To, 80), durations (Ti,)) of `text` through the model alone, unpadded."""
+    """(mel (To, 80), durations (Ti,)) of `text` through the model alone, unpadded, on the CPU."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        out = model(torch.tensor([text_to_ids(text)]), alpha, max_out=None)
+        out = model(torch.tensor([text_to_ids(text)], device=device), alpha, max_out=None)
     n = int(out.durations.sum())
-    return out.mel[0, :n].float(), out.durations[0]
+    return out.mel[0, :n].float().cpu(), out.durations[0].cpu()
 
 
-def check_routed(model, routed, alpha: float = 1.0) -> None:
+def check_routed(model, routed, alpha: float = 1.0, atol: float = 1e-4) -> None:
     """The routed mel is its pieces' reference mels end to end; nothing lost."""
     refs = [reference(model, piece, alpha) for piece in routed.pieces]
     assert routed.frames == int(routed.durations.sum())
     torch.testing.assert_close(routed.durations, torch.cat([d for _, d in refs]))
-    torch.testing.assert_close(routed.mel, torch.cat([m for m, _ in refs]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(routed.mel, torch.cat([m for m, _ in refs]), rtol=1e-4, atol=atol)
 
 
 # ---- input length: the smallest engine whose max input fits
 
 
-@pytest.mark.parametrize("n_tokens, engine", [(1, "i8"), (8, "i8"), (9, "i16"), (16, "i16"), (17, "i24"), (24, "i24")])
+@pytest.mark.parametrize(
+    "n_tokens, engine", [(1, "i8"), (8, "i8"), (9, "i16"), (16, "i16"), (17, "i24"), (24, "i24")]
+)
 def test_text_goes_to_smallest_engine_whose_input_fits(tmp_path, n_tokens, engine):
     model = random_model(seed=1)
     router = make_router(model, tmp_path, [(24, 512), (8, 512), (16, 512)])  # any order
@@ -147,9 +152,14 @@ def test_speech_longer_than_every_engine_is_split_until_each_piece_fits(tmp_path
 
 
 def test_speech_longer_than_every_engine_with_splitting_off_is_an_error(tmp_path):
-    router = make_router(random_model(seed=4, duration_bias=3.0), tmp_path, [(16, 64), (32, 128)], split=False)
-    with pytest.raises(EngineError, match=r"^text: predicted speech is \d+ frames, longer than the largest engine "
-                       r"of the set takes \(128 frames, .*\); set engine_set\.split=true"):
+    router = make_router(
+        random_model(seed=4, duration_bias=3.0), tmp_path, [(16, 64), (32, 128)], split=False
+    )
+    with pytest.raises(
+        EngineError,
+        match=r"^text: predicted speech is \d+ frames, longer than the largest engine "
+        r"of the set takes \(128 frames, .*\); set engine_set\.split=true",
+    ):
         router(["one two three, four five six."])
 
 
@@ -176,12 +186,42 @@ def test_order_is_restored_across_buckets_and_batches(tmp_path):
     assert len({c["engine"] for c in stats.calls}) == 3
     assert max(c["items"] for c in stats.calls) == 3  # calls were batched
     padded = 1 - sum(c["tokens"] + c["frames"] for c in stats.calls) / sum(
-        c["token_slots"] + c["frame_slots"] for c in stats.calls)
+        c["token_slots"] + c["frame_slots"] for c in stats.calls
+    )
     assert stats.padded_fraction == pytest.approx(padded) and 0 < padded < 1
 
 
+@requires_cuda
+@pytest.mark.cuda
+def test_inductor_engines_sharing_one_cuda_graph_pool_equal_eager(tmp_path, monkeypatch):
+    """Graphs captured into one pool reuse each other's scratch memory: safe only because engines
+    never run concurrently and each call copies its outputs out. Interleave them and compare."""
+    import torch._dynamo
+
+    # Each engine is one more compiled variant of EngineGraph.forward; Dynamo stops at 8 per process.
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
+    model = random_model(seed=6).to("cuda")
+    options = {"mode": None, "cuda_graphs": True, "pool": torch.cuda.graph_pool_handle()}
+    sizes = [(32, 160), (8, 40), (16, 80)]  # captured largest first, as the benchmark does
+    engines = [
+        load_or_build(model, EngineSpec(2, i, o, backend="inductor"), tmp_path, "cuda", options)
+        for i, o in sizes
+    ]
+    router = Router(engines, progress=False)
+    rng = np.random.default_rng(6)
+    texts = [text_of(int(n), seed=i) for i, n in enumerate(rng.integers(1, 40, size=30))]
+    for _ in range(2):
+        routed, stats = router(texts)
+        assert len({c["engine"] for c in stats.calls}) == 3
+        for r in routed:
+            check_routed(model, r, atol=1e-3)
+
+
 def test_engines_of_other_precisions_or_backends_are_refused():
-    engines = [Engine(EngineSpec(1, 8, 32, "fp32"), None, "cpu"), Engine(EngineSpec(1, 16, 64, "fp16"), None, "cpu")]
+    engines = [
+        Engine(EngineSpec(1, 8, 32, "fp32"), None, "cpu"),
+        Engine(EngineSpec(1, 16, 64, "fp16"), None, "cpu"),
+    ]
     with pytest.raises(EngineError, match="share precision, backend and device"):
         Router(engines)
 
@@ -198,12 +238,25 @@ def checkpoint(tmp_path_factory):
 
 def run(tmp_path, *args, check=True) -> tuple[int, str]:
     """run.py as a user runs it -> (exit code, stdout + stderr)."""
-    defaults = {"engine_dir": tmp_path / "engines", "results_dir": tmp_path / "results", "hydra.run.dir":
-                tmp_path / "hydra", "hydra.sweep.dir": tmp_path / "multirun", "vocoder.n_iter": 4, "plot": "false"}
+    defaults = {
+        "engine_dir": tmp_path / "engines",
+        "results_dir": tmp_path / "results",
+        "hydra.run.dir": tmp_path / "hydra",
+        "hydra.sweep.dir": tmp_path / "multirun",
+        "vocoder.n_iter": 4,
+        "plot": "false",
+    }
     given = {a.split("=")[0] for a in args}
-    cmd = [sys.executable, str(ROOT / "run.py"), *args, *(f"{k}={v}" for k, v in defaults.items() if k not in given)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *args,
+        *(f"{k}={v}" for k, v in defaults.items() if k not in given),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False
+    )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.returncode, proc.stdout + proc.stderr
@@ -217,8 +270,9 @@ def one_error_line(output: str) -> str:
 
 def test_missing_engines_are_named_with_the_build_sweep_then_the_set_loads(tmp_path, checkpoint):
     common = ["model=tiny", f"checkpoint={checkpoint}"]
-    code, output = run(tmp_path, *common, "engine_set=default", "engine_set.build_missing=false", "text=Hello.",
-                       check=False)
+    code, output = run(
+        tmp_path, *common, "engine_set=default", "engine_set.build_missing=false", "text=Hello.", check=False
+    )
     error = one_error_line(output)
     assert code == 1 and "4 engine(s) not built or stale (i32_o256, i64_o512, i96_o768, i128_o1024)" in error
     command = re.search(r"`(python run\.py -m [^`]*)`", error).group(1)
@@ -226,12 +280,23 @@ def test_missing_engines_are_named_with_the_build_sweep_then_the_set_loads(tmp_p
 
     run(tmp_path, *shlex.split(command)[2:])  # the sweep the message names: one Hydra job per engine
     assert len(list((tmp_path / "engines").glob("*.engine"))) == 4
-    lines = ["Hi there.", "The quick brown fox jumps over the lazy dog. " * 5, "A mid-sized sentence, not long."]
+    lines = [
+        "Hi there.",
+        "The quick brown fox jumps over the lazy dog. " * 5,
+        "A mid-sized sentence, not long.",
+    ]
     (tmp_path / "in.txt").write_text("\n".join(lines))
-    _, output = run(tmp_path, *common, "engine_set=default", "engine_set.build_missing=false",
-                    f"input={tmp_path / 'in.txt'}")
+    _, output = run(
+        tmp_path,
+        *common,
+        "engine_set=default",
+        "engine_set.build_missing=false",
+        f"input={tmp_path / 'in.txt'}",
+    )
     assert "building" not in output
-    assert re.search(r"line 2: 224 tokens, more than the largest engine takes \(128\): split into \d pieces", output)
+    assert re.search(
+        r"line 2: 224 tokens, more than the largest engine takes \(128\): split into \d pieces", output
+    )
     wavs = sorted((tmp_path / "results").glob("*.wav"))
     assert [w.name[:4] for w in wavs] == ["0000", "0001", "0002"]  # one wav per line, in input order
     for wav in wavs:
@@ -248,7 +313,15 @@ def test_an_engine_missing_from_the_set_is_built(tmp_path, checkpoint):
 
 
 def test_too_long_line_with_splitting_off_fails_before_loading_engines(tmp_path):
-    code, output = run(tmp_path, "model=tiny", "engine_set=default", "engine_set.split=false",
-                       f"text='{'word ' * 40}'", check=False)
-    assert code == 1 and "text is 199 tokens, longer than the largest engine of the set" in one_error_line(output)
+    code, output = run(
+        tmp_path,
+        "model=tiny",
+        "engine_set=default",
+        "engine_set.split=false",
+        f"text='{'word ' * 40}'",
+        check=False,
+    )
+    assert code == 1 and "text is 199 tokens, longer than the largest engine of the set" in one_error_line(
+        output
+    )
     assert "building engine" not in output

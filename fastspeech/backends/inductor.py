@@ -26,6 +26,7 @@ class CudaGraphRunner:
     """
 
     def __init__(self, fn: Runner, example: tuple[torch.Tensor, ...], pool=None):
+        self.fn = fn  # keeps the compiled graph and its weights alive: the CUDA graph reads them by address
         self.inputs = tuple(t.clone() for t in example)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
