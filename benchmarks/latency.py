@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fastspeech import model as model_module
 from fastspeech.engine import EngineSpec, load_or_build
@@ -156,18 +155,18 @@ def main() -> None:
                 with torch.inference_mode():
                     if variant == "dle_eager":
                         dle = DLEEager(model)
-                        fn = lambda: dle(tokens, 1.0)  # noqa: E731
+                        fn = lambda: dle(tokens, 1.0)
                     elif variant == "ours_eager":
-                        fn = lambda: model(tokens, alpha, max_out=max_out)  # noqa: E731
+                        fn = lambda: model(tokens, alpha, max_out=max_out)
                     elif variant == "compile_plain":  # conv swapped for cuDNN while this variant runs
                         torch._dynamo.reset()
                         model_module.conv1d_time_last = plain_conv
                         compiled = torch.compile(model, mode="reduce-overhead")
-                        fn = lambda: compiled(tokens, alpha, max_out)  # noqa: E731
+                        fn = lambda: compiled(tokens, alpha, max_out)
                     elif variant == "ours_inductor":
                         spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
                         engine = load_or_build(model, spec, args.engine_dir, dev, {"mode": args.mode})
-                        fn = lambda: engine.runner(tokens, alpha)  # noqa: E731
+                        fn = lambda: engine.runner(tokens, alpha)
                     else:
                         raise SystemExit(f"unknown variant {variant}")
                     try:

@@ -18,7 +18,7 @@ import torch
 
 import kernels
 from fastspeech.errors import CheckpointError
-from fastspeech.model import FastSpeech, FastSpeechConfig
+from fastspeech.model import FastSpeech
 
 log = logging.getLogger(__name__)
 

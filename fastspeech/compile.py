@@ -94,6 +94,8 @@ class CompiledFastSpeech(nn.Module):
         self._orig_mod = model  # what acts= calls run; named as torch.compile's wrapper names it
         first = next(model.parameters())
         self.device = torch.device(device) if device is not None else first.device
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.out_dtype = first.dtype
         if precision is None:
             precision = next((name for name, dtype in PRECISIONS.items() if dtype == first.dtype), "fp32")

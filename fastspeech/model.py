@@ -263,19 +263,31 @@ class FastSpeech(nn.Module):
 
 
 def conv1d_time_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """`conv` applied to x (B, T, C_in) -> (B, T, C_out), as one matmul over the unfolded input.
+    """`conv` applied to x (B, T, C_in) -> (B, T, C_out) as one GEMM, with no transposes.
 
-    Our activations are (B, T, C); DLE's Conv1d wants (B, C, T). Instead of two transposes and a
-    cuDNN conv, stack the k shifted copies of x as (B, T, C_in, k): flattened, that is exactly the
-    layout of the conv weight viewed as (C_out, C_in * k), so one GEMM does the conv and the weight
-    needs no copy (measured 2.4 -> 1.57 ms at B=1 on our H100, GPU_NOTES.md). Zero padding as the
-    conv's own (stride 1, dilation 1, `padding` rows each side).
+    Our activations are (B, T, C); DLE's Conv1d wants (B, C, T). A k-tap conv is one matmul over
+    k shifted copies of something; which copies is chosen by what is narrower:
+    - C_in <= C_out (w_1: 384 -> 1536): unfold the input to (B, T, C_in, k); flattened, that is the
+      layout of the weight viewed as (C_out, C_in * k), so the weight needs no copy (2.4 -> 1.57 ms
+      at B=1 on our H100, GPU_NOTES.md).
+    - C_in > C_out (w_2: 1536 -> 384): multiply first, (B, T, k * C_out), then add the k outputs
+      shifted in time, which Inductor fuses into the epilogue. Unfolding the 1536-wide input
+      instead wrote 600 MB per layer at B=64 and took 40% of the forward (our H100 profile).
+    Zero padding as the conv's own (stride 1, dilation 1, `padding` rows each side).
     """
     k, pad = conv.kernel_size[0], conv.padding[0]
-    T = x.shape[1]
-    padded = F.pad(x, (0, 0, pad, k - 1 - pad))  # (B, T + k - 1, C_in)
-    unfolded = torch.stack([padded[:, j : j + T] for j in range(k)], dim=-1)  # (B, T, C_in, k)
-    return F.linear(unfolded.flatten(2), conv.weight.view(conv.out_channels, -1), conv.bias)
+    B, T, c_in = x.shape
+    c_out = conv.out_channels
+    if c_in <= c_out:
+        padded = F.pad(x, (0, 0, pad, k - 1 - pad))  # (B, T + k - 1, C_in)
+        unfolded = torch.stack([padded[:, j : j + T] for j in range(k)], dim=-1)  # (B, T, C_in, k)
+        return F.linear(unfolded.flatten(2), conv.weight.view(c_out, -1), conv.bias)
+    taps = F.linear(x, conv.weight.permute(2, 0, 1).reshape(k * c_out, c_in))  # (B, T, k * C_out)
+    taps = F.pad(taps.view(B, T, k, c_out), (0, 0, 0, 0, pad, k - 1 - pad))  # (B, T + k - 1, k, C_out)
+    out = conv.bias
+    for j in range(k):  # y[t] = sum_j taps[t + j - pad, j]
+        out = out + taps[:, j : j + T, j]
+    return out
 
 
 def record(acts: dict | None, name: str, value: torch.Tensor) -> None:

@@ -14,9 +14,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -315,7 +316,6 @@ def route_all(
 
 def write_results(cfg: DictConfig, utterances: list[Utterance], vocoder, timings: list[dict], device) -> None:
     import soundfile
-
     from tqdm import tqdm
 
     out = Path(cfg.results_dir)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pad_sequence
 from helpers import random_model
+from torch.nn.utils.rnn import pad_sequence
 
 from fastspeech.model import FastSpeech, FastSpeechConfig
 

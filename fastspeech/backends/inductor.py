@@ -63,6 +63,9 @@ class InductorBackend(Backend):
         return self._compile(graph, example)
 
     def _compile(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]) -> Runner:
+        # Every engine compiles the same forward code for another shape; Dynamo's default of 8
+        # compiled variants per code object would refuse the 9th engine of a process.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         compiled = torch.compile(graph, fullgraph=True, dynamic=False, mode=self.mode)
         log.info("compiling with Inductor (mode=%s); the first call compiles", self.mode)
         with torch.inference_mode():
