@@ -1,11 +1,27 @@
 """Small random models and markers shared by the tests (import as `from helpers import ...`)."""
 
+import importlib
 import os
 
 import pytest
 import torch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the H100)")
+
+
+def _importable(*names: str) -> bool:
+    try:
+        for name in names:
+            importlib.import_module(name)
+        return True
+    except Exception:  # noqa: BLE001 - a broken install counts as absent
+        return False
+
+
+needs_tensorrt = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _importable("tensorrt.plugin", "torch_tensorrt")),
+    reason="needs TensorRT + Torch-TensorRT (not installable here)",
+)
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
 
 

@@ -3,7 +3,6 @@
 The TensorRT tests (`requires_tensorrt`) have never run: TensorRT is not installable on our machines.
 """
 
-import importlib
 import math
 import os
 import subprocess
@@ -12,7 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import random_model
+from helpers import needs_tensorrt, random_model
 
 from fastspeech import backends
 from fastspeech.backends import get_backend, resolve_backend
@@ -24,19 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 INSTALL = "pip install 'fastspeech-trt[trt]'"
 
 
-def _importable(*names: str) -> bool:
-    try:
-        for name in names:
-            importlib.import_module(name)
-        return True
-    except Exception:  # noqa: BLE001 - a broken install counts as absent
-        return False
-
-
-needs_tensorrt = pytest.mark.skipif(
-    not (torch.cuda.is_available() and _importable("tensorrt.plugin", "torch_tensorrt")),
-    reason="needs TensorRT + Torch-TensorRT (not installable here)",
-)
 
 
 @pytest.fixture

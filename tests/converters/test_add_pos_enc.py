@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from helpers import requires_cuda
+from helpers import needs_tensorrt, requires_cuda
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -24,19 +24,6 @@ from kernels import add_pos_enc_reference
 kernel_module = importlib.import_module("kernels.add_pos_enc")  # `kernels.add_pos_enc` is also the op
 
 
-def _importable(*names: str) -> bool:
-    try:
-        for name in names:
-            importlib.import_module(name)
-        return True
-    except Exception:  # noqa: BLE001 - a broken install counts as absent
-        return False
-
-
-needs_tensorrt = pytest.mark.skipif(
-    not (torch.cuda.is_available() and _importable("tensorrt.plugin", "torch_tensorrt")),
-    reason="needs TensorRT + Torch-TensorRT (not installable here)",
-)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = {  # vs add_pos_enc_reference, as tests/kernels/test_add_pos_enc.py
     torch.float32: {"atol": 1e-5, "rtol": 1e-5},

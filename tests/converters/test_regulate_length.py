@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import requires_cuda
+from helpers import needs_tensorrt, requires_cuda
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -26,19 +26,6 @@ from kernels import regulate_length_reference
 kernel_module = importlib.import_module("kernels.regulate_length")  # `kernels.regulate_length` is also the op
 
 
-def _importable(*names: str) -> bool:
-    try:
-        for name in names:
-            importlib.import_module(name)
-        return True
-    except Exception:  # noqa: BLE001 - a broken install counts as absent
-        return False
-
-
-needs_tensorrt = pytest.mark.skipif(
-    not (torch.cuda.is_available() and _importable("tensorrt.plugin", "torch_tensorrt")),
-    reason="needs TensorRT + Torch-TensorRT (not installable here)",
-)
 TOL = {torch.float32: {"atol": 1e-5, "rtol": 1e-5}, torch.float16: {"atol": 1e-2, "rtol": 1e-2}}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = [(1, 1, 1, 1), (2, 32, 64, 256), (3, 7, 257, 33), (5, 130, 384, 1000)]  # (B, Ti, H, max_out)
