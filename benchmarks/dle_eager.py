@@ -21,7 +21,7 @@ class DLEEager(torch.nn.Module):
         self.m = model
 
     def _side(self, side, n_head: int, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        B, T, H = x.shape
+        B, T, _ = x.shape
         x = x + side.position(pos)
         non_pad = (pos != 0).unsqueeze(-1).to(x.dtype)
         key_pad = (pos == 0).unsqueeze(1).expand(B, T, T).repeat(n_head, 1, 1)

@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -155,18 +156,18 @@ def main() -> None:
                 with torch.inference_mode():
                     if variant == "dle_eager":
                         dle = DLEEager(model)
-                        fn = lambda: dle(tokens, 1.0)
+                        fn = partial(dle, tokens, 1.0)
                     elif variant == "ours_eager":
-                        fn = lambda: model(tokens, alpha, max_out=max_out)
+                        fn = partial(model, tokens, alpha, max_out=max_out)
                     elif variant == "compile_plain":  # conv swapped for cuDNN while this variant runs
                         torch._dynamo.reset()
                         model_module.conv1d_time_last = plain_conv
                         compiled = torch.compile(model, mode="reduce-overhead")
-                        fn = lambda: compiled(tokens, alpha, max_out)
+                        fn = partial(compiled, tokens, alpha, max_out)
                     elif variant == "ours_inductor":
                         spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
                         engine = load_or_build(model, spec, args.engine_dir, dev, {"mode": args.mode})
-                        fn = lambda: engine.runner(tokens, alpha)
+                        fn = partial(engine.runner, tokens, alpha)
                     else:
                         raise SystemExit(f"unknown variant {variant}")
                     try:

@@ -33,7 +33,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(f"checkpoint not found: {path}; pass checkpoint=PATH to an existing file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors all mean the same thing here
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean the same here
         raise CheckpointError(
             f"cannot read checkpoint {path} ({type(exc).__name__}); is it a torch.save file?"
         ) from None

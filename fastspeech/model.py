@@ -157,7 +157,7 @@ class FFTBlocks(nn.Module):
         self.layer_stack = nn.ModuleList(FFTBlock(cfg, n_head, d_inner) for _ in range(n_layer))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
-        B, T, _ = x.shape
+        T = x.shape[1]
         row_valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
         # A row with no valid key would softmax over nothing (NaN); let every row see key 0 too.
         # Rows of an empty item are zeroed by row_valid, so this changes no valid output.
@@ -242,7 +242,7 @@ class FastSpeech(nn.Module):
         the longest predicted length in the batch (capped at max_seq_len): an eager-only,
         data-dependent shape.
         """
-        B, Ti = tokens.shape
+        B = tokens.shape[0]
         alpha = torch.as_tensor(alpha, dtype=torch.float32, device=tokens.device).expand(B)
         token_lens = (tokens != 0).sum(1)  # (B,)
         x = self.word_emb(tokens)  # (B, Ti, H)

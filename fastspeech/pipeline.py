@@ -327,8 +327,8 @@ def write_results(cfg: DictConfig, utterances: list[Utterance], vocoder, timings
         peak = float(np.abs(wav).max()) if len(wav) else 0.0
         if peak > 1.0:
             wav = wav / peak  # keep the wav from clipping
-        _atomic(f"{stem}.wav", lambda p: soundfile.write(p, wav, vocoder.audio.sample_rate, format="WAV"))
-        _atomic(f"{stem}.npy", lambda p: _save_npy(p, u.mel))
+        _atomic(f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, vocoder.audio.sample_rate, format="WAV"))
+        _atomic(f"{stem}.npy", lambda p, mel=u.mel: _save_npy(p, mel))
         u.files = [f"{stem}.wav", f"{stem}.npy"]
         log.info("wrote %s.wav (%.2f s): %s", stem, len(wav) / vocoder.audio.sample_rate, u.text)
     vocoder_s = time.perf_counter() - t0
