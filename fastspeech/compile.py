@@ -34,7 +34,6 @@ max_out for one graph.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import re
@@ -44,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
+from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build, model_on
 from fastspeech.errors import ConfigError, EngineError
 from fastspeech.model import FastSpeech, ModelOutput
 
@@ -105,9 +104,7 @@ class CompiledFastSpeech(nn.Module):
         self.options = dict(options or {})
         self.engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_dir()
         self.pinned = engine_shape(engine) if engine is not None else None
-        weights = model
-        if any(p.device != self.device or p.dtype != PRECISIONS[self.precision] for p in model.parameters()):
-            weights = copy.deepcopy(model).to(device=self.device, dtype=PRECISIONS[self.precision])
+        weights = model_on(model, self.device, PRECISIONS[self.precision])
         object.__setattr__(self, "_weights", weights.eval())  # not a submodule: no second state dict
         self._engines: dict[EngineSpec, Engine] = {}
 

@@ -158,6 +158,17 @@ class Engine:
             return self.runner(tokens, alphas)
 
 
+def model_on(model: FastSpeech, device: torch.device, dtype: torch.dtype) -> FastSpeech:
+    """`model` itself when its weights already live on `device` in `dtype`, else a cast copy.
+
+    The caller's model is never changed. Engines share weights when the caller passes a model
+    already on the engines' device and dtype (the pipeline does).
+    """
+    if all(p.device == device and p.dtype == dtype for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).to(device=device, dtype=dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fingerprint and file format
 
@@ -243,10 +254,7 @@ def load_or_build(
     backend.check_available(device)
     path = Path(engine_dir) / f"{spec.name}.engine"
     parts = fingerprint_parts(model, spec, device)
-    if any(p.device != device or p.dtype != spec.dtype for p in model.parameters()):
-        # Cast a copy: the caller's model stays as it is. Engines share weights when the caller
-        # passes a model already on the engines' device and dtype (the pipeline does).
-        model = copy.deepcopy(model).to(device=device, dtype=spec.dtype)
+    model = model_on(model, device, spec.dtype)
     graph = EngineGraph(model, spec.max_out, spec.debug).eval()
     example = (
         torch.zeros(spec.batch, spec.max_in, dtype=torch.long, device=device),

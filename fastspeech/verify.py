@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from fastspeech.engine import Engine, EngineSpec, load_or_build
+from fastspeech.engine import Engine, EngineSpec, load_or_build, model_on
 from fastspeech.errors import ConfigError, FastSpeechError
 from fastspeech.model import FastSpeech
 
@@ -307,9 +307,7 @@ def verify(
     if perturb:
         perturb_weight(engine_model, perturb)
     engine = load_or_build(engine_model, spec, engine_dir, device, backend_options, force_build=force_build)
-    reference = model
-    if any(p.device != device or p.dtype != torch.float32 for p in model.parameters()):
-        reference = copy.deepcopy(model).to(device=device, dtype=torch.float32)
+    reference = model_on(model, device, torch.float32)
     return verify_engine(engine, reference.eval(), token_ids, alpha, tol)
 
 
