@@ -1,7 +1,10 @@
 """Small random models and markers shared by the tests (import as `from helpers import ...`)."""
 
 import importlib
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -22,7 +25,8 @@ needs_tensorrt = pytest.mark.skipif(
     not (torch.cuda.is_available() and _importable("tensorrt.plugin", "torch_tensorrt")),
     reason="needs TensorRT + Torch-TensorRT (not installable here)",
 )
-CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONF = os.path.join(ROOT, "conf")
 
 
 def tiny_config(**overrides):
@@ -49,3 +53,18 @@ def random_model(seed: int = 0, duration_bias: float = 1.5, **overrides):
     with torch.no_grad():
         model.length_regulator.duration_predictor.linear_layer.bias.fill_(duration_bias)
     return model
+
+
+def run_without_interpreter(script: str) -> list[dict]:
+    """Run `script` in a fresh Python without TRITON_INTERPRET; its last stdout line is JSON.
+
+    Triton cannot compile for a GPU under the interpreter (set by conftest on CPU machines), so
+    ahead-of-time compiles are checked in a separate process.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,15 +8,11 @@ inside a Torch-TensorRT engine against the reference.
 """
 
 import importlib
-import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import needs_tensorrt, requires_cuda
+from helpers import needs_tensorrt, requires_cuda, run_without_interpreter
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -27,7 +23,6 @@ kernel_module = importlib.import_module("kernels.regulate_length")  # `kernels.r
 
 
 TOL = {torch.float32: {"atol": 1e-5, "rtol": 1e-5}, torch.float16: {"atol": 1e-2, "rtol": 1e-2}}
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = [(1, 1, 1, 1), (2, 32, 64, 256), (3, 7, 257, 33), (5, 130, 384, 1000)]  # (B, Ti, H, max_out)
 
 
@@ -140,15 +135,7 @@ print(json.dumps(out))
 
 
 def test_aot_kernel_compiles_to_ptx_with_the_abi_tensorrt_launches():
-    # Triton cannot compile for a GPU under TRITON_INTERPRET=1 (set by conftest on CPU machines),
-    # so the compile runs in a fresh interpreter without it.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", _COMPILE], check=False, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    for kernel in json.loads(done.stdout.strip().splitlines()[-1]):
+    for kernel in run_without_interpreter(_COMPILE):
         assert kernel["name"] == "_regulate_length_kernel" and kernel["block"] == 128
         # x, durations, out; then only Triton's scratch pointers (TensorRT passes null); no scalars.
         assert kernel["params"][:3] == ["ptr"] * 3 and set(kernel["params"]) == {"ptr"}
