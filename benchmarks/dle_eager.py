@@ -54,7 +54,10 @@ class DLEEager(torch.nn.Module):
             expanded.append(torch.repeat_interleave(x[b], repeats, dim=0))
         seq = pad_sequence(expanded, batch_first=True)
         lens = torch.tensor([len(e) for e in expanded], device=tokens.device)
-        mel_pos = torch.where(torch.arange(seq.shape[1], device=seq.device)[None] < lens[:, None],
-                              torch.arange(1, seq.shape[1] + 1, device=seq.device)[None], 0)
+        mel_pos = torch.where(
+            torch.arange(seq.shape[1], device=seq.device)[None] < lens[:, None],
+            torch.arange(1, seq.shape[1] + 1, device=seq.device)[None],
+            0,
+        )
         y = self._side(m.mel_side, m.cfg.mel_side_head, seq, mel_pos)
         return m.mel_linear(y), lens

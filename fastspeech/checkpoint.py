@@ -51,6 +51,7 @@ def hparams_from_state_dict(state: dict[str, torch.Tensor]) -> dict[str, int]:
 
     Everything is recoverable because DLE fixes d_k = d_v = 64: heads = linear rows / (3 * 64).
     """
+
     def layers(side: str) -> int:
         found = {int(m.group(1)) for k in state if (m := re.match(rf"{side}\.layer_stack\.(\d+)\.", k))}
         return len(found)
@@ -113,7 +114,9 @@ def load_checkpoint(model: FastSpeech, path: str | os.PathLike) -> dict[str, Any
     check_state_dict(model, state, str(path))
     model.load_state_dict(state, strict=True)
     _warn_if_positions_differ(model, str(path))
-    log.info("loaded checkpoint %s (%s, step %s)", path, meta.get("format", "DLE/state dict"), meta.get("step"))
+    log.info(
+        "loaded checkpoint %s (%s, step %s)", path, meta.get("format", "DLE/state dict"), meta.get("step")
+    )
     return meta
 
 
@@ -121,7 +124,11 @@ def save_checkpoint(model: FastSpeech, path: str | os.PathLike, fmt: str = "dle"
     """Save as DLE does (`{'step','model','optim'}`, `module.` prefix) or in our format (with hparams)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if fmt == "dle":
-        obj: dict[str, Any] = {"step": step, "model": {f"module.{k}": v for k, v in state.items()}, "optim": {}}
+        obj: dict[str, Any] = {
+            "step": step,
+            "model": {f"module.{k}": v for k, v in state.items()},
+            "optim": {},
+        }
     elif fmt == "ours":
         hparams = {k: getattr(model.cfg, k) for k in model.cfg.__dataclass_fields__}
         obj = {"format": OUR_FORMAT, "step": step, "hparams": hparams, "model": state}

@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _MAGIC = b"FASTSPEECH-TRT-ENGINE 1\n"
-_SOURCES = ("fastspeech/model.py", "fastspeech/engine.py", "kernels/add_pos_enc.py", "kernels/regulate_length.py")
+_SOURCES = (
+    "fastspeech/model.py",
+    "fastspeech/engine.py",
+    "kernels/add_pos_enc.py",
+    "kernels/regulate_length.py",
+)
 _ROOT = Path(__file__).resolve().parent.parent
 
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
@@ -125,7 +130,9 @@ class Engine:
         self.spec, self.runner, self.device = spec, runner, torch.device(device)
         self.activation_names = activation_names
 
-    def __call__(self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0) -> EngineOutput:
+    def __call__(
+        self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0
+    ) -> EngineOutput:
         """Run up to `spec.batch` token-id lists (each 1..max_in ids). Never crops input."""
         n = len(token_ids)
         mel, mel_lens, frames, durations = self.run(*self.pad(token_ids, alpha))[:4]
@@ -207,7 +214,11 @@ def fingerprint_parts(model: FastSpeech, spec: EngineSpec, device: torch.device)
 def write_engine_file(path: Path, parts: dict[str, str], payload: bytes) -> None:
     """Header (magic, JSON with fingerprint and payload hash) + payload; temp file then rename."""
     header = json.dumps(
-        {"fingerprint": parts, "payload_sha256": hashlib.sha256(payload).hexdigest(), "payload_bytes": len(payload)}
+        {
+            "fingerprint": parts,
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_bytes": len(payload),
+        }
     ).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -267,7 +278,9 @@ def load_or_build(
         log.info("engine %s loaded in %.1f s", path, time.perf_counter() - t0)
         return Engine(spec, runner, device, graph.activation_names)
     if not allow_build:
-        raise EngineError(f"engine {path} is not usable ({reason}); build it with mode=build or allow building")
+        raise EngineError(
+            f"engine {path} is not usable ({reason}); build it with mode=build or allow building"
+        )
     log.info("building engine %s: %s", path, reason)
     t0 = time.perf_counter()
     runner, payload = backend.build(graph, example)

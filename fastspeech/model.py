@@ -226,7 +226,9 @@ class FastSpeech(nn.Module):
             cfg, cfg.phoneme_side_n_layer, cfg.phoneme_side_head, cfg.phoneme_side_conv1d_filter_size
         )
         self.length_regulator = LengthRegulator(cfg)
-        self.mel_side = FFTBlocks(cfg, cfg.mel_side_n_layer, cfg.mel_side_head, cfg.mel_side_conv1d_filter_size)
+        self.mel_side = FFTBlocks(
+            cfg, cfg.mel_side_n_layer, cfg.mel_side_head, cfg.mel_side_conv1d_filter_size
+        )
         self.mel_linear = nn.Linear(cfg.d_model, cfg.num_mels)
 
     def forward(

@@ -96,7 +96,9 @@ def load_model(cfg: DictConfig) -> FastSpeech:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """fp16/bf16 engines are GPU engines; on the CPU we run fp32 and say so (documented fallback)."""
     if device.type == "cpu" and precision != "fp32":
-        log.warning("precision=%s on the CPU falls back to fp32 (half-precision CPU kernels are slow)", precision)
+        log.warning(
+            "precision=%s on the CPU falls back to fp32 (half-precision CPU kernels are slow)", precision
+        )
         return "fp32"
     return precision
 
@@ -182,8 +184,14 @@ def open_engine_set(cfg: DictConfig, model: FastSpeech, device: torch.device) ->
 
 def build_command(cfg: DictConfig, engines: list[str]) -> str:
     """The `run.py` sweep that builds `engines` as this run would load them (same weights, sizes)."""
-    args = [f"engine={','.join(engines)}", f"model={cfg.model.name}", f"precision={cfg.precision.name}",
-            f"backend={cfg.backend.name}", f"batch_size={cfg.batch_size}", f"engine_dir={cfg.engine_dir}"]
+    args = [
+        f"engine={','.join(engines)}",
+        f"model={cfg.model.name}",
+        f"precision={cfg.precision.name}",
+        f"backend={cfg.backend.name}",
+        f"batch_size={cfg.batch_size}",
+        f"engine_dir={cfg.engine_dir}",
+    ]
     args += [f"checkpoint={cfg.checkpoint}"] if cfg.checkpoint else [f"seed={cfg.seed}"]
     return "python run.py -m " + " ".join(args) + " mode=build"
 
@@ -261,8 +269,13 @@ def run_batches(
             u.mel = m[:n]
         audio_s = sum(len(u.mel) for u in batch) * 256 / 22050
         timings.append(
-            {"engine": engine.spec.name, "items": len(batch), "latency_s": latency, "audio_s": audio_s,
-             "rtf": audio_s / latency}
+            {
+                "engine": engine.spec.name,
+                "items": len(batch),
+                "latency_s": latency,
+                "audio_s": audio_s,
+                "rtf": audio_s / latency,
+            }
         )
     return timings
 
@@ -308,9 +321,15 @@ def route_all(
         u.mel = r.mel.numpy()
         if r.frames == 0:
             log.warning("line %d: the model predicted no frames (random weights?)", u.index + 1)
-    log.info("engine set %s: %d calls %s, %d reroutes, %d splits, %.0f%% of the work was padding",
-             cfg.engine_set.name, len(stats.calls), stats.engine_calls(), stats.reroutes, stats.splits,
-             100 * stats.padded_fraction)
+    log.info(
+        "engine set %s: %d calls %s, %d reroutes, %d splits, %.0f%% of the work was padding",
+        cfg.engine_set.name,
+        len(stats.calls),
+        stats.engine_calls(),
+        stats.reroutes,
+        stats.splits,
+        100 * stats.padded_fraction,
+    )
     return utterances, stats.calls
 
 
@@ -327,7 +346,9 @@ def write_results(cfg: DictConfig, utterances: list[Utterance], vocoder, timings
         peak = float(np.abs(wav).max()) if len(wav) else 0.0
         if peak > 1.0:
             wav = wav / peak  # keep the wav from clipping
-        _atomic(f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, vocoder.audio.sample_rate, format="WAV"))
+        _atomic(
+            f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, vocoder.audio.sample_rate, format="WAV")
+        )
         _atomic(f"{stem}.npy", lambda p, mel=u.mel: _save_npy(p, mel))
         u.files = [f"{stem}.wav", f"{stem}.npy"]
         log.info("wrote %s.wav (%.2f s): %s", stem, len(wav) / vocoder.audio.sample_rate, u.text)

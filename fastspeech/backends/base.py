@@ -23,7 +23,11 @@ class Backend(ABC):
         """Raise `ConfigError` (one line: what is missing, how to get it) when unusable here."""
 
     @abstractmethod
-    def build(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]) -> tuple[Runner, bytes]: ...
+    def build(
+        self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[Runner, bytes]: ...
 
     @abstractmethod
-    def load(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor], payload: bytes) -> Runner: ...
+    def load(
+        self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor], payload: bytes
+    ) -> Runner: ...
