@@ -10,6 +10,13 @@ Variants (same weights, same 128-token sample text as the seed's perf_infer.py, 
   ours_eager      our model in eager PyTorch with the Triton ops
   ours_inductor   our engine: Inductor (max-autotune by default) + one CUDA graph replay per call
 
+End to end (`--e2e`, batch 1, the first precision asked for): the same sample text through the text
+frontend (cleaning and symbol ids), `Engine.__call__` of our Inductor engine (padding, replay, trim,
+copy to the host) and Griffin-Lim (librosa, 32 iterations, on the CPU), each stage timed alone.
+
+On our GPU one command may run 10 minutes, so the grid runs one precision per command with
+`--append` (rows merge into one latency.json; every ratio is within one command's rows).
+
 Columns as the seed's: average latency, std, 90/95/99% latency (max of the lowest 90/95/99%),
 throughput (generated audio samples/s), RTF (audio seconds per second / batch), speed-up vs the
 seed's eager at the same batch and precision; plus effective TFLOP/s of the fixed-shape graph.
@@ -64,6 +71,7 @@ def calibrated_model(tokens: list[int], target_frames: int, device) -> FastSpeec
 
 def graph_flops(cfg: FastSpeechConfig, batch: int, max_in: int, max_out: int) -> float:
     """Matmul FLOPs of the fixed-shape graph (2 per multiply-add); what 'effective TFLOP/s' divides."""
+
     def side(T, n_layer, n_head, d_inner):
         d, dk, k = cfg.d_model, cfg.d_k, cfg.fft_conv1d_kernel
         per_layer = 2 * T * d * n_head * 3 * dk + 4 * T * T * dk * n_head + 2 * T * n_head * dk * d
@@ -88,11 +96,18 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(fn, iters: int, warmup: int) -> np.ndarray:
-    """Wall-clock seconds per call, synchronized (the seed measured wall clock too)."""
+def time_calls(fn, iters: int, warmup: int, max_seconds: float | None = None) -> np.ndarray:
+    """Wall-clock seconds per call, synchronized (the seed measured wall clock too).
+
+    With `max_seconds`, fewer runs (at least 20) when `iters` of them would take longer.
+    """
+    t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
     sync()
+    per_call = (time.perf_counter() - t0) / max(warmup, 1)
+    if max_seconds is not None and per_call * iters > max_seconds:
+        iters = max(20, int(max_seconds / per_call))
     times = np.empty(iters)
     for i in range(iters):
         t0 = time.perf_counter()
@@ -108,10 +123,17 @@ def row(variant, batch, precision, times, frames, flops, base_ms):
     pct = {p: float(s[max(int(len(s) * p / 100) - 1, 0)]) for p in (90, 95, 99)}
     throughput = frames * HOP / mean
     return {
-        "variant": variant, "batch": batch, "precision": precision, "iters": len(times),
-        "mean_ms": mean * 1e3, "std_ms": float(times.std()) * 1e3,
-        "p90_ms": pct[90] * 1e3, "p95_ms": pct[95] * 1e3, "p99_ms": pct[99] * 1e3,
-        "throughput_samples_s": throughput, "rtf": throughput / (SR * batch),
+        "variant": variant,
+        "batch": batch,
+        "precision": precision,
+        "iters": len(times),
+        "mean_ms": mean * 1e3,
+        "std_ms": float(times.std()) * 1e3,
+        "p90_ms": pct[90] * 1e3,
+        "p95_ms": pct[95] * 1e3,
+        "p99_ms": pct[99] * 1e3,
+        "throughput_samples_s": throughput,
+        "rtf": throughput / (SR * batch),
         "tflops": flops / mean / 1e12 if flops else None,
         "speedup_vs_dle_eager": (base_ms / (mean * 1e3)) if base_ms else None,
     }
@@ -119,11 +141,16 @@ def row(variant, batch, precision, times, frames, flops, base_ms):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=["dle_eager", "compile_plain", "ours_eager", "ours_inductor"])
+    p.add_argument(
+        "--variants", nargs="+", default=["dle_eager", "compile_plain", "ours_eager", "ours_inductor"]
+    )
     p.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 32, 64])
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "bf16"])
     p.add_argument("--iters-b1", type=int, default=1000, help="timed runs at batch 1 (the seed: 1000)")
     p.add_argument("--iters", type=int, default=100, help="timed runs at larger batches")
+    p.add_argument("--max-row-seconds", type=float, default=10.0, help="fewer runs (>= 20) past this, B > 1")
+    p.add_argument("--append", action="store_true", help="merge rows into an existing latency.json")
+    p.add_argument("--e2e", action="store_true", help="also time text -> engine -> Griffin-Lim at batch 1")
     p.add_argument("--mode", default="max-autotune-no-cudagraphs", help="Inductor mode of ours_inductor")
     p.add_argument("--out", default="results/bench", help="folder for latency.json and latency.png")
     p.add_argument("--engine-dir", default="engines/bench")
@@ -139,10 +166,9 @@ def main() -> None:
     max_in, max_out = 128, 1024
     ids = sample_tokens(max_in)
     base = calibrated_model(ids, target_frames=900, device=dev)
-    rows = []
+    rows, previous = [], previous_results(args)
     for precision in args.precisions:
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-        model = base.to(dtype)
+        model = base.to(PRECISIONS_DTYPE[precision])
         for batch in args.batches:
             iters = args.iters_b1 if batch == 1 else args.iters
             tokens = torch.tensor([ids] * batch, device=dev)
@@ -173,10 +199,19 @@ def main() -> None:
                     try:
                         fn()
                         setup_s = time.perf_counter() - t0
-                        times = time_calls(fn, iters, warmup=10)
+                        budget = None if batch == 1 else args.max_row_seconds
+                        times = time_calls(fn, iters, warmup=10, max_seconds=budget)
                     finally:
                         model_module.conv1d_time_last = conv_matmul
-                r = row(variant, batch, precision, times, frames, flops if variant != "dle_eager" else None, base_ms)
+                r = row(
+                    variant,
+                    batch,
+                    precision,
+                    times,
+                    frames,
+                    flops if variant != "dle_eager" else None,
+                    base_ms,
+                )
                 r["setup_s"] = setup_s
                 if args.profile and variant == "ours_inductor":
                     profile(fn, Path(args.out) / f"profile_{precision}_b{batch}.txt")
@@ -185,26 +220,115 @@ def main() -> None:
                 rows.append(r)
                 log.info("%s", json.dumps(r))
                 print(table_line(r), flush=True)
-                save(rows, args, frames)
-    meta = save(rows, args, frames)
-    plot(rows, Path(args.out) / "latency.png")
-    print_table(rows, meta)
+                save(rows, args, frames, previous)
+    e2e = end_to_end(base, ids, args.precisions[0], args, dev) if args.e2e else None
+    meta = save(rows, args, frames, previous, e2e)
+    all_rows = json.loads((Path(args.out) / "latency.json").read_text())["rows"]
+    plot(all_rows, Path(args.out) / "latency.png")
+    print_table(all_rows, meta)
+    if e2e:
+        print_e2e(e2e)
 
 
-def save(rows: list[dict], args, frames: int) -> dict:
-    """Write latency.json after every row, so a run cut short still leaves its numbers."""
+def end_to_end(base: FastSpeech, ids: list[int], precision: str, args, dev) -> dict:
+    """Text -> mel -> wav for the sample text at batch 1, each stage timed alone (see the docstring)."""
+    from fastspeech.text import text_to_ids
+    from fastspeech.vocoder import GriffinLim
+
+    model = base.to(PRECISIONS_DTYPE[precision])
+    spec = EngineSpec(1, 128, 1024, precision, "inductor")
+    engine = load_or_build(model, spec, args.engine_dir, dev, {"mode": args.mode})
+    vocoder = GriffinLim(n_iter=32)
+    state: dict = {}
+
+    def frontend():
+        state["ids"] = text_to_ids(SAMPLE_TEXT)[:128]
+
+    def synthesize():
+        out = engine([state["ids"]])
+        state["mel"] = out.mel[0, : int(out.mel_lens[0])].cpu().numpy()
+
+    def vocode():
+        state["wav"] = vocoder(state["mel"])
+
+    stages = {}
+    for name, fn, iters in (
+        ("frontend", frontend, 1000),
+        ("engine", synthesize, 1000),
+        ("griffin_lim", vocode, 20),
+    ):
+        times = time_calls(fn, iters, warmup=3)
+        stages[name] = {
+            "mean_ms": float(times.mean()) * 1e3,
+            "std_ms": float(times.std()) * 1e3,
+            "iters": len(times),
+        }
+    total = sum(v["mean_ms"] for v in stages.values())
+    audio_s = len(state["wav"]) / SR
+    return {
+        "precision": precision,
+        "batch": 1,
+        "frames": len(state["mel"]),
+        "audio_s": audio_s,
+        "stages": stages,
+        "total_ms": total,
+        "rtf_total": audio_s / (total / 1e3),
+        "vocoder_device": "cpu (librosa)",
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def print_e2e(e2e: dict) -> None:
+    print(
+        f"\nEnd to end, batch 1, {e2e['precision']}, {e2e['frames']} frames = {e2e['audio_s']:.2f} s of audio:"
+    )
+    print("| stage | avg ms | share |\n|---|---|---|")
+    for name, v in e2e["stages"].items():
+        print(f"| {name} | {v['mean_ms']:.3f} | {100 * v['mean_ms'] / e2e['total_ms']:.1f}% |")
+    print(f"| total | {e2e['total_ms']:.3f} | {e2e['rtf_total']:.0f}x real time |")
+
+
+PRECISIONS_DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def row_key(r: dict) -> tuple:
+    return r["variant"], r["batch"], r["precision"]
+
+
+def previous_results(args) -> dict:
+    """What latency.json held before this command (with `--append`), else nothing."""
+    path = Path(args.out) / "latency.json"
+    return json.loads(path.read_text()) if args.append and path.exists() else {"rows": []}
+
+
+def save(rows: list[dict], args, frames: int, previous: dict, e2e: dict | None = None) -> dict:
+    """Write latency.json after every row, so a run cut short still leaves its numbers.
+
+    With `--append`, rows of other (variant, batch, precision) already in the file are kept.
+    """
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "torch": torch.__version__, "max_in": 128, "max_out": 1024, "mode": args.mode,
-            "frames_per_item_last": frames}
+    path = out / "latency.json"
+    mine = {row_key(r) for r in rows}
+    rows = [r for r in previous["rows"] if row_key(r) not in mine] + rows
+    meta = {
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "max_in": 128,
+        "max_out": 1024,
+        "mode": args.mode,
+        "frames_per_item_last": frames,
+    }
     try:
         import triton
 
         meta["triton"] = triton.__version__
     except ImportError:
         pass
-    (out / "latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    doc = {"meta": meta, "rows": rows}
+    if e2e or "end_to_end" in previous:
+        doc["end_to_end"] = e2e or previous["end_to_end"]
+    path.write_text(json.dumps(doc, indent=1))
     return meta
 
 
@@ -219,11 +343,17 @@ def profile(fn, path: Path, calls: int = 20) -> None:
             fn()
         sync()
         wall = (time.perf_counter() - t0) / calls
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"] if hasattr(prof, "key_averages") else []
+    events = (
+        [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+        if hasattr(prof, "key_averages")
+        else []
+    )
     kernel_us = sum(e.device_time_total for e in events) / calls
     n_kernels = sum(e.count for e in events) / calls
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20)
-    summary = f"per call: wall {wall * 1e3:.3f} ms, kernel time {kernel_us / 1e3:.3f} ms, {n_kernels:.0f} kernels"
+    summary = (
+        f"per call: wall {wall * 1e3:.3f} ms, kernel time {kernel_us / 1e3:.3f} ms, {n_kernels:.0f} kernels"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(summary + "\n" + table)
     print(path.name, summary)
@@ -231,6 +361,7 @@ def profile(fn, path: Path, calls: int = 20) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Latency vs batch, one line per variant, one panel per precision (the README embeds it)."""
     try:
         import matplotlib
 
@@ -238,21 +369,33 @@ def plot(rows: list[dict], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key in sorted({(r["variant"], r["precision"]) for r in rows}):
-        pts = sorted((r["batch"], r["mean_ms"]) for r in rows if (r["variant"], r["precision"]) == key)
-        ax.plot(*zip(*pts), marker="o", label=f"{key[0]} {key[1]}")
-    ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="latency per batch (ms)",
-           title="FastSpeech i128/o1024 on H100")
-    ax.legend(fontsize=7)
+    precisions = [p for p in ("fp32", "fp16", "bf16") if any(r["precision"] == p for r in rows)]
+    fig, axes = plt.subplots(
+        1, len(precisions), figsize=(4.2 * len(precisions), 4), sharey=True, squeeze=False
+    )
+    for ax, precision in zip(axes[0], precisions):
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            pts = sorted(
+                (r["batch"], r["mean_ms"])
+                for r in rows
+                if (r["variant"], r["precision"]) == (variant, precision)
+            )
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=variant)
+        ax.set(xscale="log", yscale="log", xlabel="batch", title=f"{precision}, i128/o1024")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("latency per batch (ms)")
+    axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
 
 def print_table(rows: list[dict], meta: dict) -> None:
     print(f"\n{meta}\n")
-    print("| variant | batch | precision | avg ms | std ms | p90 ms | p95 ms | p99 ms | samples/s | RTF | "
-          "TFLOP/s | speed-up vs DLE eager |")
+    print(
+        "| variant | batch | precision | avg ms | std ms | p90 ms | p95 ms | p99 ms | samples/s | RTF | "
+        "TFLOP/s | speed-up vs DLE eager |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(table_line(r))
@@ -261,9 +404,11 @@ def print_table(rows: list[dict], meta: dict) -> None:
 def table_line(r: dict) -> str:
     tf = f"{r['tflops']:.0f}" if r["tflops"] else "-"
     sp = f"{r['speedup_vs_dle_eager']:.2f}x" if r["speedup_vs_dle_eager"] else "1.00x"
-    return (f"| {r['variant']} | {r['batch']} | {r['precision']} | {r['mean_ms']:.3f} | {r['std_ms']:.3f} | "
-            f"{r['p90_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput_samples_s']:,.0f} | "
-            f"{r['rtf']:.0f} | {tf} | {sp} |")
+    return (
+        f"| {r['variant']} | {r['batch']} | {r['precision']} | {r['mean_ms']:.3f} | {r['std_ms']:.3f} | "
+        f"{r['p90_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput_samples_s']:,.0f} | "
+        f"{r['rtf']:.0f} | {tf} | {sp} |"
+    )
 
 
 if __name__ == "__main__":
