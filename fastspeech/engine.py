@@ -131,12 +131,18 @@ class Engine:
         self.activation_names = activation_names
 
     def __call__(
-        self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0
+        self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0, to_host: bool = False
     ) -> EngineOutput:
-        """Run up to `spec.batch` token-id lists (each 1..max_in ids). Never crops input."""
+        """Run up to `spec.batch` token-id lists (each 1..max_in ids). Never crops input.
+
+        The outputs are copies (the runner's buffers are reused by the next call), on the engine's
+        device, or with `to_host` on the CPU: copied there straight from the buffers.
+        """
         n = len(token_ids)
-        mel, mel_lens, frames, durations = self.run(*self.pad(token_ids, alpha))[:4]
-        return EngineOutput(mel[:n].clone(), mel_lens[:n].clone(), frames[:n].clone(), durations[:n].clone())
+        outputs = self.run(*self.pad(token_ids, alpha))[:4]
+        if to_host and self.device.type != "cpu":
+            return EngineOutput(*(t[:n].cpu() for t in outputs))
+        return EngineOutput(*(t[:n].clone() for t in outputs))
 
     def pad(
         self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0

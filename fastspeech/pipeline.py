@@ -255,8 +255,8 @@ def run_batches(
     for batch in tqdm(batches, desc="synthesizing", unit="batch", disable=len(batches) < 2):
         engine = engine_for(batch)
         t0 = time.perf_counter()
-        out = engine([u.ids for u in batch], alpha)
-        mel = out.mel.cpu().numpy()  # the copy to the host waits for the GPU
+        out = engine([u.ids for u in batch], alpha, to_host=True)  # the copy to the host waits for the GPU
+        mel = out.mel.numpy()
         latency = time.perf_counter() - t0
         for u, m, n, frames in zip(batch, mel, out.mel_lens.tolist(), out.frames.tolist()):
             if frames > engine.spec.max_out:

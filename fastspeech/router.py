@@ -277,8 +277,8 @@ class Router:
         """One engine call -> per piece (mel, durations) on the CPU, or its frame count if it overflowed."""
         s = engine.spec
         t0 = time.perf_counter()
-        out = engine([p.ids for p in batch], alpha)
-        mel, frames, durations = out.mel.cpu(), out.frames.tolist(), out.durations.cpu()  # waits for the GPU
+        out = engine([p.ids for p in batch], alpha, to_host=True)  # waits for the GPU
+        mel, frames, durations = out.mel, out.frames.tolist(), out.durations
         latency = time.perf_counter() - t0
         results: list[int | tuple[torch.Tensor, torch.Tensor]] = []
         for i, (p, f) in enumerate(zip(batch, frames)):

@@ -151,3 +151,17 @@ def test_inductor_cuda_graph_replays_equal_eager(tmp_path, precision):
             assert int(out.frames[i]) == int(ref.durations.sum()), step
             n = int(ref.mel_lens[0])
             torch.testing.assert_close(out.mel[i, :n], ref.mel[0, :n].float(), rtol=2e-2, atol=atol)
+
+
+@pytest.mark.slow
+def test_inductor_engine_file_holds_only_its_own_artifacts(tmp_path):
+    """Inductor records every compile of the process; an engine file must carry only its own."""
+    model = random_model(seed=5)
+    options = {"mode": None, "cuda_graphs": False}
+    sizes = []
+    for max_in, max_out in ((12, 40), (10, 36)):
+        spec = EngineSpec(batch=1, max_in=max_in, max_out=max_out, backend="inductor")
+        load_or_build(model, spec, tmp_path, "cpu", options)
+        sizes.append(len(read_engine_file(tmp_path / f"{spec.name}.engine")[1]))
+    assert sizes[0] > 0, "the first engine file holds no compiled artifacts"
+    assert sizes[1] < 1.5 * sizes[0], f"the second engine file carries the first's artifacts too: {sizes}"

@@ -8,6 +8,7 @@ they are not the artifact).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -18,6 +19,20 @@ from fastspeech.engine import EngineGraph, Runner
 log = logging.getLogger(__name__)
 
 _warmup_stream: torch.cuda.Stream | None = None
+
+
+def fresh_artifact_record() -> contextlib.AbstractContextManager:
+    """A context in which `torch.compiler.save_cache_artifacts` sees only what compiles inside it.
+
+    torch has no public call for this; its cache-artifact manager's `with_fresh_cache` does it (torch
+    2.7+). Without it an engine file is still correct, only larger.
+    """
+    try:
+        from torch.compiler._cache import CacheArtifactManager
+
+        return CacheArtifactManager.with_fresh_cache()
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()
 
 
 def warmup_stream() -> torch.cuda.Stream:
@@ -68,8 +83,11 @@ class InductorBackend(Backend):
         self.mode, self.cuda_graphs, self.pool = mode, cuda_graphs, pool
 
     def build(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]) -> tuple[Runner, bytes]:
-        runner = self._compile(graph, example)
-        artifacts = torch.compiler.save_cache_artifacts()
+        # `save_cache_artifacts` returns everything compiled in this process so far: without a fresh
+        # record per build, the 10th engine of a process carried the nine before it in its file.
+        with fresh_artifact_record():
+            runner = self._compile(graph, example)
+            artifacts = torch.compiler.save_cache_artifacts()
         return runner, artifacts[0] if artifacts else b""
 
     def load(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor], payload: bytes) -> Runner:
