@@ -8,7 +8,7 @@ Variants (same weights, same 128-token sample text as the seed's perf_infer.py, 
   compile_plain   torch.compile(mode="reduce-overhead") of a straightforward fixed-shape model
                   (cuDNN Conv1d with transposes, the reference ops): today's "just compile it"
   ours_eager      our model in eager PyTorch with the Triton ops
-  ours_inductor   our engine: Inductor (max-autotune by default) + one CUDA graph replay per call
+  ours_inductor   our engine: Inductor (default mode, as conf/backend) + one CUDA graph replay per call
 
 End to end (`--e2e`, batch 1, the first precision asked for): the same sample text through the text
 frontend (cleaning and symbol ids), `Engine.__call__` of our Inductor engine (padding, replay, trim,
@@ -151,13 +151,16 @@ def main() -> None:
     p.add_argument("--max-row-seconds", type=float, default=10.0, help="fewer runs (>= 20) past this, B > 1")
     p.add_argument("--append", action="store_true", help="merge rows into an existing latency.json")
     p.add_argument("--e2e", action="store_true", help="also time text -> engine -> Griffin-Lim at batch 1")
-    p.add_argument("--mode", default="max-autotune-no-cudagraphs", help="Inductor mode of ours_inductor")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="measure nothing: merge latency.json files into --out")
+    p.add_argument("--mode", default="default", help="Inductor mode of ours_inductor (conf/backend's)")
     p.add_argument("--out", default="results/bench", help="folder for latency.json and latency.png")
     p.add_argument("--engine-dir", default="engines/bench")
     p.add_argument("--device", default="cuda", help="cpu only for a smoke test of this script")
     p.add_argument("--profile", action="store_true", help="write the top kernels of ours_inductor per batch")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks.latency needs a CUDA GPU (the table is for our H100)")
     from benchmarks.dle_eager import DLEEager
@@ -228,6 +231,25 @@ def main() -> None:
     print_table(all_rows, meta)
     if e2e:
         print_e2e(e2e)
+
+
+def merge(files: list[str], out: Path) -> None:
+    """One latency.json, table and plot from the per-precision commands' files (later files win)."""
+    rows: dict[tuple, dict] = {}
+    doc: dict = {"meta": {}, "rows": []}
+    for name in files:
+        part = json.loads(Path(name).read_text())
+        rows.update({row_key(r): r for r in part["rows"]})
+        doc["meta"] = part["meta"] | {"merged_from": [Path(f).name for f in files]}
+        doc.update({k: v for k, v in part.items() if k == "end_to_end"})
+    order = {"fp32": 0, "fp16": 1, "bf16": 2}
+    doc["rows"] = sorted(rows.values(), key=lambda r: (order.get(r["precision"], 3), r["batch"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps(doc, indent=1))
+    plot(doc["rows"], out / "latency.png")
+    print_table(doc["rows"], doc["meta"])
+    if "end_to_end" in doc:
+        print_e2e(doc["end_to_end"])
 
 
 def end_to_end(base: FastSpeech, ids: list[int], precision: str, args, dev) -> dict:

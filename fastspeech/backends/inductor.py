@@ -79,7 +79,7 @@ class CudaGraphRunner:
 class InductorBackend(Backend):
     name = "inductor"
 
-    def __init__(self, mode: str | None = "max-autotune-no-cudagraphs", cuda_graphs: bool = True, pool=None):
+    def __init__(self, mode: str | None = "default", cuda_graphs: bool = True, pool=None):
         self.mode, self.cuda_graphs, self.pool = mode, cuda_graphs, pool
 
     def build(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]) -> tuple[Runner, bytes]:
