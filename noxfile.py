@@ -22,8 +22,17 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "fastspeech", "kernels", "converters", "tests", "benchmarks", "run.py", "noxfile.py")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """The performance tables (README): needs a CUDA GPU; uses the torch already installed there."""
-    session.install("-e", ".")
-    session.run("python", "-m", "benchmarks.latency", *session.posargs)
+    """The README's performance tables on a CUDA GPU, in the current environment (its CUDA torch;
+    `pip install -e .` first). Arguments go to `benchmarks.latency`; without any, the whole grid
+    (3 precisions x 5 batches x 4 variants, ~16 min on an H100) plus the end-to-end split, then the
+    router benchmark with the demo voice."""
+    out = "benchmarks/results/run"
+    session.run("python", "-m", "benchmarks.latency", *(session.posargs or ["--e2e", "--profile", "--out", out]))
+    if not session.posargs:
+        session.run(
+            "python", "-m", "benchmarks.bench_router", "--model", "demo",
+            "--checkpoint", "fastspeech/assets/demo_voice.pt", "--precision", "fp16", "--backend", "inductor",
+            "--batch", "1,8", "--n", "1000", "--out", f"{out}/bench_router_demo.json",
+        )  # fmt: skip

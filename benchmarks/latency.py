@@ -384,13 +384,11 @@ def profile(fn, path: Path, calls: int = 20) -> None:
 
 def plot(rows: list[dict], path: Path) -> None:
     """Latency vs batch, one line per variant, one panel per precision (the README embeds it)."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     precisions = [p for p in ("fp32", "fp16", "bf16") if any(r["precision"] == p for r in rows)]
     fig, axes = plt.subplots(
         1, len(precisions), figsize=(4.2 * len(precisions), 4), sharey=True, squeeze=False

@@ -325,3 +325,17 @@ def test_too_long_line_with_splitting_off_fails_before_loading_engines(tmp_path)
         output
     )
     assert "building engine" not in output
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "engine_set").glob("*.yaml")))
+def test_every_engine_set_names_engines_that_exist(name):
+    from hydra import compose, initialize_config_dir
+
+    from fastspeech import pipeline
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"engine_set={name}"])
+    configs = pipeline.engine_set_configs(cfg)
+    assert [c.name for c in configs] == list(cfg.engine_set.engines)
+    assert len({(c.max_in, c.max_out) for c in configs}) == len(configs), "two engines of the same size"
+    assert all(c.max_out >= c.max_in >= 1 for c in configs)
