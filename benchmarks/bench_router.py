@@ -18,10 +18,12 @@ real speech, plus i128_o1024 for slow speech). Engines come from `pipeline.open_
 Measured, per batch size B (every engine of a run has batch B):
 - throughput: audio seconds produced per wall second, all texts through the router in one call
   (padding, engine calls, copies to the host, joining; no vocoder), after one warm-up call per engine;
+  the median of `--repeat` such runs (one run is ~1 s on the GPU, and single runs varied by 30%);
 - padded fraction: the share of computed token + frame slots that held no real token or frame
   (empty batch rows, padding, and the whole row of an output that overflowed and ran again);
-- engine latency: the median time of one engine call (padding, replay, copies out), per engine; and
-  the throughput the set would reach if nothing but engine calls took time ("engines only");
+- engine latency: the median time of one engine call (padding, replay, copies out), per engine, and
+  of the replay alone (the device side); and the throughput the set would reach if nothing but
+  engine calls took time ("engines only");
 - GPU memory after building (`torch.cuda.memory_reserved` after `empty_cache`: weights, CUDA graph
   pools, static buffers, cuBLAS workspaces) for the largest engine alone and for each whole set,
   and after each engine of a set; peak allocated too.
@@ -79,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--batch", default="1,8", help="comma-separated engine batch sizes")
     p.add_argument("--n", type=int, default=1000, help="number of sentences")
+    p.add_argument(
+        "--repeat", type=int, default=5, help="runs of all texts per configuration; the median counts"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--engine-dir", default="engines/bench_router")
@@ -156,14 +161,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(router: Router, texts: list[str], ids: list[list[int]], alpha: float, device) -> dict[str, Any]:
+def measure(
+    router: Router, texts: list[str], ids: list[list[int]], alpha: float, device, repeat: int
+) -> dict[str, Any]:
+    """All texts through `router`, `repeat` times; the figures of the median run (by wall time)."""
     for engine in router.engines:  # warm-up: one full call per engine
         engine([[1] * engine.spec.max_in] * engine.spec.batch, alpha)
-    sync(device)
-    t0 = time.perf_counter()
-    routed, stats = router(texts, ids, alpha)
-    sync(device)
-    wall = time.perf_counter() - t0
+    runs = []
+    for _ in range(repeat):
+        gc.collect()
+        sync(device)
+        t0 = time.perf_counter()
+        routed, stats = router(texts, ids, alpha)
+        sync(device)
+        runs.append((time.perf_counter() - t0, routed, stats))
+    walls = sorted(r[0] for r in runs)
+    wall, routed, stats = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     audio_s = sum(r.frames for r in routed) * HOP_S
     engine_s = sum(c["latency_s"] for c in stats.calls)
     latencies: dict[str, list[float]] = {}
@@ -171,11 +184,13 @@ def measure(router: Router, texts: list[str], ids: list[list[int]], alpha: float
         latencies.setdefault(c["engine"], []).append(c["latency_s"])
     return {
         "wall_s": wall,
+        "wall_s_all_runs": walls,
         "engine_s": engine_s,
         "audio_s": audio_s,
         "throughput": audio_s / wall,  # audio seconds per second
         "throughput_engines_only": audio_s / engine_s,
         "engine_latency_ms": {k: 1e3 * float(np.median(v)) for k, v in latencies.items()},
+        "replay_latency_ms": {e.spec.name: replay_ms(e, device) for e in router.engines},
         "padded_fraction": stats.padded_fraction,
         "padded_fraction_in": stats.padded_fraction_in,
         "padded_fraction_out": stats.padded_fraction_out,
@@ -186,6 +201,19 @@ def measure(router: Router, texts: list[str], ids: list[list[int]], alpha: float
         "frames_per_token": sum(r.frames for r in routed) / sum(len(r.durations) for r in routed),
         "frames": [r.frames for r in routed],
     }
+
+
+def replay_ms(engine, device, calls: int = 50) -> float:
+    """Median time of the runner alone on a padded batch (no padding, no copies out): the device side."""
+    tokens, alphas = engine.pad([[1] * engine.spec.max_in] * engine.spec.batch)
+    times = []
+    for _ in range(calls):
+        sync(device)
+        t0 = time.perf_counter()
+        engine.run(tokens, alphas)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
 
 
 def open_set(cfg, model, device, largest_only: bool = False) -> tuple[list, list[dict[str, Any]]]:
@@ -211,7 +239,7 @@ def run_batch(args, device, backend, batch, model, texts, ids) -> dict[str, Any]
         t0 = time.perf_counter()
         engines, memory = open_set(cfg, model, device, largest_only=name == "single")
         build_s = time.perf_counter() - t0
-        m = measure(Router(engines, progress=False), texts, ids, args.alpha, device)
+        m = measure(Router(engines, progress=False), texts, ids, args.alpha, device, args.repeat)
         frames[name] = m.pop("frames")
         m.update(
             engines=[e.spec.name for e in engines],
@@ -274,10 +302,19 @@ def calibrate(model, ids: list[list[int]], frames_per_token: float, device) -> N
     )
 
 
+def short(engine_name: str) -> str:
+    """fastspeech.fp16.b1.i32.o256.inductor -> i32_o256"""
+    return "_".join(engine_name.split(".")[3:5])
+
+
+def size(engine_name: str) -> tuple[int, int]:
+    return tuple(int(part[1:]) for part in engine_name.split(".")[3:5])
+
+
 def markdown(results: dict[str, Any]) -> str:
     header = (
         "| B | engines | audio s / s | speedup | engines only | padded (in / out) | calls | reroutes "
-        "| split texts | GPU MiB held (peak alloc.) | median ms per call |"
+        "| split texts | GPU MiB held (peak alloc.) | median ms per call (replay alone) |"
     )
     rows = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for batch, r in results["batches"].items():
@@ -289,8 +326,8 @@ def markdown(results: dict[str, Any]) -> str:
             speedup = f"**{m['speedup']:.2f}x**" if "speedup" in m else "1.00x"
             only = f"{m['speedup_engines_only']:.2f}x" if "speedup" in m else "1.00x"
             lat = ", ".join(
-                f"{k.split('.')[3]}_{k.split('.')[4]} {v:.2f}"
-                for k, v in sorted(m["engine_latency_ms"].items())
+                f"{short(k)} {v:.2f} ({m['replay_latency_ms'][k]:.2f})"
+                for k, v in sorted(m["engine_latency_ms"].items(), key=lambda kv: size(kv[0]))
             )
             rows.append(
                 f"| {batch} | {name} | {m['throughput']:.1f} | {speedup} | {only} | "

@@ -266,7 +266,7 @@ def run_batches(
                 )
             if frames == 0:
                 log.warning("line %d: the model predicted no frames (random weights?)", u.index + 1)
-            u.mel = m[:n]
+            u.mel = m[:n].copy()  # own memory: `mel` is pinned host memory, kept only for this batch
         audio_s = sum(len(u.mel) for u in batch) * 256 / 22050
         timings.append(
             {
