@@ -1,0 +1,62 @@
+"""The benchmarks' own logic (their figures need the GPU): the router's text mix and the table merge."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_router, latency
+from fastspeech.text import clean_text, text_to_ids
+
+
+def test_router_sentences_follow_the_read_speech_length_mix():
+    texts = bench_router.sentences(300, seed=3)
+    lengths = np.array([len(clean_text(t)) for t in texts])
+    assert len(texts) == 300
+    assert lengths.min() >= 10 and lengths.max() <= 180
+    assert 85 <= lengths.mean() <= 110  # 10 + 170 * Beta(2.2, 2.0) has mean ~99
+    assert all(text_to_ids(t) for t in texts)  # every sentence encodes (no unknown characters)
+    assert texts == bench_router.sentences(300, seed=3)  # seeded: the same mix on every machine
+
+
+def _rows(precision, ms):
+    return [
+        {"variant": v, "batch": b, "precision": precision, "mean_ms": ms * b}
+        for v in ("dle_eager", "ours_inductor")
+        for b in (1, 4)
+    ]
+
+
+def test_merge_keeps_every_command_and_lets_the_later_file_win(tmp_path, monkeypatch):
+    monkeypatch.setattr(latency, "print_table", lambda rows, meta: None)
+    first, second = tmp_path / "fp32.json", tmp_path / "fp16.json"
+    first.write_text(json.dumps({"meta": {"gpu": "x"}, "rows": _rows("fp32", 2.0)}))
+    redo = _rows("fp16", 1.0) + [{"variant": "dle_eager", "batch": 1, "precision": "fp32", "mean_ms": 9.0}]
+    second.write_text(json.dumps({"meta": {"gpu": "x"}, "rows": redo, "end_to_end": {"total_ms": 1.0}}))
+    monkeypatch.setattr(latency, "print_e2e", lambda e2e: None)
+    latency.merge([str(first), str(second)], tmp_path / "out")
+    merged = json.loads((tmp_path / "out" / "latency.json").read_text())
+    keys = [(r["variant"], r["batch"], r["precision"]) for r in merged["rows"]]
+    assert len(keys) == len(set(keys)) == 8
+    assert [r["precision"] for r in merged["rows"]] == ["fp32"] * 4 + ["fp16"] * 4  # table order
+    redone = next(
+        r for r in merged["rows"] if (r["variant"], r["batch"], r["precision"]) == ("dle_eager", 1, "fp32")
+    )
+    assert redone["mean_ms"] == 9.0
+    assert merged["end_to_end"] == {"total_ms": 1.0}
+    assert (tmp_path / "out" / "latency.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("per_call, iters, expected", [(0.001, 100, 100), (1.0, 100, 20), (0.2, 100, 50)])
+def test_timed_runs_shrink_to_the_time_budget_but_not_below_twenty(monkeypatch, per_call, iters, expected):
+    clock = SimpleNamespace(t=0.0)
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock.t)
+    monkeypatch.setattr(latency, "sync", lambda: None)
+
+    def call():
+        clock.t += per_call
+
+    times = latency.time_calls(call, iters, warmup=2, max_seconds=10.0)
+    assert len(times) == expected
+    assert np.allclose(times, per_call)
