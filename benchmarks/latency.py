@@ -9,6 +9,7 @@ Variants (same weights, same 128-token sample text as the seed's perf_infer.py, 
                   (cuDNN Conv1d with transposes, the reference ops): today's "just compile it"
   ours_eager      our model in eager PyTorch with the Triton ops
   ours_inductor   our engine: Inductor (default mode, as conf/backend) + one CUDA graph replay per call
+  ours_tensorrt   our engine through Torch-TensorRT (where installed; never run on our machines)
 
 End to end (`--e2e`, batch 1, the first precision asked for): the same sample text through the text
 frontend (cleaning and symbol ids), `Engine.__call__` of our Inductor engine (padding, replay, trim,
@@ -142,7 +143,10 @@ def row(variant, batch, precision, times, frames, flops, base_ms):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--variants", nargs="+", default=["dle_eager", "compile_plain", "ours_eager", "ours_inductor"]
+        "--variants",
+        nargs="+",
+        default=None,
+        help="default: all four, and ours_tensorrt where TensorRT and Torch-TensorRT are installed",
     )
     p.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 32, 64])
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "bf16"])
@@ -161,6 +165,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.merge:
         return merge(args.merge, Path(args.out))
+    if args.variants is None:
+        from fastspeech.backends import tensorrt_installed
+
+        args.variants = ["dle_eager", "compile_plain", "ours_eager", "ours_inductor"]
+        if tensorrt_installed():
+            args.variants.append("ours_tensorrt")
+        else:
+            log.info("TensorRT / Torch-TensorRT not installed: no ours_tensorrt rows")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks.latency needs a CUDA GPU (the table is for our H100)")
     from benchmarks.dle_eager import DLEEager
@@ -193,9 +205,11 @@ def main() -> None:
                         model_module.conv1d_time_last = plain_conv
                         compiled = torch.compile(model, mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
-                    elif variant == "ours_inductor":
-                        spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
-                        engine = load_or_build(model, spec, args.engine_dir, dev, {"mode": args.mode})
+                    elif variant in ("ours_inductor", "ours_tensorrt"):
+                        backend = variant.removeprefix("ours_")
+                        options = {"mode": args.mode} if backend == "inductor" else {}
+                        spec = EngineSpec(batch, max_in, max_out, precision, backend)
+                        engine = load_or_build(model, spec, args.engine_dir, dev, options)
                         fn = partial(engine.runner, tokens, alpha)
                     else:
                         raise SystemExit(f"unknown variant {variant}")
