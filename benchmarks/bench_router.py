@@ -51,6 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.latency import calibrate_durations
 from fastspeech import pipeline
 from fastspeech.router import HOP_S, Router
 from fastspeech.text import text_to_ids
@@ -175,8 +176,8 @@ def measure(
         routed, stats = router(texts, ids, alpha)
         sync(device)
         runs.append((time.perf_counter() - t0, routed, stats))
-    walls = sorted(r[0] for r in runs)
-    wall, routed, stats = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    runs.sort(key=lambda r: r[0])
+    wall, routed, stats = runs[len(runs) // 2]
     audio_s = sum(r.frames for r in routed) * HOP_S
     engine_s = sum(c["latency_s"] for c in stats.calls)
     latencies: dict[str, list[float]] = {}
@@ -184,7 +185,7 @@ def measure(
         latencies.setdefault(c["engine"], []).append(c["latency_s"])
     return {
         "wall_s": wall,
-        "wall_s_all_runs": walls,
+        "wall_s_all_runs": [r[0] for r in runs],
         "engine_s": engine_s,
         "audio_s": audio_s,
         "throughput": audio_s / wall,  # audio seconds per second
@@ -285,20 +286,18 @@ def compose(args: argparse.Namespace, device: torch.device, backend: str, batch:
         return hydra_compose(config_name="config", overrides=overrides)
 
 
-def calibrate(model, ids: list[list[int]], frames_per_token: float, device) -> None:
-    """Move the duration head's bias until the texts average `frames_per_token` (random weights)."""
-    bias = model.length_regulator.duration_predictor.linear_layer.bias
+def calibrate(model, ids: list[list[int]], frames_per_token: float) -> None:
+    """Set the duration head so the first 64 texts average `frames_per_token` (random weights)."""
     sample = [one[:128] for one in ids[:64]]
-    tokens = torch.zeros(len(sample), 128, dtype=torch.long, device=device)
+    tokens = torch.zeros(len(sample), 128, dtype=torch.long)
     for i, one in enumerate(sample):
         tokens[i, : len(one)] = torch.tensor(one)
-    with torch.no_grad():
-        for _ in range(6):  # frames ~ exp(bias): move the bias by the log of the ratio
-            # durations are the untruncated predictions: max_out=1 skips the mel side
-            rate = float(model(tokens, 1.0, max_out=1).durations.sum()) / sum(map(len, sample))
-            bias.add_(float(np.log(frames_per_token / max(rate, 1e-3))))
+    n_tokens = sum(map(len, sample))
+    total = calibrate_durations(model, tokens, frames_per_token * n_tokens)
     log.info(
-        "random weights: duration bias calibrated to %.2f frames per token (got %.2f)", frames_per_token, rate
+        "random weights: duration bias calibrated to %.2f frames per token (got %.2f)",
+        frames_per_token,
+        total / n_tokens,
     )
 
 
@@ -350,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ids = [text_to_ids(t) for t in texts]
     model = pipeline.load_model(compose(args, device, backend, batches[0], "default"))
     if not args.checkpoint:
-        calibrate(model, ids, args.frames_per_token, torch.device("cpu"))
+        calibrate(model, ids, args.frames_per_token)
 
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",

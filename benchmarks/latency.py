@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from fastspeech import model as model_module
-from fastspeech.engine import EngineSpec, load_or_build
+from fastspeech.engine import PRECISIONS, EngineSpec, load_or_build
 from fastspeech.model import FastSpeech, FastSpeechConfig
 
 SAMPLE_TEXT = (
@@ -61,13 +61,20 @@ def calibrated_model(tokens: list[int], target_frames: int, device) -> FastSpeec
     """Random DLE-size weights whose duration head predicts ~target_frames for the sample text."""
     torch.manual_seed(0)
     model = FastSpeech(FastSpeechConfig()).eval().to(device)
+    calibrate_durations(model, torch.tensor([tokens], device=device), target_frames)
+    return model
+
+
+def calibrate_durations(model: FastSpeech, tokens: torch.Tensor, target_frames: float) -> int:
+    """Move the duration head's bias until `model` predicts ~target_frames in all for `tokens`
+    (B, T), zero-padded (random weights alone predict almost none) -> the last predicted total."""
     bias = model.length_regulator.duration_predictor.linear_layer.bias
-    x = torch.tensor([tokens], device=device)
     with torch.no_grad():
         for _ in range(6):  # frames ~ exp(bias): move the bias by the log of the ratio
-            total = int(model(x, 1.0, max_out=2048).durations.sum())
+            # durations are the untruncated predictions: max_out=1 skips the mel side
+            total = int(model(tokens, 1.0, max_out=1).durations.sum())
             bias.add_(float(np.log(target_frames / max(total, 1))))
-    return model
+    return total
 
 
 def graph_flops(cfg: FastSpeechConfig, batch: int, max_in: int, max_out: int) -> float:
@@ -155,7 +162,9 @@ def main() -> None:
     p.add_argument("--max-row-seconds", type=float, default=10.0, help="fewer runs (>= 20) past this, B > 1")
     p.add_argument("--append", action="store_true", help="merge rows into an existing latency.json")
     p.add_argument("--e2e", action="store_true", help="also time text -> engine -> Griffin-Lim at batch 1")
-    p.add_argument("--merge", nargs="+", metavar="JSON", help="measure nothing: merge latency.json files into --out")
+    p.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="measure nothing: merge latency.json files into --out"
+    )
     p.add_argument("--mode", default="default", help="Inductor mode of ours_inductor (conf/backend's)")
     p.add_argument("--out", default="results/bench", help="folder for latency.json and latency.png")
     p.add_argument("--engine-dir", default="engines/bench")
@@ -183,7 +192,7 @@ def main() -> None:
     base = calibrated_model(ids, target_frames=900, device=dev)
     rows, previous = [], previous_results(args)
     for precision in args.precisions:
-        model = base.to(PRECISIONS_DTYPE[precision])
+        model = base.to(PRECISIONS[precision])
         for batch in args.batches:
             iters = args.iters_b1 if batch == 1 else args.iters
             tokens = torch.tensor([ids] * batch, device=dev)
@@ -271,7 +280,7 @@ def end_to_end(base: FastSpeech, ids: list[int], precision: str, args, dev) -> d
     from fastspeech.text import text_to_ids
     from fastspeech.vocoder import GriffinLim
 
-    model = base.to(PRECISIONS_DTYPE[precision])
+    model = base.to(PRECISIONS[precision])
     spec = EngineSpec(1, 128, 1024, precision, "inductor")
     engine = load_or_build(model, spec, args.engine_dir, dev, {"mode": args.mode})
     vocoder = GriffinLim(n_iter=32)
@@ -322,9 +331,6 @@ def print_e2e(e2e: dict) -> None:
     for name, v in e2e["stages"].items():
         print(f"| {name} | {v['mean_ms']:.3f} | {100 * v['mean_ms'] / e2e['total_ms']:.1f}% |")
     print(f"| total | {e2e['total_ms']:.3f} | {e2e['rtf_total']:.0f}x real time |")
-
-
-PRECISIONS_DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def row_key(r: dict) -> tuple:
