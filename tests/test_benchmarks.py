@@ -60,3 +60,20 @@ def test_timed_runs_shrink_to_the_time_budget_but_not_below_twenty(monkeypatch, 
     times = latency.time_calls(call, iters, warmup=2, max_seconds=10.0)
     assert len(times) == expected
     assert np.allclose(times, per_call)
+
+
+def test_kernel_report_writes_every_row_and_judges_the_goal_shape_only(tmp_path, monkeypatch, capsys):
+    from benchmarks.kernels import common
+
+    monkeypatch.setattr(common, "environment", lambda: {"device": "test"})
+    row = {"B": 64, "Ti": 128, "To": 1024, "dtype": "fp16", "kernel_us": 2.0, "dle_ref_us": 1.0, "correct": True}
+    rows = [row | {"pct_of_peak_copy": 73.0}, row | {"B": 8, "pct_of_peak_copy": 10.0, "kernel_us": 0.5}]
+    path = tmp_path / "k.json"
+    common.report(
+        str(path), 2965.0, rows, [("B", "B"), ("pct_of_peak_copy", "%")], [], [], "", lambda r: f"B={r['B']}"
+    )
+    out = capsys.readouterr().out
+    assert json.loads(path.read_text())["rows"] == rows
+    assert "goal B=64: 73.0% of copy -> MISSED" in out and "goal B=8" not in out
+    assert "rows slower than the DLE reference: 1; all correct: True" in out
+    assert "| 8 | 10 |" in out

@@ -100,32 +100,20 @@ def main() -> None:
                 for T in (Ti, To):
                     rows.append({"Ti": Ti, "To": To, **measure(B, T, name, common.DTYPES[name], peak)})
     sweep_rows = [r for name in dtypes for r in sweep(name, common.DTYPES[name], peak)] if args.sweep else []
-    common.write_json(
-        args.results, {"env": common.environment(), "peak_copy_gbps": peak, "rows": rows, "sweep": sweep_rows}
-    )
-    if sweep_rows:
-        print("\nBlock-size sweep at B=64, T=1024, H=384:\n")
-        print(common.markdown_table(sweep_rows, [
+    common.report(
+        args.results, peak, rows, [
+            ("B", "B"), ("T", "T"), ("dtype", "dtype"), ("MB", "MB moved"), ("kernel_us", "kernel µs"),
+            ("op_us", "op µs"), ("dle_ref_us", "DLE ref µs"), ("kernel_gbps", "kernel GB/s"), ("dle_ref_gbps", "DLE ref GB/s"),
+            ("copy_same_size_gbps", "copy same size GB/s"), ("pct_of_peak_copy", "% peak copy"),
+            ("speedup_vs_dle", "x vs DLE ref"), ("correct", "correct"),
+        ],
+        sweep_rows, [
             ("dtype", "dtype"), ("block_t", "BLOCK_T"), ("block_h", "BLOCK_H"), ("b_per_prog", "rows/program"),
             ("num_warps", "warps"), ("correct", "correct"), ("us", "µs"), ("gbps", "GB/s"), ("pct_of_peak_copy", "% copy"),
-        ]))  # fmt: skip
-    goal = [r for r in rows if (r["B"], r["Ti"], r["To"]) == (64, 128, 1024)]
-    print(f"\n{common.environment()}  peak device-to-device copy: {peak:.0f} GB/s")
-    for r in goal:
-        met = r["pct_of_peak_copy"] >= 100 * common.GOAL_FRACTION_OF_COPY
-        print(
-            f"goal B=64 T={r['T']} {r['dtype']}: {r['pct_of_peak_copy']:.1f}% of copy -> {'met' if met else 'MISSED'}"
-        )
-    slower = [r for r in rows if r["kernel_us"] > r["dle_ref_us"]]
-    print(
-        f"rows slower than the DLE reference: {len(slower)}; all correct: {all(r['correct'] for r in rows)}\n"
-    )
-    print(common.markdown_table(rows, [
-        ("B", "B"), ("T", "T"), ("dtype", "dtype"), ("MB", "MB moved"), ("kernel_us", "kernel µs"),
-        ("op_us", "op µs"), ("dle_ref_us", "DLE ref µs"), ("kernel_gbps", "kernel GB/s"), ("dle_ref_gbps", "DLE ref GB/s"),
-        ("copy_same_size_gbps", "copy same size GB/s"), ("pct_of_peak_copy", "% peak copy"),
-        ("speedup_vs_dle", "x vs DLE ref"), ("correct", "correct"),
-    ]))  # fmt: skip
+        ],
+        sweep_title="B=64, T=1024, H=384",
+        goal_label=lambda r: f"B=64 T={r['T']} {r['dtype']}",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -119,3 +119,29 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")
+
+
+def report(
+    results: str,
+    peak: float,
+    rows: list[dict[str, Any]],
+    columns: list[tuple[str, str]],
+    sweep_rows: list[dict[str, Any]],
+    sweep_columns: list[tuple[str, str]],
+    sweep_title: str,
+    goal_label: Callable[[dict[str, Any]], str],
+) -> None:
+    """What both kernel benchmarks write and print: the JSON, the sweep, the 80% goal at the goal
+    shape (B=64, Ti=128, To=1024), the rows slower than DLE's reference, then the table."""
+    write_json(results, {"env": environment(), "peak_copy_gbps": peak, "rows": rows, "sweep": sweep_rows})
+    if sweep_rows:
+        print(f"\nBlock-size sweep at {sweep_title}:\n")
+        print(markdown_table(sweep_rows, sweep_columns))
+    print(f"\n{environment()}  peak device-to-device copy: {peak:.0f} GB/s")
+    for r in rows:
+        if (r["B"], r["Ti"], r["To"]) == (64, 128, 1024):
+            met = r["pct_of_peak_copy"] >= 100 * GOAL_FRACTION_OF_COPY
+            print(f"goal {goal_label(r)}: {r['pct_of_peak_copy']:.1f}% of copy -> {'met' if met else 'MISSED'}")
+    slower = [r for r in rows if r["kernel_us"] > r["dle_ref_us"]]
+    print(f"rows slower than the DLE reference: {len(slower)}; all correct: {all(r['correct'] for r in rows)}\n")
+    print(markdown_table(rows, columns))
