@@ -17,8 +17,9 @@ from helpers import random_model, requires_cuda
 
 from fastspeech.backends import tensorrt_installed
 from fastspeech.checkpoint import save_checkpoint
-from fastspeech.engine import EngineSpec, activation_names, load_or_build
+from fastspeech.engine import EngineSpec, load_or_build
 from fastspeech.errors import ConfigError
+from fastspeech.graph import activation_names
 from fastspeech.verify import (
     DURATIONS,
     Tolerance,

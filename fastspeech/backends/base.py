@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from fastspeech.engine import EngineGraph, Runner
+from fastspeech.graph import EngineGraph, Runner
 
 
 class Backend(ABC):

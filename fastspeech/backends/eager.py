@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastspeech.backends.base import Backend
-from fastspeech.engine import EngineGraph, Runner
+from fastspeech.graph import EngineGraph, Runner
 
 
 class EagerBackend(Backend):

@@ -14,7 +14,7 @@ import logging
 import torch
 
 from fastspeech.backends.base import Backend
-from fastspeech.engine import EngineGraph, Runner
+from fastspeech.graph import EngineGraph, Runner
 
 log = logging.getLogger(__name__)
 

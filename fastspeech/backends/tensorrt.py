@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from fastspeech.backends.base import Backend
-from fastspeech.engine import EngineGraph, Runner
 from fastspeech.errors import ConfigError
+from fastspeech.graph import EngineGraph, Runner
 
 log = logging.getLogger(__name__)
 
