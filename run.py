@@ -1,12 +1,16 @@
-"""fastspeech-trt entry point (Hydra): text in, wav out; build engines; verify them.
+"""fastspeech-trt entry point (Hydra): text in, wav out; build engines; verify them; serve them.
 
-    python run.py text="It just works."                      # synthesize (backend=auto)
-    python run.py input=phrases.txt batch_size=8             # one utterance a line
+    python run.py text="Hello, world! Don't stop."           # synthesize (backend=auto)
+    python run.py input=phrases.txt batch_size=8             # one utterance a line (input=- reads stdin)
     python run.py engine=i64_o512 precision=fp16 mode=build  # only build the engine
     python run.py -m engine=i32_o256,i64_o512 mode=build     # one Hydra job per engine
     python run.py mode=verify engine=i64_o512 precision=fp16 text="It just works."  # engine vs eager
+    python run.py mode=serve                                 # the OpenAI-compatible HTTP server
 
-Errors the user can fix are printed as one line (exit code 1), never as a traceback.
+`text=` and `input=` are taken off the command line before Hydra parses it, so a text may hold any
+character a shell passes (commas, quotes, `=`, `%`, brackets); one pair of quotes around the whole
+value (Hydra's quoting, `text='a, b'`) is removed. Errors the user can fix are printed as one line
+(exit code 1), Ctrl-C as `interrupted` (exit code 130), never as a traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +19,28 @@ import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from fastspeech.errors import FastSpeechError
 
 log = logging.getLogger("fastspeech")
+
+RAW_KEYS = ("text", "input")  # values Hydra's override grammar would reject: read verbatim
+_raw: dict[str, str] = {}
+
+
+def take_raw_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Split `argv` into what Hydra parses and the verbatim `text=`/`input=` values (last one wins)."""
+    rest, raw = [], {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in RAW_KEYS:
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            raw[key.lstrip("+")] = value
+        else:
+            rest.append(arg)
+    return rest, raw
 
 
 def dispatch(cfg: DictConfig) -> None:
@@ -33,12 +54,19 @@ def dispatch(cfg: DictConfig) -> None:
         from fastspeech import verify
 
         verify.run(cfg)
+    elif cfg.mode == "serve":
+        from fastspeech.serve import serve
+
+        serve(cfg)
     else:
-        raise FastSpeechError(f"unknown mode={cfg.mode}; use synthesize, build or verify")
+        raise FastSpeechError(f"unknown mode={cfg.mode}; use synthesize, build, verify or serve")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    with open_dict(cfg):
+        for key, value in _raw.items():
+            cfg[key] = value
     try:
         dispatch(cfg)
     except FastSpeechError as exc:
@@ -48,4 +76,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.argv[1:], _raw = take_raw_overrides(sys.argv[1:])
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fastspeech.checkpoint import hparams_from_state_dict, load_checkpoint, read_state_dict
 from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
-from fastspeech.errors import ConfigError, EngineError, TextError
+from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextError
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, check_lengths
 from fastspeech.text import text_to_ids
@@ -33,6 +34,7 @@ from fastspeech.text import text_to_ids
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SAMPLE_RATE, HOP = 22050, 256  # DLE's audio: samples per second, samples per mel frame
 
 
 @dataclass
@@ -42,7 +44,9 @@ class Utterance:
     index: int
     text: str
     ids: list[int]
+    label: str = "text"  # how errors and logs name it: "text" or "line N" (N counts blank lines too)
     mel: np.ndarray | None = None  # (frames, num_mels) natural-log mel
+    wav: Any = None  # (frames * 256,) float samples, when the engine has a vocoder inside
     files: list[str] = field(default_factory=list)
 
 
@@ -89,8 +93,31 @@ def load_model(cfg: DictConfig) -> FastSpeech:
             cfg.seed,
         )
     else:
-        load_checkpoint(model, choice)
+        try:
+            load_checkpoint(model, choice)
+        except CheckpointError:
+            hint = matching_model_config(choice)
+            if hint is None or hint == cfg.model.name:
+                raise
+            raise CheckpointError(
+                f"checkpoint {choice} has the hparams of conf/model/{hint}.yaml, not of model={cfg.model.name}; "
+                f"add model={hint}"
+            ) from None
     return model
+
+
+def matching_model_config(path: str) -> str | None:
+    """The `conf/model/*.yaml` whose hparams the checkpoint at `path` was trained with, if any."""
+    state, _ = read_state_dict(path)
+    inferred = hparams_from_state_dict(state)
+    if not inferred:
+        return None
+    base = OmegaConf.load(CONF_DIR / "model" / "dle.yaml")
+    for yaml in sorted((CONF_DIR / "model").glob("*.yaml")):
+        hparams = OmegaConf.merge(base, OmegaConf.load(yaml))
+        if all(hparams.get(k, v) == v for k, v in inferred.items() if k != "n_symbols"):
+            return yaml.stem
+    return None
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -200,174 +227,197 @@ def build_command(cfg: DictConfig, engines: list[str]) -> str:
 # Input
 
 
+def check_alpha(alpha: Any) -> float:
+    """`alpha` (speed) as a float; a finite number > 0, so that no run can write an empty wav."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"alpha={alpha} is not a finite number > 0; use e.g. alpha=1.0 (> 1 speaks slower)")
+    return value
+
+
 def read_texts(cfg: DictConfig) -> list[str]:
-    """`text=` (one utterance) or `input=` (a file, one utterance a line; blank lines skipped)."""
+    """`text=` (one utterance) or `input=` (a UTF-8 file, one utterance a line, blank lines skipped;
+    `input=-` reads standard input). Lines are trimmed; the line numbers in errors count every line."""
     if cfg.text is not None and cfg.input is not None:
         raise ConfigError("give either text=... or input=FILE, not both")
     if cfg.input is not None:
-        path = Path(cfg.input)
-        if not path.is_file():
-            raise ConfigError(f"input file not found: {path}; pass input=PATH to a text file")
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        texts = [line for line in lines if line]
-        if not texts:
-            raise TextError(f"input file {path} has no text; write one utterance a line")
-        return texts
+        source = str(cfg.input)
+        if source == "-":
+            data, where = sys.stdin.buffer.read(), "standard input"
+        else:
+            path = Path(source)
+            if path.is_dir():
+                raise ConfigError(f"input={path} is a folder; pass input=PATH to a text file (one utterance a line)")
+            if not path.is_file():
+                raise ConfigError(f"input file not found: {path}; pass input=PATH to a text file")
+            data, where = path.read_bytes(), f"input file {path}"
+        lines = [line.strip() for line in decode_text(data, where).splitlines()]
+        if not any(lines):
+            raise TextError(f"{where} has no text; write one utterance a line")
+        return lines
     if cfg.text is None:
-        raise ConfigError('nothing to say: give text="..." or input=FILE')
+        raise ConfigError('nothing to say: give text="..." or input=FILE (input=- reads standard input)')
     return [str(cfg.text)]
 
 
-def encode_all(texts: list[str], on_unknown: str, max_positions: int) -> list[Utterance]:
-    """Encode every text up front; errors name the line."""
-    utterances = []
+def decode_text(data: bytes, where: str) -> str:
+    """UTF-8 text (a BOM allowed); binary or undecodable data is a one-line `TextError`."""
+    if b"\0" in data[:65536]:
+        raise TextError(f"{where} looks binary (it holds NUL bytes), not text; pass a UTF-8 text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TextError(
+            f"{where} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+
+
+def encode_all(texts: list[str], on_unknown: str, max_tokens: int | None = None) -> list[Utterance]:
+    """Encode every non-blank line up front. One `TextError` names every bad line, not only the first.
+
+    `max_tokens` (optional): refuse lines longer than that (verify's single engine call); the
+    synthesis path splits long lines instead.
+    """
+    utterances, problems = [], []
     for i, text in enumerate(texts):
+        if not text.strip() and len(texts) > 1:
+            continue  # a blank line in a file: skipped, but it keeps its line number
         where = f"line {i + 1}" if len(texts) > 1 else "text"
         try:
             ids = text_to_ids(text, on_unknown=on_unknown)
         except TextError as exc:
-            raise TextError(f"{where}: {exc}") from None
-        if len(ids) > max_positions:
-            raise TextError(
-                f"{where} is {len(ids)} tokens, longer than the model's {max_positions} positions; split it"
-            )
-        utterances.append(Utterance(i, text, ids))
+            problems.append(f"{where}: {exc}")
+            continue
+        if max_tokens is not None and len(ids) > max_tokens:
+            problems.append(f"{where} is {len(ids)} tokens, longer than {max_tokens}; shorten it")
+            continue
+        utterances.append(Utterance(len(utterances), text, ids, label=where))
+    if problems:
+        more = f" (and {len(problems) - 3} more lines)" if len(problems) > 3 else ""
+        raise TextError("; ".join(problems[:3]) + more)
     return utterances
-
-
-def length_sorted_batches(utterances: list[Utterance], batch_size: int) -> list[list[Utterance]]:
-    """Longest first, so each batch pads little; callers restore input order by `index`."""
-    ordered = sorted(utterances, key=lambda u: len(u.ids), reverse=True)
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
 # ---------------------------------------------------------------------------------------------
-# Synthesis
+# Synthesis: texts -> router (one engine is a set of one) -> wav files
 
 
-def run_batches(
-    engine_for: Callable[[list[Utterance]], Engine], batches: list[list[Utterance]], alpha: float
-) -> list[dict[str, Any]]:
-    """Run each batch on the engine `engine_for` picks; fill `u.mel`; return per-batch timings."""
-    from tqdm import tqdm
+def open_router(cfg: DictConfig, model: FastSpeech, device: torch.device) -> Router:
+    """The engines this run uses, behind the router: `engine_set=NAME`, or `engine=` as a set of one.
 
-    timings = []
-    for batch in tqdm(batches, desc="synthesizing", unit="batch", disable=len(batches) < 2):
-        engine = engine_for(batch)
-        t0 = time.perf_counter()
-        out = engine([u.ids for u in batch], alpha, to_host=True)  # the copy to the host waits for the GPU
-        mel = out.mel.numpy()
-        latency = time.perf_counter() - t0
-        for u, m, n, frames in zip(batch, mel, out.mel_lens.tolist(), out.frames.tolist()):
-            if frames > engine.spec.max_out:
-                raise EngineError(
-                    f"predicted speech for line {u.index + 1} is {frames} frames, longer than engine "
-                    f"{engine.spec.name}'s {engine.spec.max_out}; use a larger engine= or a smaller alpha"
-                )
-            if frames == 0:
-                log.warning("line %d: the model predicted no frames (random weights?)", u.index + 1)
-            u.mel = m[:n].copy()  # own memory: `mel` is pinned host memory, kept only for this batch
-        audio_s = sum(len(u.mel) for u in batch) * 256 / 22050
-        timings.append(
-            {
-                "engine": engine.spec.name,
-                "items": len(batch),
-                "latency_s": latency,
-                "audio_s": audio_s,
-                "rtf": audio_s / latency,
-            }
-        )
-    return timings
+    Either way a text longer than the engine is split at sentence, clause and word boundaries (never
+    cropped); with `engine_set.split=false` such a text is refused before any engine is loaded.
+    """
+    if cfg.get("engine_set") is None:
+        return Router([open_engine(cfg, model, device)], split=True, on_unknown=cfg.on_unknown)
+    return open_engine_set(cfg, model, device)
 
 
 def synthesize(cfg: DictConfig) -> list[Utterance]:
-    """The main job: texts -> wav/npy files, a mel plot and timings.json under `cfg.results_dir`."""
-    from fastspeech.vocoder import build_vocoder
-
+    """The main job: texts -> wav/npy files under `cfg.results_dir`, plus this run's mel plot and
+    timings in `results_dir/runs/<run>/`. Every check that can fail runs before the first engine call."""
+    alpha = check_alpha(cfg.alpha)
     texts = read_texts(cfg)
+    utterances = encode_all(texts, cfg.on_unknown)
+    if cfg.get("engine_set") is not None and not bool(cfg.engine_set.split):
+        largest = max(engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
+        check_lengths([u.ids for u in utterances], int(largest.max_in), [u.label for u in utterances], largest.name)
+    out, run_dir = prepare_results(cfg)
     device = pick_device(cfg.device)
     model = load_model(cfg)
-    if cfg.get("engine_set") is not None:
-        utterances, timings = route_all(cfg, texts, model, device)
-    else:
-        utterances = encode_all(texts, cfg.on_unknown, model.cfg.max_seq_len)
-        engine = open_engine(cfg, model, device)
-        batches = length_sorted_batches(utterances, int(cfg.batch_size))
-        timings = run_batches(lambda batch: engine, batches, float(cfg.alpha))
-    vocoder = build_vocoder(cfg.vocoder.name, n_iter=cfg.vocoder.n_iter)
-    write_results(cfg, utterances, vocoder, timings, device)
-    return utterances
-
-
-def route_all(
-    cfg: DictConfig, texts: list[str], model: FastSpeech, device: torch.device
-) -> tuple[list[Utterance], list[dict[str, Any]]]:
-    """`engine_set=NAME`: every text through the set's router (`fastspeech/router.py`).
-
-    Texts longer than any engine are split when `engine_set.split` is on (so no length limit here);
-    with it off they are refused before any engine is loaded.
-    """
-    split = bool(cfg.engine_set.split)
-    utterances = encode_all(texts, cfg.on_unknown, sys.maxsize if split else model.cfg.max_seq_len)
-    labels = [f"line {u.index + 1}" if len(texts) > 1 else "text" for u in utterances]
-    if not split:
-        largest = max(engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
-        check_lengths([u.ids for u in utterances], int(largest.max_in), labels, largest.name)
-    router = open_engine_set(cfg, model, device)
+    router = open_router(cfg, model, device)
     routed, stats = router(
-        [u.text for u in utterances], [u.ids for u in utterances], float(cfg.alpha), labels
+        [u.text for u in utterances], [u.ids for u in utterances], alpha, [u.label for u in utterances]
     )
     for u, r in zip(utterances, routed):
-        u.mel = r.mel.numpy()
+        u.mel, u.wav = r.mel.numpy(), getattr(r, "wav", None)
         if r.frames == 0:
-            log.warning("line %d: the model predicted no frames (random weights?)", u.index + 1)
+            log.warning("%s: the model predicted no frames (random weights?)", u.label)
     log.info(
-        "engine set %s: %d calls %s, %d reroutes, %d splits, %.0f%% of the work was padding",
-        cfg.engine_set.name,
+        "%d calls %s, %d reroutes, %d splits, %.0f%% of the work was padding",
         len(stats.calls),
         stats.engine_calls(),
         stats.reroutes,
         stats.splits,
         100 * stats.padded_fraction,
     )
-    return utterances, stats.calls
+    write_results(cfg, out, run_dir, utterances, stats.calls, device)
+    return utterances
 
 
-def write_results(cfg: DictConfig, utterances: list[Utterance], vocoder, timings: list[dict], device) -> None:
+def prepare_results(cfg: DictConfig) -> tuple[Path, Path]:
+    """Create (and check writable) `results_dir` and this run's own `runs/<stamp>` folder, before any
+    synthesis: a folder that cannot be written fails here, not after the work."""
+    out = Path(cfg.results_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for k in range(1000):  # two runs in one second get their own folders
+            run_dir = out / "runs" / (stamp if k == 0 else f"{stamp}-{k}")
+            try:
+                run_dir.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write results to {out} ({exc.strerror or exc}); pass results_dir=PATH to a writable folder"
+        ) from None
+    return out, run_dir
+
+
+def write_results(
+    cfg: DictConfig, out: Path, run_dir: Path, utterances: list[Utterance], timings: list[dict], device
+) -> None:
+    """`NNNN_<slug>.wav` (16-bit PCM, exactly mel frames x 256 samples) and `.npy` (the mel) per line
+    in `out`; `mels.png` and `timings.json` (with the list of files written) in `run_dir`."""
     import soundfile
     from tqdm import tqdm
 
-    out = Path(cfg.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    vocoder = None
     t0 = time.perf_counter()
-    for u in tqdm(utterances, desc="vocoding", unit="wav", disable=len(utterances) < 2):
+    for u in tqdm(utterances, desc="writing", unit="wav", disable=len(utterances) < 2):
         stem = out / f"{u.index:04d}_{slug(u.text)}"
-        wav = vocoder(u.mel) if len(u.mel) else np.zeros(0, dtype=np.float32)
+        wav = u.wav
+        if wav is None:  # an engine without a vocoder inside: vocode here
+            if vocoder is None:
+                from fastspeech.vocoder import build_vocoder
+
+                vocoder = build_vocoder(cfg.vocoder.name, n_iter=cfg.vocoder.n_iter)
+            wav = vocoder(u.mel) if len(u.mel) else np.zeros(0, dtype=np.float32)
+        wav = np.asarray(wav, dtype=np.float32)[: len(u.mel) * HOP]  # never a padded tail
         peak = float(np.abs(wav).max()) if len(wav) else 0.0
         if peak > 1.0:
             wav = wav / peak  # keep the wav from clipping
-        _atomic(
-            f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, vocoder.audio.sample_rate, format="WAV")
-        )
+        _atomic(f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, SAMPLE_RATE, format="WAV"))
         _atomic(f"{stem}.npy", lambda p, mel=u.mel: _save_npy(p, mel))
         u.files = [f"{stem}.wav", f"{stem}.npy"]
-        log.info("wrote %s.wav (%.2f s): %s", stem, len(wav) / vocoder.audio.sample_rate, u.text)
-    vocoder_s = time.perf_counter() - t0
+        log.info("wrote %s.wav (%.2f s): %s", stem, len(wav) / SAMPLE_RATE, u.text)
+    write_s = time.perf_counter() - t0
     if cfg.plot:
-        _atomic(str(out / "mels.png"), lambda p: plot_mels(utterances, p))
+        _atomic(str(run_dir / "mels.png"), lambda p: plot_mels(utterances, p))
     engine_s = sum(t["latency_s"] for t in timings)
     audio_s = sum(t["audio_s"] for t in timings)
     summary = {
         "device": str(device),
         "note": "latency_s is the engine call incl. the copy to the host; rtf = audio seconds per compute second",
+        "files": [f for u in utterances for f in u.files],
         "batches": timings,
         "engine_s": engine_s,
-        "vocoder_s": vocoder_s,
+        "write_s": write_s,
         "audio_s": audio_s,
         "rtf_engine": audio_s / engine_s if engine_s else None,
-        "rtf_end_to_end": audio_s / (engine_s + vocoder_s) if engine_s + vocoder_s else None,
+        "rtf_end_to_end": audio_s / (engine_s + write_s) if engine_s + write_s else None,
     }
-    _atomic(str(out / "timings.json"), lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    _atomic(str(run_dir / "timings.json"), lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    log.info("this run's timings and mel plot: %s", run_dir)
 
 
 def plot_mels(utterances: list[Utterance], path: str, at_most: int = 8) -> None:
@@ -403,9 +453,14 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 
 def _atomic(path: str, write: Callable[[str], Any]) -> None:
+    """Write through a temp file and rename: a file is whole or absent, never partial (Ctrl-C too)."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def build(cfg: DictConfig) -> Engine:
