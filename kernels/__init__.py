@@ -1,15 +1,18 @@
-"""The two ops TensorRT lacks, as torch custom ops (`torch.ops.fastspeech.*`).
+"""Our custom ops (`torch.ops.fastspeech.*`): the two TensorRT lacks, and length-aware attention.
 
 Importing this package registers them; one file per op holds its Triton kernel, launcher, op and
 plain PyTorch reference.
 """
 
 from kernels.add_pos_enc import add_pos_enc, add_pos_enc_reference, sinusoid_table
+from kernels.attention import attention, attention_reference
 from kernels.regulate_length import regulate_length, regulate_length_reference
 
 __all__ = [
     "add_pos_enc",
     "add_pos_enc_reference",
+    "attention",
+    "attention_reference",
     "regulate_length",
     "regulate_length_reference",
     "sinusoid_table",
