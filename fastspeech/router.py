@@ -6,16 +6,24 @@ the batch's longest text, and silently cropped input and mel that did not fit. H
 1. Input: the smallest engine (by max input, then max output) whose `max_in` holds its tokens. A
    text longer than the largest engine is cut at sentence, then clause, then word boundaries
    (`fastspeech.text.split_text`) into pieces that each fit, or, with `split=False`, refused with
-   an `EngineError`.
+   an `EngineError`. With `sentences=True` (the server's streaming) a text is first cut at every
+   sentence end, so its first sentence is heard before the rest is synthesized.
 2. Output: an engine reports the untruncated predicted length (`EngineOutput.frames`). When it is
    more than the engine's `max_out`, the text runs again on the smallest engine whose `max_in` and
    `max_out` both hold it; when no engine's output does, the text is split (into pieces of about
    `max_out / frames` of its tokens, and again if a piece still overflows) or refused.
-3. The pieces of one text are joined in speaking order: mels end to end, durations concatenated, so
-   `len(mel) == durations.sum()` for every result.
+3. The pieces of one text are joined in speaking order: mels (and wavs, when the engine has a
+   vocoder inside) end to end, durations concatenated, so `len(mel) == durations.sum()` and
+   `len(wav) == 256 * len(mel)` for every result.
 
-Batching: the texts (pieces) for one engine are sorted longest first and run in calls of up to the
-engine's batch; the engine pads each call to its fixed shape. Results come back in input order.
+Batching lives in one place, `Scheduler`, for the command line and the server alike: pending pieces
+wait in one queue per engine; the next call takes, from the bucket whose oldest piece has waited
+longest among those that are full (the engine's batch, capped by `max_batch`) or waited `max_wait`,
+up to a batch of pieces in arrival order. The engine pads each call to its fixed shape, so the
+smallest engine that holds a piece is the least padding. `Router.__call__` queues every text at once
+and runs the scheduler to the end with no waiting; `fastspeech.batcher.Batcher` feeds it from
+concurrent requests and runs it on one worker thread. Pieces of different texts may share a call
+(each has its own alpha); a piece's result never depends on the others in its call.
 
 The engines of a set share one copy of the weights (the pipeline casts the model once; see
 `pipeline.open_engine_set`) and, with Inductor CUDA graphs, one graph memory pool: engines never run
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
@@ -34,12 +42,14 @@ from typing import NamedTuple
 import torch
 
 from fastspeech.engine import Engine
-from fastspeech.errors import EngineError
+from fastspeech.errors import EngineError, FastSpeechError, TextError
 from fastspeech.text import split_text, text_to_ids
 
 log = logging.getLogger(__name__)
 
-HOP_S = 256 / 22050  # seconds of audio per mel frame (DLE's hop and sample rate)
+HOP = 256  # samples per mel frame (DLE's hop)
+SAMPLE_RATE = 22050
+HOP_S = HOP / SAMPLE_RATE  # seconds of audio per mel frame
 
 
 @dataclass
@@ -47,14 +57,16 @@ class Routed:
     """One input text, synthesized: the mels of its pieces joined in order.
 
     mel (To, num_mels) float32 on the CPU; durations (sum of the pieces' Ti,) int64 frames per token;
-    len(mel) == durations.sum(). `pieces` are the texts that ran (one unless the text was split),
-    `engines` the engine that produced each.
+    len(mel) == durations.sum(). wav (To * 256,) float32 on the CPU when the engines have a vocoder
+    inside, else None. `pieces` are the texts that ran (one unless the text was split), `engines`
+    the engine that produced each.
     """
 
     mel: torch.Tensor
     durations: torch.Tensor
     pieces: list[str]
     engines: list[str]
+    wav: torch.Tensor | None = None
 
     @property
     def frames(self) -> int:
@@ -79,8 +91,7 @@ class RouteStats:
 
     @property
     def padded_fraction(self) -> float:
-        slots = self._sum("token_slots") + self._sum("frame_slots")
-        return 1 - (self._sum("tokens") + self._sum("frames")) / slots if slots else 0.0
+        return padded_fraction(self.calls)
 
     @property
     def padded_fraction_in(self) -> float:
@@ -99,6 +110,12 @@ class RouteStats:
         return dict(counts)
 
 
+def padded_fraction(calls: Sequence[dict]) -> float:
+    """The share of the token + frame slots of `calls` (`RouteStats.calls` dicts) that held nothing."""
+    slots = sum(c["token_slots"] + c["frame_slots"] for c in calls)
+    return 1 - sum(c["tokens"] + c["frames"] for c in calls) / slots if slots else 0.0
+
+
 @dataclass(frozen=True)
 class _Piece:
     """A text (or a piece of one) on its way through the set."""
@@ -107,16 +124,23 @@ class _Piece:
     text: str
     ids: tuple[int, ...]
     engine: int  # index into Router.engines
+    alpha: float = 1.0
+    since: float = 0.0  # when its item was queued (the scheduler's clock): the oldest runs first
 
 
-class _Part(NamedTuple):
-    """A piece's result: mel (frames, num_mels) and durations (Ti,) on the CPU."""
+class Part(NamedTuple):
+    """A piece's result, on the CPU: mel (frames, num_mels), durations (Ti,), wav (frames * 256,) or None."""
 
     key: tuple[int, ...]
     text: str
     engine: str
     mel: torch.Tensor
     durations: torch.Tensor
+    wav: torch.Tensor | None
+
+    @property
+    def frames(self) -> int:
+        return len(self.mel)
 
 
 class Router:
@@ -144,11 +168,13 @@ class Router:
         ids: Sequence[Sequence[int]] | None = None,
         alpha: float = 1.0,
         labels: Sequence[str] | None = None,
+        sentences: bool = False,
     ) -> tuple[list[Routed], RouteStats]:
         """Synthesize `texts` (token `ids` given, or encoded here) -> (one `Routed` per text, stats).
 
         `labels` name the texts in errors ("line 3"). Raises `EngineError` for a text that fits no
         engine when splitting is off (or a single token longer than every engine's output).
+        `sentences`: cut every text at its sentence ends first, as the server does.
         """
         from tqdm import tqdm
 
@@ -160,30 +186,24 @@ class Router:
             raise ValueError(f"{len(texts)} texts, {len(ids)} id lists and {len(labels)} labels")
         if not self.split:
             check_lengths(ids, self.max_in, labels, self.engines[-1].spec.name)
-        stats = RouteStats()
-        pending = []
-        for i, (text, one) in enumerate(zip(texts, ids)):
-            pending += self._place(_Piece((i,), text, tuple(one), -1), labels[i], stats)
-        done: dict[int, list[_Part]] = defaultdict(list)  # item -> its pieces' results
-        with tqdm(
-            total=0, desc="synthesizing", unit="batch", disable=not self.progress or len(pending) < 2
-        ) as bar:
-            while pending:  # a round: every pending piece once; overflowed pieces go to the next round
-                batches = self._batches(pending)
-                bar.total += len(batches)
-                pending = []
-                for engine, batch in batches:
-                    for piece, result in zip(batch, self._run(engine, batch, alpha, stats)):
-                        if isinstance(result, int):  # overflowed: predicted `result` frames
-                            pending += self._overflow(piece, result, labels[piece.key[0]], stats)
-                        else:
-                            done[piece.key[0]].append(_Part(piece.key, piece.text, engine.spec.name, *result))
-                    bar.update()
-        return [self._join(sorted(done[i], key=lambda p: p.key)) for i in range(len(texts))], stats
+        scheduler = Scheduler(self)
+        for i, (text, one, label) in enumerate(zip(texts, ids, labels)):
+            scheduler.add(i, text, one, alpha, label, sentences=sentences)
+        parts: dict[int, list[Part]] = defaultdict(list)
+        with tqdm(total=0, desc="synthesizing", unit="batch", disable=not self.progress) as bar:
+            while (batch := scheduler.next_batch()) is not None:
+                bar.total = bar.n + 1 + scheduler.batches_left()
+                for item, event in scheduler.finish(batch, scheduler.execute(batch)):
+                    if isinstance(event, Exception):
+                        raise event
+                    if event is not None:
+                        parts[item] += event
+                bar.update()
+        return [join(parts[i]) for i in range(len(texts))], scheduler.stats
 
     # ---- placing pieces on engines
 
-    def _place(self, piece: _Piece, label: str, stats: RouteStats) -> list[_Piece]:
+    def place(self, piece: _Piece, label: str, stats: RouteStats) -> list[_Piece]:
         """The smallest engine whose input holds the piece; a piece too long for all is split
         (`__call__` has refused such pieces already when splitting is off)."""
         n = len(piece.ids)
@@ -192,6 +212,8 @@ class Router:
         for k, e in enumerate(self.engines):
             if e.spec.max_in >= n:
                 return [replace(piece, engine=k)]
+        if not self.split:
+            check_lengths([piece.ids], self.max_in, [label], self.engines[-1].spec.name)
         pieces = self._split(piece, self.max_in, stats)
         log.info(
             "%s: %d tokens, more than the largest engine takes (%d): split into %d pieces",
@@ -200,9 +222,9 @@ class Router:
             self.max_in,
             len(pieces),
         )
-        return [q for p in pieces for q in self._place(p, label, stats)]
+        return [q for p in pieces for q in self.place(p, label, stats)]
 
-    def _overflow(self, piece: _Piece, frames: int, label: str, stats: RouteStats) -> list[_Piece]:
+    def overflow(self, piece: _Piece, frames: int, label: str, stats: RouteStats) -> list[_Piece]:
         """A piece predicted `frames` > its engine's max_out: a larger engine, or split, or refuse."""
         n = len(piece.ids)
         for k, e in enumerate(self.engines):
@@ -238,14 +260,16 @@ class Router:
             largest.max_out,
             len(pieces),
         )
-        return [q for p in pieces for q in self._place(p, label, stats)]
+        return [q for p in pieces for q in self.place(p, label, stats)]
 
     def _split(self, piece: _Piece, max_tokens: int, stats: RouteStats) -> list[_Piece]:
         """`split_text` pieces of at most `max_tokens` tokens (checked: each round must shrink them)."""
         stats.splits += 1
         texts = split_text(piece.text, max_tokens, self.on_unknown)
         pieces = [
-            _Piece(piece.key + (j,), t, tuple(text_to_ids(t, self.on_unknown)), -1)
+            replace(
+                piece, key=piece.key + (j,), text=t, ids=tuple(text_to_ids(t, self.on_unknown)), engine=-1
+            )
             for j, t in enumerate(texts)
         ]
         if any(len(p.ids) > max_tokens for p in pieces):
@@ -254,64 +278,261 @@ class Router:
             )
         return pieces
 
-    def _batches(self, pending: list[_Piece]) -> list[tuple[Engine, list[_Piece]]]:
-        """Bucket per engine (smallest first), longest first within a bucket, chunks of the engine batch."""
-        buckets: dict[int, list[_Piece]] = defaultdict(list)
-        for p in pending:
-            buckets[p.engine].append(p)
-        out = []
-        for k in sorted(buckets):
-            engine = self.engines[k]
-            ordered = sorted(buckets[k], key=lambda p: len(p.ids), reverse=True)
-            out += [
-                (engine, ordered[i : i + engine.spec.batch])
-                for i in range(0, len(ordered), engine.spec.batch)
-            ]
-        return out
+    # ---- running
 
-    # ---- running and joining
-
-    def _run(
-        self, engine: Engine, batch: list[_Piece], alpha: float, stats: RouteStats
-    ) -> list[int | tuple[torch.Tensor, torch.Tensor]]:
-        """One engine call -> per piece (mel, durations) on the CPU, or its frame count if it overflowed."""
+    def run_batch(
+        self, k: int, batch: Sequence[_Piece]
+    ) -> tuple[list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], dict]:
+        """One call of engine `k` -> (per piece (mel, durations, wav) on the CPU, or its frame count
+        if it overflowed; the call's stats dict)."""
+        engine = self.engines[k]
         s = engine.spec
         t0 = time.perf_counter()
-        out = engine([p.ids for p in batch], alpha, to_host=True)  # waits for the GPU
-        mel, frames, durations = out.mel, out.frames.tolist(), out.durations
+        out = engine([p.ids for p in batch], [p.alpha for p in batch], to_host=True)  # waits for the GPU
         latency = time.perf_counter() - t0
-        results: list[int | tuple[torch.Tensor, torch.Tensor]] = []
+        mel, frames, durations = out.mel, out.frames.tolist(), out.durations
+        wav = getattr(out, "wav", None)  # engines with the vocoder inside
+        results: list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         for i, (p, f) in enumerate(zip(batch, frames)):
-            results.append(f if f > s.max_out else (mel[i, :f].clone(), durations[i, : len(p.ids)].clone()))
+            if f > s.max_out:
+                results.append(f)
+            else:
+                w = None if wav is None else wav[i, : f * HOP].clone()
+                results.append((mel[i, :f].clone(), durations[i, : len(p.ids)].clone(), w))
         fitted = [(p, f) for p, f in zip(batch, frames) if f <= s.max_out]
         audio_s = sum(f for _, f in fitted) * HOP_S
-        stats.calls.append(
-            {
-                "engine": s.name,
-                "items": len(batch),
-                "latency_s": latency,
-                "audio_s": audio_s,
-                "rtf": audio_s / latency if latency else None,
-                "tokens": sum(len(p.ids) for p, _ in fitted),
-                "token_slots": s.batch * s.max_in,
-                "frames": sum(f for _, f in fitted),
-                "frame_slots": s.batch * s.max_out,
-                "overflowed": len(batch) - len(fitted),
-            }
-        )
-        return results
+        call = {
+            "engine": s.name,
+            "items": len(batch),
+            "latency_s": latency,
+            "audio_s": audio_s,
+            "rtf": audio_s / latency if latency else None,
+            "tokens": sum(len(p.ids) for p, _ in fitted),
+            "token_slots": s.batch * s.max_in,
+            "frames": sum(f for _, f in fitted),
+            "frame_slots": s.batch * s.max_out,
+            "overflowed": len(batch) - len(fitted),
+        }
+        return results, call
 
-    @staticmethod
-    def _join(parts: list[_Part]) -> Routed:
-        """One text's pieces, in key order, end to end."""
-        if len(parts) == 1:
-            return Routed(parts[0].mel, parts[0].durations, [parts[0].text], [parts[0].engine])
-        return Routed(
-            mel=torch.cat([p.mel for p in parts]),
-            durations=torch.cat([p.durations for p in parts]),
-            pieces=[p.text for p in parts],
-            engines=[p.engine for p in parts],
-        )
+
+def join(parts: Sequence[Part]) -> Routed:
+    """One text's pieces, in key order, end to end."""
+    parts = sorted(parts, key=lambda p: p.key)
+    if len(parts) == 1:
+        p = parts[0]
+        return Routed(p.mel, p.durations, [p.text], [p.engine], p.wav)
+    wavs = [p.wav for p in parts]
+    return Routed(
+        mel=torch.cat([p.mel for p in parts]),
+        durations=torch.cat([p.durations for p in parts]),
+        pieces=[p.text for p in parts],
+        engines=[p.engine for p in parts],
+        wav=None if any(w is None for w in wavs) else torch.cat(wavs),
+    )
+
+
+def split_sentences(text: str) -> list[str]:
+    """`text` cut after every sentence end (. ! ? and closing quotes or brackets; "Dr." is not one)."""
+    from fastspeech.text.cleaners import ABBREVIATIONS
+
+    abbreviations = {f"{short}." for short, _ in ABBREVIATIONS}
+    out, words = [], []
+    for word in text.split():
+        words.append(word)
+        core = word.rstrip("\"')]}\u00bb\u2019\u201d")
+        if core.endswith((".", "!", "?")) and core.lower().lstrip("\"'([{") not in abbreviations:
+            out.append(" ".join(words))
+            words = []
+    if words:
+        out.append(" ".join(words))
+    return out or [text]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching: one scheduler for the command line (run to the end at once) and the server (fed live)
+
+
+@dataclass
+class _Item:
+    """A text in the scheduler: what is still pending or running, what is done but not handed out."""
+
+    label: str
+    outstanding: set[tuple[int, ...]] = field(default_factory=set)  # keys queued or running
+    done: list[Part] = field(default_factory=list)  # finished, waiting for earlier pieces
+
+
+class Batch(NamedTuple):
+    engine: int  # index into Router.engines
+    pieces: list[_Piece]
+
+
+class Scheduler:
+    """Pending pieces per engine; which call runs next; results back to their texts in order.
+
+    Not thread-safe: `fastspeech.batcher.Batcher` holds a lock around `add`, `cancel`, `next_batch`
+    and `finish`, and calls `execute` (the engine call) outside it, on its one worker thread.
+    Events from `finish`, per item: a list of `Part`s ready in speaking order (the earlier pieces
+    all handed out already), `None` when the item is complete, or the `FastSpeechError` that failed
+    it (that item only: its other pieces are dropped; the other items of the call carry on).
+    """
+
+    def __init__(self, router: Router, max_batch: int | None = None):
+        self.router = router
+        self.caps = [min(e.spec.batch, max_batch or e.spec.batch) for e in router.engines]
+        self.queues: list[deque[_Piece]] = [deque() for _ in router.engines]
+        self.items: dict[int, _Item] = {}
+        self.stats = RouteStats()
+
+    def add(
+        self,
+        item: int,
+        text: str,
+        ids: Sequence[int] | None = None,
+        alpha: float = 1.0,
+        label: str = "text",
+        since: float = 0.0,
+        sentences: bool = False,
+    ) -> int:
+        """Queue a text as item `item` (unique among queued items) -> its number of pieces so far.
+
+        Raises `TextError`/`EngineError` (nothing queued) for text that cannot be encoded or placed.
+        """
+        if item in self.items:
+            raise ValueError(f"item {item} is queued already")
+        on_unknown = self.router.on_unknown
+        ids = tuple(ids) if ids is not None else tuple(text_to_ids(text, on_unknown))  # checks the text
+        roots = [_Piece((item,), text, ids, -1, float(alpha), since)]
+        chunks = split_sentences(text) if sentences else [text]
+        if len(chunks) > 1:
+            try:
+                roots = [
+                    _Piece((item, j), c, tuple(text_to_ids(c, on_unknown)), -1, float(alpha), since)
+                    for j, c in enumerate(chunks)
+                ]
+            except TextError:  # a "sentence" with nothing to say ("!!!"): keep the text whole
+                pass
+        placed = [q for p in roots for q in self.router.place(p, label, self.stats)]
+        self.items[item] = _Item(label, {p.key for p in placed})
+        for p in placed:
+            self.queues[p.engine].append(p)
+        return len(placed)
+
+    def cancel(self, item: int) -> int:
+        """Drop `item`: its queued pieces leave the queues; results of running ones are discarded.
+        -> the number of queued pieces dropped."""
+        if self.items.pop(item, None) is None:
+            return 0
+        dropped = 0
+        for k, q in enumerate(self.queues):
+            keep = [p for p in q if p.key[0] != item]
+            dropped += len(q) - len(keep)
+            self.queues[k] = deque(keep)
+        return dropped
+
+    def pending(self) -> int:
+        """Pieces waiting in the queues (not the running call)."""
+        return sum(len(q) for q in self.queues)
+
+    def batches_left(self) -> int:
+        """Calls the queued pieces need at the least."""
+        return sum(-(-len(q) // cap) for q, cap in zip(self.queues, self.caps))
+
+    def next_batch(self, now: float = 0.0, max_wait: float = 0.0) -> Batch | None:
+        """The next call, taken out of the queues, or None when no bucket is ready yet (`wake_at`).
+
+        Ready: a bucket with a full batch, or whose oldest piece has waited `max_wait`. Of those,
+        the one whose oldest piece has waited longest (the smaller engine on a tie).
+        """
+        ready = [
+            k
+            for k, q in enumerate(self.queues)
+            if q and (len(q) >= self.caps[k] or now - q[0].since >= max_wait)
+        ]
+        if not ready:
+            return None
+        k = min(ready, key=lambda k: (self.queues[k][0].since, k))
+        q = self.queues[k]
+        return Batch(k, [q.popleft() for _ in range(min(self.caps[k], len(q)))])
+
+    def wake_at(self, max_wait: float) -> float | None:
+        """When the oldest queued piece's wait runs out (None: nothing queued)."""
+        heads = [q[0].since for q in self.queues if q]
+        return min(heads) + max_wait if heads else None
+
+    def execute(self, batch: Batch) -> tuple[list[object], list[dict]]:
+        """Run one call -> (per piece its result (`Router.run_batch`) or the error that piece alone
+        raised; the calls' stats). A call that fails is run again one piece at a time, so one bad
+        piece fails only its own item. Touches no scheduler state (the worker runs it unlocked)."""
+        try:
+            results, call = self.router.run_batch(batch.engine, batch.pieces)
+            return list(results), [call]
+        except Exception as exc:  # noqa: BLE001 - isolated below, one piece at a time
+            if len(batch.pieces) == 1:
+                return [exc], []
+            log.warning(
+                "an engine call of %d pieces failed (%s); running them one at a time", len(batch.pieces), exc
+            )
+        results, calls = [], []
+        for p in batch.pieces:
+            one, call = self.execute(Batch(batch.engine, [p]))
+            results += one
+            calls += call
+        return results, calls
+
+    def finish(
+        self, batch: Batch, executed: tuple[list[object], list[dict]]
+    ) -> list[tuple[int, list[Part] | None | Exception]]:
+        """Take one call's results (`execute`) back: deliverable parts, overflowed pieces queued
+        again, failures -> events (see the class docstring)."""
+        results, calls = executed
+        self.stats.calls += calls
+        events: list[tuple[int, list[Part] | None | Exception]] = []
+        touched: dict[int, None] = {}
+        name = self.router.engines[batch.engine].spec.name
+        for piece, result in zip(batch.pieces, results):
+            item = self.items.get(piece.key[0])
+            if item is None:  # cancelled, or failed by an earlier piece
+                continue
+            item.outstanding.discard(piece.key)
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                if isinstance(result, int):  # overflowed: predicted `result` frames
+                    again = self.router.overflow(piece, result, item.label, self.stats)
+                    item.outstanding.update(p.key for p in again)
+                    for p in again:
+                        self.queues[p.engine].append(p)
+                else:
+                    item.done.append(Part(piece.key, piece.text, name, *result))
+                touched[piece.key[0]] = None
+            except Exception as exc:
+                self.cancel(piece.key[0])
+                touched.pop(piece.key[0], None)
+                if not isinstance(exc, FastSpeechError):
+                    log.exception("%s failed", item.label)
+                    exc = EngineError(f"{item.label}: synthesis failed ({type(exc).__name__}: {exc})")
+                events.append((piece.key[0], exc))
+        for i in touched:
+            item = self.items[i]
+            ready = _deliverable(item)
+            if ready:
+                events.append((i, ready))
+            if not item.outstanding and not item.done:
+                del self.items[i]
+                events.append((i, None))
+        return events
+
+
+def _deliverable(item: _Item) -> list[Part]:
+    """The done parts that no queued or running piece precedes, in speaking order (taken out)."""
+    item.done.sort(key=lambda p: p.key)
+    first = min(item.outstanding, default=None)
+    n = 0
+    while n < len(item.done) and (first is None or item.done[n].key < first):
+        n += 1
+    ready, item.done = item.done[:n], item.done[n:]
+    return ready
 
 
 def check_lengths(ids: Sequence[Sequence[int]], max_in: int, labels: Sequence[str], largest: str) -> None:
