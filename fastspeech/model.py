@@ -9,8 +9,10 @@ Outputs do not depend on padding: a text gives the same mel in any engine size o
 DLE's unpadded forward (see `PositionwiseFeedForward`).
 
 Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
-(`kernels.add_pos_enc`, `kernels.regulate_length`). Shapes never depend on data once `max_out` is
-given, so the whole forward compiles with `torch.compile(fullgraph=True, dynamic=False)`.
+(`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
+(`kernels.attention`: reads q, k, v straight from the fused projection, takes the lengths instead
+of a mask). Shapes never depend on data once `max_out` is given, so the whole forward compiles with
+`torch.compile(fullgraph=True, dynamic=False)`.
 
 Shapes use the seed's letters: B batch, Ti input tokens, To output frames, H hidden (d_model).
 """
@@ -75,7 +77,9 @@ class MultiHeadAttention(nn.Module):
     """DLE's post-LN self-attention with one fused projection, laid out head-major.
 
     `linear` maps H -> n_head * (d_k + d_k + d_v); within each head's chunk the columns are
-    [q | k | v]. The optional `acts` dict collects named activations for the verify mode.
+    [q | k | v]. `self_attention` (the `attention` op) reads that layout as it is and attends over
+    the first lengths[b] rows only; its padding rows are zeros. The optional `acts` dict collects
+    named activations for the verify mode.
     """
 
     def __init__(self, d_model: int, n_head: int, d_k: int):
@@ -85,14 +89,10 @@ class MultiHeadAttention(nn.Module):
         self.layer_norm = nn.LayerNorm(d_model)
         self.fc = nn.Linear(n_head * d_k, d_model)
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
-        B, T, _ = x.shape
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
         qkv = self.linear(x)  # (B, T, n_head * 3 * d_k)
         record(acts, f"{name}.linear", qkv)
-        q, k, v = qkv.view(B, T, self.n_head, 3 * self.d_k).transpose(1, 2).split(self.d_k, dim=-1)
-        # q, k, v: (B, n_head, T, d_k); key_valid (B, 1, 1, T) True where the key is a real row
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid)
-        out = out.transpose(1, 2).reshape(B, T, self.n_head * self.d_k)
+        out = self_attention(qkv, lengths, self.n_head)  # (B, T, n_head * d_k), zeros at t >= lengths[b]
         record(acts, f"{name}.scaled_dot", out)
         out = self.fc(out) + x
         record(acts, f"{name}.residual", out)
@@ -136,8 +136,8 @@ class FFTBlock(nn.Module):
             cfg.d_model, d_inner, cfg.fft_conv1d_kernel, cfg.fft_conv1d_padding
         )
 
-    def forward(self, x, key_valid, row_valid, acts: dict | None, name: str) -> torch.Tensor:
-        x = self.slf_attn(x, key_valid, acts, f"{name}.slf_attn") * row_valid
+    def forward(self, x, lengths, row_valid, acts: dict | None, name: str) -> torch.Tensor:
+        x = self.slf_attn(x, lengths, acts, f"{name}.slf_attn") * row_valid
         x = self.pos_ffn(x, row_valid, acts, f"{name}.pos_ffn") * row_valid
         record(acts, name, x)
         return x
@@ -159,14 +159,11 @@ class FFTBlocks(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
         T = x.shape[1]
         row_valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
-        # A row with no valid key would softmax over nothing (NaN); let every row see key 0 too.
-        # Rows of an empty item are zeroed by row_valid, so this changes no valid output.
-        key_valid = (row_valid | (torch.arange(T, device=x.device) == 0))[:, None, None, :]
         row_valid = row_valid[..., None].to(x.dtype)  # (B, T, 1)
         x = kernels.add_pos_enc(x, lengths)
         record(acts, f"{name}.add_pos_enc", x)
         for i, layer in enumerate(self.layer_stack):
-            x = layer(x, key_valid, row_valid, acts, f"{name}.layer_stack.{i}")
+            x = layer(x, lengths, row_valid, acts, f"{name}.layer_stack.{i}")
         return x
 
 
@@ -290,6 +287,16 @@ def conv1d_time_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     for j in range(k):  # y[t] = sum_j taps[t + j - pad, j]
         out = out + taps[:, j : j + T, j]
     return out
+
+
+def self_attention(qkv: torch.Tensor, lengths: torch.Tensor, n_head: int) -> torch.Tensor:
+    """qkv (B, T, n_head * 3 * d_k) -> (B, T, n_head * d_k): the `attention` op (kernels/attention.py).
+
+    Valid rows equal `F.scaled_dot_product_attention` with DLE's key-padding mask; padding rows are
+    zeros. A module-level function, like `conv1d_time_last`, so benchmarks can swap in the
+    reference (`kernels.attention_reference`, SDPA + mask) to measure the op.
+    """
+    return kernels.attention(qkv, lengths, n_head)
 
 
 def record(acts: dict | None, name: str, value: torch.Tensor) -> None:

@@ -257,3 +257,22 @@ def _attention_cpu(qkv: torch.Tensor, lengths: torch.Tensor, n_head: int) -> tor
     """Eager CPU: the PyTorch reference, after the same checks."""
     _check_inputs(qkv, lengths, n_head)
     return attention_reference(qkv, lengths, n_head)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    qkv, lengths, n_head = inputs
+    ctx.save_for_backward(qkv, lengths)
+    ctx.n_head = n_head
+
+
+def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    """d out / d qkv through the reference (SDPA's backward): the op has no backward kernel of its
+    own; training (scripts/train_demo.py) is the only caller that needs one."""
+    qkv, lengths = ctx.saved_tensors
+    with torch.enable_grad():
+        leaf = qkv.detach().requires_grad_()
+        (grad_qkv,) = torch.autograd.grad(attention_reference(leaf, lengths, ctx.n_head), leaf, grad)
+    return grad_qkv, None, None
+
+
+attention.register_autograd(_backward, setup_context=_setup_context)

@@ -140,6 +140,16 @@ def test_bad_inputs_are_named(qkv_shape, lengths, n_head, message):
         attention(torch.randn(qkv_shape, device=DEVICE), lengths.to(DEVICE), n_head)
 
 
+def test_gradient_is_the_references():
+    """Training (scripts/train_demo.py) backpropagates through the op: the reference's gradient."""
+    qkv = torch.randn(2, 11, 2 * 192, device=DEVICE, requires_grad=True)
+    lengths = torch.tensor([11, 6], device=DEVICE)
+    grad = torch.randn(2, 11, 128, device=DEVICE)
+    (got,) = torch.autograd.grad(attention(qkv, lengths, 2), qkv, grad)
+    (want,) = torch.autograd.grad(attention_reference(qkv, lengths, 2), qkv, grad)
+    torch.testing.assert_close(got, want)
+
+
 class _Block(torch.nn.Module):
     """Projection -> attention -> output projection, as `MultiHeadAttention` uses the op."""
 
