@@ -438,22 +438,28 @@ class Scheduler:
         """Calls the queued pieces need at the least."""
         return sum(-(-len(q) // cap) for q, cap in zip(self.queues, self.caps))
 
-    def next_batch(self, now: float = 0.0, max_wait: float = 0.0) -> Batch | None:
-        """The next call, taken out of the queues, or None when no bucket is ready yet (`wake_at`).
+    def ready(self, now: float = 0.0, max_wait: float = 0.0) -> tuple[float, int] | None:
+        """(since, engine) of the bucket the next call should take, or None when none is ready yet.
 
         Ready: a bucket with a full batch, or whose oldest piece has waited `max_wait`. Of those,
         the one whose oldest piece has waited longest (the smaller engine on a tie).
         """
         ready = [
-            k
+            (q[0].since, k)
             for k, q in enumerate(self.queues)
             if q and (len(q) >= self.caps[k] or now - q[0].since >= max_wait)
         ]
-        if not ready:
-            return None
-        k = min(ready, key=lambda k: (self.queues[k][0].since, k))
+        return min(ready) if ready else None
+
+    def take(self, k: int) -> Batch:
+        """Up to a batch of engine `k`'s queued pieces, oldest first, out of the queue."""
         q = self.queues[k]
         return Batch(k, [q.popleft() for _ in range(min(self.caps[k], len(q)))])
+
+    def next_batch(self, now: float = 0.0, max_wait: float = 0.0) -> Batch | None:
+        """The next call (`ready`, then `take`), or None when no bucket is ready yet (see `wake_at`)."""
+        ready = self.ready(now, max_wait)
+        return None if ready is None else self.take(ready[1])
 
     def wake_at(self, max_wait: float) -> float | None:
         """When the oldest queued piece's wait runs out (None: nothing queued)."""
