@@ -4,11 +4,18 @@ The fast path verified on our H100. The engine file stores Inductor's compiled a
 (`torch.compiler.save_cache_artifacts`), so a second start re-runs `torch.compile` against a warm
 cache instead of autotuning again (AOTInductor packages segfault on load on our GPU image, so
 they are not the artifact).
+
+Inductor switches (`conf/backend/auto.yaml`, `inductor:`) are applied with
+`torch._inductor.config.patch` around each compile only, never globally, at build and at load alike,
+so a loaded engine always runs with the options asked for. The engine file's payload records them; a
+file built with other options still loads (Inductor then recompiles instead of using its cache) and
+the log says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 
 import torch
@@ -76,11 +83,53 @@ class CudaGraphRunner:
         return self.outputs
 
 
+# Backend option -> `torch._inductor.config` key. Measured on the project's engine (H200, fp16, B=1,
+# i128/o1024, GPU_NOTES.md): default 0.675 ms, enable_pdl 0.612 ms, combo_kernels 0.638 ms.
+INDUCTOR_SWITCHES = {
+    "enable_pdl": "triton.enable_pdl",  # programmatic dependent launch (Hopper): overlaps kernel prologues
+    "combo_kernels": "combo_kernels",  # independent small kernels combined into one launch
+}
+_PAYLOAD_MAGIC = b"FASTSPEECH-INDUCTOR 1\n"
+
+
+def inductor_config_patch(switches: dict[str, bool]) -> dict[str, bool]:
+    """The `torch._inductor.config.patch` mapping for our switches, minus those this torch lacks (logged)."""
+    import torch._inductor.config as inductor_config
+
+    patch = {}
+    for option, value in switches.items():
+        key = INDUCTOR_SWITCHES[option]
+        owner = inductor_config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            owner = getattr(owner, part, None)
+        if owner is None or not hasattr(owner, leaf):
+            log.warning(
+                "torch %s has no Inductor switch %s: option %s ignored", torch.__version__, key, option
+            )
+            continue
+        patch[key] = bool(value)
+    return patch
+
+
 class InductorBackend(Backend):
     name = "inductor"
 
-    def __init__(self, mode: str | None = "default", cuda_graphs: bool = True, pool=None):
+    def __init__(
+        self,
+        mode: str | None = "default",
+        cuda_graphs: bool = True,
+        pool=None,
+        enable_pdl: bool = True,
+        combo_kernels: bool = True,
+    ):
         self.mode, self.cuda_graphs, self.pool = mode, cuda_graphs, pool
+        self.switches = {"enable_pdl": enable_pdl, "combo_kernels": combo_kernels}
+
+    @property
+    def options(self) -> dict:
+        """What the compiled code depends on besides the graph: recorded in the engine file's payload."""
+        return {"mode": self.mode, **self.switches}
 
     def build(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]) -> tuple[Runner, bytes]:
         # `save_cache_artifacts` returns everything compiled in this process so far: without a fresh
@@ -88,21 +137,41 @@ class InductorBackend(Backend):
         with fresh_artifact_record():
             runner = self._compile(graph, example)
             artifacts = torch.compiler.save_cache_artifacts()
-        return runner, artifacts[0] if artifacts else b""
+        header = json.dumps(self.options, sort_keys=True).encode()
+        return runner, _PAYLOAD_MAGIC + header + b"\n" + (artifacts[0] if artifacts else b"")
 
     def load(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor], payload: bytes) -> Runner:
-        if payload:
-            torch.compiler.load_cache_artifacts(payload)
+        stored, artifacts = split_payload(payload)
+        if stored is not None and stored != json.loads(json.dumps(self.options)):
+            log.warning(
+                "engine file built with Inductor options %s, loading with %s: Inductor recompiles "
+                "(its cached artifacts do not apply); force_build=true stores the new ones",
+                stored,
+                self.options,
+            )
+        if artifacts:
+            torch.compiler.load_cache_artifacts(artifacts)
         return self._compile(graph, example)
 
     def _compile(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]) -> Runner:
         # Every engine compiles the same forward code for another shape; Dynamo's default of 8
         # compiled variants per code object would refuse the 9th engine of a process.
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        compiled = torch.compile(graph, fullgraph=True, dynamic=False, mode=self.mode)
-        log.info("compiling with Inductor (mode=%s); the first call compiles", self.mode)
-        with torch.inference_mode():
-            compiled(*example)
-        if self.cuda_graphs and example[0].is_cuda:
-            return CudaGraphRunner(compiled, example, self.pool)
+        patch = inductor_config_patch(self.switches)
+        log.info("compiling with Inductor (mode=%s, %s); the first call compiles", self.mode, patch)
+        # torch.compile is lazy: the patch covers the calls that compile (the first, and the warm-ups).
+        with torch._inductor.config.patch(patch):
+            compiled = torch.compile(graph, fullgraph=True, dynamic=False, mode=self.mode)
+            with torch.inference_mode():
+                compiled(*example)
+            if self.cuda_graphs and example[0].is_cuda:
+                return CudaGraphRunner(compiled, example, self.pool)
         return torch.inference_mode()(compiled)  # a call with grad enabled would recompile
+
+
+def split_payload(payload: bytes) -> tuple[dict | None, bytes]:
+    """An engine payload -> (the Inductor options it was built with, or None for older files; artifacts)."""
+    if not payload.startswith(_PAYLOAD_MAGIC):
+        return None, payload
+    header, _, artifacts = payload[len(_PAYLOAD_MAGIC) :].partition(b"\n")
+    return json.loads(header), artifacts
