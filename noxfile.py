@@ -1,4 +1,5 @@
-"""nox sessions: `nox -s tests` (CPU, what CI runs), `nox -s lint`, `nox -s bench` (GPU)."""
+"""nox sessions: `nox -s tests` (CPU, what CI runs, < 10 min on 2 cores), `nox -s tests_full` (also the
+`slow` tests and Ray Serve), `nox -s lint`, `nox -s bench` (GPU)."""
 
 import nox
 
@@ -11,8 +12,16 @@ TORCH = "torch==2.13.0"
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """CPU tests; Triton kernels run under the interpreter. CUDA/TensorRT tests skip with a reason."""
+    """CPU tests without the `slow` marker; Triton kernels run under the interpreter. CUDA/TensorRT
+    tests skip with a reason."""
     session.install(TORCH, "-e", ".[dev]")
+    session.run("pytest", "-m", "not slow", *session.posargs, env={"TRITON_INTERPRET": "1"})
+
+
+@nox.session
+def tests_full(session: nox.Session) -> None:
+    """Every CPU test, the `slow` ones too (torch.compile on the CPU, every docs command, Ray Serve)."""
+    session.install(TORCH, "-e", ".[dev,serve]")
     session.run("pytest", *session.posargs, env={"TRITON_INTERPRET": "1"})
 
 
@@ -27,7 +36,7 @@ def bench(session: nox.Session) -> None:
     """The README's performance tables on a CUDA GPU, in the current environment (its CUDA torch;
     `pip install -e .` first). Arguments go to `benchmarks.latency`; without any, the whole grid
     (3 precisions x 5 batches x 4 variants, ~16 min on an H100) plus the end-to-end split, then the
-    router benchmark with the demo voice."""
+    router, text-to-wav and server benchmarks with the demo voice."""
     out = "benchmarks/results/run"
     session.run("python", "-m", "benchmarks.latency", *(session.posargs or ["--e2e", "--profile", "--out", out]))
     if not session.posargs:
@@ -36,3 +45,5 @@ def bench(session: nox.Session) -> None:
             "--checkpoint", "fastspeech/assets/demo_voice.pt", "--precision", "fp16", "--backend", "inductor",
             "--batch", "1,8", "--n", "1000", "--out", f"{out}/bench_router_demo.json",
         )  # fmt: skip
+        session.run("python", "-m", "benchmarks.e2e", "--out", f"{out}/e2e.json")
+        session.run("python", "-m", "benchmarks.bench_serve", "--out", f"{out}/bench_serve.json")

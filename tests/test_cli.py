@@ -1,30 +1,75 @@
-"""`run.py` end to end on model=tiny (subprocesses, as a user runs it) and its one-line errors."""
+"""`run.py` as a user runs it, on model=tiny: texts as typed, one synthesis path, one-line errors.
+
+Most cases run in-process through Hydra's compose API and `run.dispatch` (seconds each); a few run
+`run.py` in a subprocess, for what only a real process shows: exit codes, stderr without a
+traceback, Ctrl-C, standard input.
+"""
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
-import torch
 from helpers import random_model
 
 from fastspeech.checkpoint import save_checkpoint
+from fastspeech.errors import FastSpeechError
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import run as run_py  # noqa: E402 - run.py lives at the repository root
+
+BASE = ["model=tiny", "vocoder.n_iter=4", "plot=false"]
 
 
-def run(tmp_path, *overrides, check=True, engine="i32_o256"):
-    cmd = [sys.executable, str(ROOT / "run.py"), "model=tiny", "vocoder.n_iter=4", f"engine={engine}",
+def compose(tmp_path, *args, engine="i32_o256"):
+    """The config `python run.py BASE... args...` would run with (raw `text=`/`input=` applied)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    rest, raw = run_py.take_raw_overrides(
+        [*BASE, f"engine={engine}", f"results_dir={tmp_path / 'results'}", f"engine_dir={tmp_path / 'engines'}",
+         *args]
+    )
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=rest)
+    with open_dict(cfg):
+        for key, value in raw.items():
+            cfg[key] = value
+    return cfg
+
+
+def synthesize(tmp_path, *args, engine="i32_o256"):
+    return run_py.dispatch(compose(tmp_path, *args, engine=engine))
+
+
+def subprocess_run(tmp_path, *args, engine="i32_o256", stdin=None):
+    cmd = [sys.executable, str(ROOT / "run.py"), *BASE, f"engine={engine}",
            f"results_dir={tmp_path / 'results'}", f"engine_dir={tmp_path / 'engines'}",
-           f"hydra.run.dir={tmp_path / 'hydra'}", *overrides]
+           f"hydra.run.dir={tmp_path / 'hydra'}", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False,
+                          input=stdin)
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+def wavs(tmp_path) -> list[Path]:
+    return sorted((tmp_path / "results").glob("*.wav"))
 
 
 @pytest.fixture(scope="module")
@@ -35,68 +80,204 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+# ---- texts as typed
+
+
+SPECIAL = "Hello, world! Don't stop: \"quoted\" (really) [yes] {HH AH0 L OW1} costs $5 = 50% & more; a+b @ 3°C."
+
+
+def test_text_with_every_special_character_runs_from_a_real_shell(tmp_path, checkpoint):
+    proc = subprocess_run(tmp_path, f"text={SPECIAL}", f"checkpoint={checkpoint}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wav,) = wavs(tmp_path)
+    audio, sr = soundfile.read(wav)
+    mel = np.load(wav.with_suffix(".npy"))
+    assert sr == 22050 and len(mel) > 0 and len(audio) == len(mel) * 256
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hello, world!", "Don't stop.", "Is it (really) fine?", "Cost: $5 = five dollars", "100% sure",
+     "a=b, c=d", "'quoted'", "[bracketed] text"],
+)
+def test_ordinary_text_passes_the_command_line(tmp_path, checkpoint, text):
+    cfg = compose(tmp_path, f"text={text}", f"checkpoint={checkpoint}")
+    assert cfg.text == (text[1:-1] if text[0] == text[-1] == "'" else text)  # one outer pair of quotes goes
+    run_py.dispatch(cfg)
+    (wav,) = wavs(tmp_path)
+    assert len(soundfile.read(wav)[0]) == len(np.load(wav.with_suffix(".npy"))) * 256 > 0
+
+
+def test_standard_input_one_utterance_a_line(tmp_path, checkpoint):
+    proc = subprocess_run(tmp_path, "input=-", f"checkpoint={checkpoint}", stdin="First, one.\n\nSecond: two!\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [w.name for w in wavs(tmp_path)] == ["0000_first_one.wav", "0001_second_two.wav"]
+
+
 def test_text_file_to_wavs_in_input_order(tmp_path, checkpoint):
     lines = ["It just works.", "", "Dr. Smith paid $3.50 on the 2nd of May, 1984.", "Short."]
     (tmp_path / "phrases.txt").write_text("\n".join(lines), encoding="utf-8")
-    run(tmp_path, f"input={tmp_path / 'phrases.txt'}", f"checkpoint={checkpoint}", "batch_size=2",
-        engine="i128_o1024")
-    results = tmp_path / "results"
-    wavs = sorted(results.glob("*.wav"))
-    assert [w.name for w in wavs] == ["0000_it_just_works.wav", "0001_dr_smith_paid_3_50_on_the_2nd_of_may_198.wav",
-                                      "0002_short.wav"]
-    timings = json.loads((results / "timings.json").read_text())
+    synthesize(tmp_path, f"input={tmp_path / 'phrases.txt'}", f"checkpoint={checkpoint}", "batch_size=2",
+               "plot=true", engine="i128_o1024")
+    names = [w.name for w in wavs(tmp_path)]
+    assert names == ["0000_it_just_works.wav", "0001_dr_smith_paid_3_50_on_the_2nd_of_may_198.wav", "0002_short.wav"]
+    (run_dir,) = (tmp_path / "results" / "runs").iterdir()
+    timings = json.loads((run_dir / "timings.json").read_text())
     assert len(timings["batches"]) == 2 and timings["rtf_engine"] > 0
-    assert (results / "mels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    lengths = []
-    for wav in wavs:
-        audio, sr = soundfile.read(wav)
-        mel = torch.from_numpy(__import__("numpy").load(wav.with_suffix(".npy")))
-        assert sr == 22050 and mel.shape[1] == 80 and len(mel) > 0
-        assert len(audio) == len(mel) * 256
-        lengths.append(len(mel))
+    assert [Path(f).name for f in timings["files"] if f.endswith(".wav")] == names
+    assert (run_dir / "mels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lengths = [len(np.load(w.with_suffix(".npy"))) for w in wavs(tmp_path)]
+    for w, n in zip(wavs(tmp_path), lengths):
+        assert len(soundfile.read(w)[0]) == n * 256  # cut to the true length: no padded tail
     assert lengths[1] > lengths[0] > lengths[2]  # longer text, longer speech: order was restored
 
 
-def test_random_weights_are_announced(tmp_path):
-    proc = run(tmp_path, "text=Hello there.", "checkpoint=random")
-    assert "RANDOM WEIGHTS" in proc.stderr + proc.stdout
+def test_a_line_longer_than_the_engine_is_split_not_refused(tmp_path, checkpoint):
+    """The single-engine path is a router of one: a 200-token line on a 32-token engine is split at
+    clauses and joined; its speech is every piece's speech, nothing cropped."""
+    from fastspeech import pipeline
+    from fastspeech.text import split_text, text_to_ids
+
+    long = "This line is much longer than the engine, it goes on, clause after clause; " * 3 + "the end."
+    synthesize(tmp_path, f"text={long}", f"checkpoint={checkpoint}")
+    (wav,) = wavs(tmp_path)
+    mel = np.load(wav.with_suffix(".npy"))
+    pieces = split_text(long, 32)
+    assert len(pieces) > 3 and len(text_to_ids(long)) > 128
+    cfg = compose(tmp_path, f"checkpoint={checkpoint}")
+    model = pipeline.load_model(cfg)
+    router = pipeline.open_router(cfg, model, pipeline.pick_device("cpu"))
+    alone, _ = router(pieces)
+    assert len(mel) == sum(r.frames for r in alone)
+    np.testing.assert_allclose(mel, np.concatenate([r.mel.numpy() for r in alone]), rtol=1e-5, atol=1e-5)
+    assert len(soundfile.read(wav)[0]) == len(mel) * 256
 
 
-def test_demo_voice_is_the_default_and_says_so(tmp_path):
-    proc = run(tmp_path, "text=It just works.", engine="i128_o1024")
-    assert "DEMO VOICE" in proc.stderr + proc.stdout
+def test_two_runs_into_one_folder_keep_both_runs_timings(tmp_path, checkpoint):
+    synthesize(tmp_path, "text=First one.", f"checkpoint={checkpoint}", "plot=true")
+    synthesize(tmp_path, "text=Second one.", f"checkpoint={checkpoint}", "plot=true")
+    runs = sorted((tmp_path / "results" / "runs").iterdir())
+    assert len(runs) == 2
+    files = [json.loads((r / "timings.json").read_text())["files"] for r in runs]
+    assert Path(files[0][0]).name == "0000_first_one.wav" and Path(files[1][0]).name == "0000_second_one.wav"
+    assert all((r / "mels.png").is_file() for r in runs)
+    assert len(wavs(tmp_path)) == 2
+
+
+# ---- errors: one line, before any work, no earlier file changed
+
+
+def test_demo_voice_is_the_default_and_says_so(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    synthesize(tmp_path, "text=It just works.", "checkpoint=demo", engine="i128_o1024")
+    assert "DEMO VOICE" in caplog.text
     audio, sr = soundfile.read(tmp_path / "results" / "0000_it_just_works.wav")
     assert sr == 22050 and len(audio) > 22050 // 2  # about a second of speech, not an empty wav
 
 
+def test_random_weights_are_announced(tmp_path, caplog):
+    synthesize(tmp_path, "text=Hello there.", "checkpoint=random")
+    assert "RANDOM WEIGHTS" in caplog.text
+
+
+def _write_bad_engine(tmp_path, checkpoint, kind):
+    """Replace the engine file a run just wrote by a folder, or give it a JSON list as header."""
+    from fastspeech.engine import _MAGIC
+
+    synthesize(tmp_path / "first", "text=hi", f"checkpoint={checkpoint}")
+    (path,) = (tmp_path / "first" / "engines").glob("*.engine")
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    else:
+        header = b"[1, 2, 3]"
+        path.write_bytes(_MAGIC + len(header).to_bytes(8, "little") + header)
+    return path
+
+
 @pytest.mark.parametrize(
-    "overrides, message",
+    "args, message",
     [
         (["text=' '"], "text is empty"),
-        (["text='#@%'"], "no symbol"),
-        (["text='price: 5€'"], "on_unknown=drop"),
+        (["text=\u201c \u201d"], "nothing to say"),
+        (["text=\u2603\u2603"], "'\u2603'"),
+        (["text=price: 5¤"], "on_unknown=drop"),
+        (["text=你好世界 and Привет"], "'你'"),
         (["text=hi", "checkpoint=/nonexistent/ckpt.pt"], "checkpoint not found"),
+        (["text=hi", "checkpoint=DEMO_SHAPED"], "model=demo"),
         (["text=hi", "checkpoint=MISMATCH"], "does not match the model"),
-        ([f"text='{'word ' * 500}'"], "longer than the model's 2048 positions"),
-        (["text=" + "a" * 40], "longer than engine"),
         (["input=/nonexistent.txt"], "input file not found"),
+        (["input=BINARY"], "binary"),
+        (["input=LATIN1"], "not UTF-8"),
+        (["input=MANY_BAD"], "line 3"),
+        (["text=hi", "alpha=0"], "alpha=0 is not a finite number > 0"),
+        (["text=hi", "alpha=-1"], "alpha=-1 is not a finite number > 0"),
+        (["text=hi", "alpha=nan"], "not a finite number"),
+        (["text=hi", "results_dir=RESULTS_IS_A_FILE"], "cannot write results"),
+        (["engine_set=default", "engine_set.split=false", "text=" + "word " * 40], "engine_set.split=true"),
     ],
 )
-def test_bad_input_is_one_line_without_traceback(tmp_path, overrides, message):
-    if "checkpoint=MISMATCH" in overrides:
+def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, args, message):
+    if "checkpoint=MISMATCH" in args:
         bad = tmp_path / "dle_sized.pt"
         save_checkpoint(random_model(d_model=32), bad)
-        overrides = [o.replace("MISMATCH", str(bad)) for o in overrides]
-    proc = run(tmp_path, *overrides, check=False)
-    assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+        args = [a.replace("MISMATCH", str(bad)) for a in args]
+    if "checkpoint=DEMO_SHAPED" in args:
+        args = [a.replace("DEMO_SHAPED", str(ROOT / "fastspeech" / "assets" / "demo_voice.pt")) for a in args]
+    if "input=BINARY" in args:
+        (tmp_path / "in.bin").write_bytes(bytes(range(256)) * 4)
+        args = [f"input={tmp_path / 'in.bin'}"]
+    if "input=LATIN1" in args:
+        (tmp_path / "in.txt").write_bytes("Caf\u00e9 au lait.".encode("latin-1"))
+        args = [f"input={tmp_path / 'in.txt'}"]
+    if "input=MANY_BAD" in args:
+        (tmp_path / "in.txt").write_text("fine\n\nbad 你\nfine\nbad ☃\n", encoding="utf-8")
+        args = [f"input={tmp_path / 'in.txt'}"]
+    if "results_dir=RESULTS_IS_A_FILE" in args:
+        (tmp_path / "afile").write_text("x")
+        args = [a.replace("RESULTS_IS_A_FILE", str(tmp_path / "afile" / "results")) for a in args]
+    with pytest.raises(FastSpeechError) as info:
+        synthesize(tmp_path, *args)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    if "MANY_BAD" in str(args) or "in.txt" in str(args) and "line 3" in message:
+        assert "line 5" in str(info.value)  # every bad line is named, not only the first
+    assert not wavs(tmp_path)
 
 
-def test_outputs_already_written_stay_intact_when_a_later_run_fails(tmp_path, checkpoint):
-    run(tmp_path, "text=First one.", f"checkpoint={checkpoint}")
+@pytest.mark.parametrize("kind", ["json-list", "folder"])
+def test_malformed_engine_file_or_folder_is_one_line(tmp_path, checkpoint, kind):
+    path = _write_bad_engine(tmp_path, checkpoint, kind)
+    try:
+        synthesize(tmp_path / "first", "text=hi", f"checkpoint={checkpoint}")
+    except FastSpeechError as exc:  # a folder cannot be replaced: a one-line error naming it
+        assert kind == "folder" and str(path) in str(exc) and "\n" not in str(exc)
+    else:  # a bad header is reported and the engine rebuilt
+        assert kind == "json-list" and len(wavs(tmp_path / "first")) == 1
+
+
+def test_error_is_one_line_with_exit_code_1_and_earlier_files_intact(tmp_path, checkpoint):
+    first = subprocess_run(tmp_path, "text=First one.", f"checkpoint={checkpoint}")
+    assert first.returncode == 0, first.stderr[-2000:]
     wav = tmp_path / "results" / "0000_first_one.wav"
     before = wav.read_bytes()
-    run(tmp_path, "text=' '", check=False)
+    assert "alpha=0" in one_error_line(subprocess_run(tmp_path, "text=First one.", "alpha=0"))
     assert wav.read_bytes() == before
+
+
+def test_ctrl_c_says_interrupted_exit_130_and_leaves_no_partial_file(tmp_path, checkpoint):
+    lines = "\n".join(f"Line number {i}, spoken slowly." for i in range(400))
+    (tmp_path / "many.txt").write_text(lines)
+    cmd = [sys.executable, str(ROOT / "run.py"), *BASE, "engine=i32_o256", f"input={tmp_path / 'many.txt'}",
+           f"checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"engine_dir={tmp_path / 'engines'}",
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "results" / "runs").exists():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    assert not list((tmp_path / "results").rglob("*.tmp"))
