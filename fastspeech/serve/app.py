@@ -1,0 +1,271 @@
+"""The HTTP layer (FastAPI): OpenAI's `POST /v1/audio/speech`, `GET /healthz`, `GET /metrics`.
+
+Thin, as vLLM's: a handler validates the request and hands the text to the service's batcher
+(`service.py` -> `fastspeech/batcher.py` -> the router's engines); errors are OpenAI-style JSON with
+a 4xx/503 status, never a 500 with a stack trace. wav and pcm stream sentence by sentence; a client
+that disconnects cancels its remaining work. `create_app(cfg)` builds the engines in the background
+at start-up (`/healthz` says "warming up" until they are warm); `create_app(service=...)` serves an
+existing service (tests). Uvicorn and Ray Serve (`ray.py`) serve this same app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from fastspeech.batcher import QueueFull, Stream
+from fastspeech.errors import EngineError, TextError
+from fastspeech.serve import audio
+from fastspeech.serve.protocol import (
+    SPEED_MAX,
+    SPEED_MIN,
+    APIError,
+    Health,
+    ModelCard,
+    ModelList,
+    SpeechRequest,
+)
+from fastspeech.serve.service import Service
+
+log = logging.getLogger(__name__)
+
+MODEL_IDS = ("fastspeech", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted `model` names
+
+
+def create_app(cfg=None, service: Service | None = None) -> FastAPI:
+    """The app. With `service` it serves that (started here, closed at shutdown); with `cfg`, it
+    builds `Service.from_config(cfg)` in a thread at start-up, answering 503 until it is warm."""
+    if (cfg is None) == (service is None):
+        raise ValueError("give create_app either cfg or service")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.service = service
+        app.state.error = None
+        task = None
+        if service is not None:
+            service.start()
+        else:
+            task = asyncio.create_task(_build(app, cfg))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            if app.state.service is not None:
+                app.state.service.close()
+
+    app = FastAPI(title="fastspeech-trt", summary="OpenAI-compatible speech API", lifespan=lifespan)
+    app.state.service = None
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'] if x != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        first = exc.errors()[0]["loc"][-1] if exc.errors() else None
+        return JSONResponse(
+            APIError(400, f"invalid request: {problems}", param=str(first) if first else None).body(),
+            status_code=400,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        body = APIError(500, "internal error; see the server log", type="server_error").body()
+        return JSONResponse(body, status_code=500)
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        svc = request.app.state.service
+        if svc is None:
+            error = request.app.state.error
+            body = Health(status="failed" if error else "warming up", detail=error)
+            return JSONResponse(body.model_dump(), status_code=503)
+        return JSONResponse(Health(status="ready", voices=list(svc.voices)).model_dump())
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        svc = _service(request)
+        svc.metrics.queue_depth.set(svc.batcher.queued_pieces())
+        svc.metrics.in_flight.set(svc.batcher.in_flight())
+        return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=m) for m in MODEL_IDS])
+
+    @app.post("/v1/audio/speech")
+    async def speech(body: SpeechRequest, request: Request) -> Response:
+        t0 = time.perf_counter()
+        svc = _service(request)
+        try:
+            voice, alpha, fmt = _check(svc, body)
+            try:
+                stream = svc.submit(body.input, voice, alpha)
+            except QueueFull as exc:
+                raise APIError(
+                    503,
+                    str(exc),
+                    type="server_busy",
+                    code="queue_full",
+                    headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+                ) from None
+            except TextError as exc:
+                raise APIError(400, f"input: {exc}", param="input", code="invalid_text") from None
+            except EngineError as exc:
+                raise APIError(400, str(exc), param="input", code="input_too_long") from None
+        except APIError as exc:
+            svc.metrics.requests.labels(str(exc.status)).inc()
+            raise
+        if body.stream and fmt in audio.STREAMED:
+            first = await _first(svc, stream, t0)  # errors of the first piece still get a status
+            return StreamingResponse(
+                _streamed(svc, voice, stream, first, fmt, t0),
+                media_type=audio.MEDIA_TYPES[fmt],
+                headers={"X-Accel-Buffering": "no"},
+            )
+        wavs = []
+        try:
+            async for part in stream.parts():
+                wavs.append(await asyncio.to_thread(svc.voices[voice].wav, part))
+        except (TextError, EngineError) as exc:
+            svc.metrics.requests.labels("400").inc()
+            raise APIError(400, str(exc), param="input") from None
+        wav = np.concatenate(wavs) if wavs else np.zeros(0, np.float32)
+        data = await asyncio.to_thread(audio.encode_whole, wav, fmt)
+        svc.metrics.requests.labels("200").inc()
+        elapsed = time.perf_counter() - t0
+        svc.metrics.ttfb.observe(elapsed)
+        svc.metrics.latency.observe(elapsed)
+        return Response(data, media_type=audio.MEDIA_TYPES[fmt])
+
+    return app
+
+
+async def _build(app: FastAPI, cfg) -> None:
+    try:
+        service = await asyncio.to_thread(Service.from_config, cfg)
+    except Exception as exc:
+        log.exception("the server could not start its engines")
+        app.state.error = str(exc)
+        return
+    service.start()
+    app.state.service = service
+    log.info("ready: voices %s", ", ".join(service.voices))
+
+
+def _service(request: Request) -> Service:
+    svc = request.app.state.service
+    if svc is None:
+        detail = request.app.state.error
+        if detail:
+            raise APIError(503, f"the server failed to start: {detail}", type="server_error")
+        raise APIError(
+            503,
+            "the server is warming up its engines; try again shortly",
+            type="server_busy",
+            headers={"Retry-After": "5"},
+        )
+    return svc
+
+
+def _check(svc: Service, body: SpeechRequest) -> tuple[str, float, str]:
+    """-> (voice, alpha, response format), or the APIError naming what is wrong."""
+    if not body.input or not body.input.strip():
+        raise APIError(400, "input is empty; give text to speak", param="input", code="empty_input")
+    if len(body.input) > svc.max_chars:
+        raise APIError(
+            413,
+            f"input is {len(body.input)} characters, more than this server takes ({svc.max_chars}, "
+            "serve.max_chars); send it in several requests",
+            param="input",
+            code="input_too_long",
+        )
+    voice = body.voice or svc.default_voice
+    if voice not in svc.voices:
+        raise APIError(
+            400,
+            f"unknown voice {voice!r}; this server has: {', '.join(svc.voices)}",
+            param="voice",
+            code="unknown_voice",
+        )
+    fmt = body.response_format.lower()
+    supported = audio.supported_formats()
+    if fmt not in supported:
+        raise APIError(
+            400,
+            f"response_format {body.response_format!r} is not supported here; use one of {', '.join(supported)}",
+            param="response_format",
+            code="unsupported_format",
+        )
+    if not SPEED_MIN <= body.speed <= SPEED_MAX:
+        raise APIError(
+            400, f"speed {body.speed} is out of range; use {SPEED_MIN} to {SPEED_MAX}", param="speed"
+        )
+    if body.stream_format not in (None, "audio"):
+        raise APIError(
+            400, f"stream_format {body.stream_format!r} is not supported; use 'audio'", param="stream_format"
+        )
+    return voice, 1.0 / body.speed, fmt
+
+
+async def _first(svc: Service, stream: Stream, t0: float):
+    """The first piece (or None for no pieces); its errors become 400s before the response starts."""
+    parts = stream.parts()
+    try:
+        first = await parts.__anext__()
+    except StopAsyncIteration:
+        return parts, None
+    except (TextError, EngineError) as exc:
+        svc.metrics.requests.labels("400").inc()
+        raise APIError(400, str(exc), param="input") from None
+    except BaseException:
+        stream.cancel()
+        raise
+    return parts, first
+
+
+async def _streamed(
+    svc: Service, voice: str, stream: Stream, first, fmt: str, t0: float
+) -> AsyncIterator[bytes]:
+    """The streamed body: header (wav), then each piece's pcm as it is synthesized."""
+    parts, part = first
+    status = "499"  # the client went away, unless we get to the end
+    try:
+        head = audio.wav_header() if fmt == "wav" else b""
+        sent = False
+        while part is not None:
+            pcm = audio.pcm16(await asyncio.to_thread(svc.voices[voice].wav, part))
+            if not sent:
+                svc.metrics.ttfb.observe(time.perf_counter() - t0)
+                sent = True
+            yield head + pcm
+            head = b""
+            part = await anext(parts, None)
+        if not sent and head:
+            yield head
+        status = "200"
+    except (TextError, EngineError) as exc:  # a later piece failed: the status has gone out already
+        log.warning("request failed mid-stream: %s", exc)
+        status = "400"
+    finally:
+        stream.cancel()
+        await parts.aclose()
+        svc.metrics.requests.labels(status).inc()
+        svc.metrics.latency.observe(time.perf_counter() - t0)

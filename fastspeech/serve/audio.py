@@ -1,0 +1,76 @@
+"""Audio out: 16-bit PCM at 22050 Hz mono; wav (streaming or exact header), flac and mp3 via soundfile.
+
+A streaming wav header carries 0xFFFFFFFF as the RIFF and data sizes (what OpenAI and others send
+when the length is not known yet); players and `soundfile` read such a file to its end.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import struct
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 22050
+STREAMED = ("wav", "pcm")  # sent sentence by sentence
+WHOLE = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
+MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+    "flac": "audio/flac",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+}
+ALL = ("mp3", "opus", "aac", "flac", "wav", "pcm")  # what OpenAI's API names
+
+
+@functools.cache
+def supported_formats() -> tuple[str, ...]:
+    """wav, pcm, and each of flac/mp3/opus that this soundfile can write at 22050 Hz (probed once)."""
+    import soundfile
+
+    ok = list(STREAMED)
+    for name, (fmt, subtype) in WHOLE.items():
+        try:
+            soundfile.write(io.BytesIO(), np.zeros(256, np.float32), SAMPLE_RATE, format=fmt, subtype=subtype)
+            ok.append(name)
+        except Exception as exc:  # noqa: BLE001 - libsndfile without it, or the rate unsupported (opus)
+            log.debug("response_format=%s not available: %s", name, exc)
+    return tuple(ok)
+
+
+def pcm16(wav: np.ndarray) -> bytes:
+    """float32 [-1, 1] -> little-endian int16 bytes (clipped)."""
+    return (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def wav_header(n_samples: int | None = None) -> bytes:
+    """A 44-byte PCM wav header; `n_samples` None: the streaming header (sizes 0xFFFFFFFF)."""
+    data = 0xFFFFFFFF if n_samples is None else 2 * n_samples
+    riff = 0xFFFFFFFF if n_samples is None else 36 + data
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, 2 * SAMPLE_RATE, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+    )
+
+
+def encode_whole(wav: np.ndarray, response_format: str) -> bytes:
+    """The whole utterance in one file of `response_format` (wav with exact sizes, pcm, flac, mp3)."""
+    if response_format == "pcm":
+        return pcm16(wav)
+    if response_format == "wav":
+        return wav_header(len(wav)) + pcm16(wav)
+    import soundfile
+
+    fmt, subtype = WHOLE[response_format]
+    buf = io.BytesIO()
+    soundfile.write(buf, np.clip(wav, -1.0, 1.0), SAMPLE_RATE, format=fmt, subtype=subtype)
+    return buf.getvalue()

@@ -1,0 +1,246 @@
+"""What the HTTP layer hands off to: the voices (a router each), the one batcher, the metrics.
+
+A voice is a checkpoint (+ its model hparams) and a vocoder, behind a router of engines built or
+loaded at start-up (`Service.from_config`). Requests go to the `Batcher` (fastspeech/batcher.py),
+which the offline pipeline's router shares; audio comes back per piece, in speaking order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastspeech.batcher import Batcher, CallInfo, Stream
+from fastspeech.router import HOP, Part, Router, padded_fraction
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass
+class Voice:
+    """A configured voice: its router (engines) and, for engines without a vocoder inside, the
+    vocoder the server runs on each piece's mel (`torch.nn.Module`: mel (B, To, 80) -> wav (B, To * 256))."""
+
+    name: str
+    router: Router
+    vocoder: Any = None
+
+    def wav(self, part: Part) -> np.ndarray:
+        """The piece's audio, float32 (frames * 256,)."""
+        if part.wav is not None:
+            return part.wav.numpy()
+        if part.frames == 0:
+            return np.zeros(0, np.float32)
+        if self.vocoder is None:
+            raise RuntimeError(f"voice {self.name}: the engines have no vocoder inside and none was given")
+        with torch.inference_mode():
+            out = self.vocoder(part.mel[None].float())
+        wav = out[0] if isinstance(out, torch.Tensor) else np.asarray(out)
+        wav = wav.numpy() if isinstance(wav, torch.Tensor) else wav
+        return np.asarray(wav, np.float32)[: part.frames * HOP]
+
+
+class Metrics:
+    """Prometheus metrics in their own registry (several apps may live in one process, as in tests)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        latency_buckets = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+        self.requests = Counter(
+            "fastspeech_requests", "Speech requests by HTTP status", ["status"], registry=r
+        )
+        self.latency = Histogram(
+            "fastspeech_request_latency_seconds", "Request to last byte", buckets=latency_buckets, registry=r
+        )
+        self.ttfb = Histogram(
+            "fastspeech_ttfb_seconds", "Request to first audio byte", buckets=latency_buckets, registry=r
+        )
+        self.batch_size = Histogram(
+            "fastspeech_batch_size",
+            "Pieces per engine call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.padded = Histogram(
+            "fastspeech_padded_fraction",
+            "Share of an engine call's token + frame slots that held nothing",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=r,
+        )
+        self.engine_seconds = Histogram(
+            "fastspeech_engine_call_seconds", "One engine call", buckets=latency_buckets, registry=r
+        )
+        self.queue_depth = Gauge("fastspeech_queue_depth", "Pieces waiting for an engine call", registry=r)
+        self.in_flight = Gauge("fastspeech_requests_in_flight", "Requests admitted, not finished", registry=r)
+        self.audio = Counter("fastspeech_audio_seconds", "Audio seconds produced", registry=r)
+        self.dropped = Counter(
+            "fastspeech_dropped_pieces", "Queued pieces dropped because their client went away", registry=r
+        )
+
+    def observe_call(self, info: CallInfo) -> None:
+        for call in info.calls:
+            self.batch_size.observe(call["items"])
+            self.padded.observe(padded_fraction([call]))
+            self.engine_seconds.observe(call["latency_s"])
+            self.audio.inc(call["audio_s"])
+        self.queue_depth.set(info.queued_pieces)
+        self.in_flight.set(info.requests)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class Service:
+    """Voices + batcher + metrics; `start` before the first request, `close` at shutdown."""
+
+    def __init__(
+        self,
+        voices: Mapping[str, Voice],
+        max_batch: int | None = None,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 256,
+        max_chars: int = 4096,
+        default_voice: str | None = None,
+    ):
+        if not voices:
+            raise ValueError("a server needs at least one voice")
+        self.voices = dict(voices)
+        self.default_voice = default_voice or next(iter(self.voices))
+        self.max_chars = max_chars
+        self.metrics = Metrics()
+        self.batcher = Batcher(
+            {name: v.router for name, v in self.voices.items()},
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+            on_call=self.metrics.observe_call,
+        )
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def submit(self, text: str, voice: str, alpha: float) -> Stream:
+        stream = self.batcher.submit(text, voice, alpha, label="input", sentences=True)
+        self.metrics.in_flight.set(self.batcher.in_flight())
+        return stream
+
+    def warm_up(self) -> None:
+        """One call of every engine of every voice (first calls compile kernels, fill caches)."""
+        for voice in self.voices.values():
+            for engine in voice.router.engines:
+                t0 = time.perf_counter()
+                engine([[1] * min(8, engine.spec.max_in)], 1.0, to_host=True)
+                log.info(
+                    "voice %s: engine %s warm (%.2f s)",
+                    voice.name,
+                    engine.spec.name,
+                    time.perf_counter() - t0,
+                )
+            if voice.vocoder is not None:
+                with torch.inference_mode():
+                    voice.vocoder(torch.full((1, 8, 80), -5.0))
+
+    @classmethod
+    def from_config(cls, cfg) -> Service:
+        """Build or load every voice's engines (progress in the log), warm them up."""
+        from fastspeech import pipeline
+
+        serve = cfg.serve
+        device = pipeline.pick_device(cfg.device)
+        voices = {}
+        names = list((serve.voices or {"demo": {}}).keys())
+        for name in names:
+            vcfg = voice_config(cfg, name, len(names))
+            log.info("voice %s: loading the model (checkpoint=%s)", name, vcfg.checkpoint)
+            model = pipeline.load_model(vcfg)
+            t0 = time.perf_counter()
+            router = pipeline.open_router(vcfg, model, device)
+            router.progress = False
+            log.info(
+                "voice %s: %d engine(s) ready in %.1f s: %s",
+                name,
+                len(router.engines),
+                time.perf_counter() - t0,
+                ", ".join(e.spec.name for e in router.engines),
+            )
+            voices[name] = Voice(name, router, fallback_vocoder(vcfg))
+        service = cls(
+            voices,
+            max_batch=serve.max_batch,
+            max_wait_ms=float(serve.max_wait_ms),
+            max_queue=int(serve.max_queue),
+            max_chars=int(serve.max_chars),
+            default_voice=serve.get("default_voice") or names[0],
+        )
+        service.warm_up()
+        return service
+
+
+def voice_config(cfg, name: str, n_voices: int):
+    """The run's config with voice `name`'s overrides (checkpoint, model, vocoder, engine_dir).
+
+    With several voices each keeps its engines in `engine_dir/<voice>` (same engine file names,
+    other weights), unless it names its own `engine_dir`.
+    """
+    from omegaconf import OmegaConf
+
+    entry = (
+        dict(OmegaConf.to_container(cfg.serve.voices[name] or {}, resolve=True)) if cfg.serve.voices else {}
+    )
+    vcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.set_struct(vcfg, False)
+    if "checkpoint" in entry:
+        vcfg.checkpoint = entry.pop("checkpoint")
+    if "model" in entry:
+        vcfg.model = _group("model", entry.pop("model"))
+    if "vocoder" in entry:
+        vcfg.vocoder = _group("vocoder", entry.pop("vocoder"))
+    vcfg.engine_dir = entry.pop("engine_dir", None) or (
+        cfg.engine_dir if n_voices == 1 else str(Path(cfg.engine_dir) / name)
+    )
+    if entry:
+        raise ValueError(
+            f"serve.voices.{name} has unknown keys {sorted(entry)}; use checkpoint, model, vocoder, engine_dir"
+        )
+    return vcfg
+
+
+def _group(group: str, value):
+    """A config group entry: a name (conf/<group>/<name>.yaml, its `defaults` merged) or a mapping."""
+    from omegaconf import OmegaConf
+
+    if not isinstance(value, str):
+        return OmegaConf.create(value)
+    conf = OmegaConf.load(CONF_DIR / group / f"{value}.yaml")
+    bases = [_group(group, b) for b in conf.pop("defaults", [])]
+    return OmegaConf.merge(*bases, conf)
+
+
+def fallback_vocoder(vcfg):
+    """The voice's vocoder for engines without one inside (None when it cannot be built: then an
+    engine without a vocoder is an error at the first request)."""
+    try:
+        from omegaconf import OmegaConf
+
+        from fastspeech.vocoder import build_vocoder
+
+        return build_vocoder(OmegaConf.to_container(vcfg.vocoder, resolve=True))
+    except Exception as exc:  # noqa: BLE001 - the engines may carry the vocoder themselves
+        log.warning("no server-side vocoder (%s); relying on the engines' own", exc)
+        return None
