@@ -6,9 +6,13 @@
 Variants (same weights, same 128-token sample text as the seed's perf_infer.py, i128/o1024):
   dle_eager       the seed's PyTorch forward (bmm attention, per-item repeat_interleave + pad_sequence)
   compile_plain   torch.compile(mode="reduce-overhead") of a straightforward fixed-shape model
-                  (cuDNN Conv1d with transposes, the reference ops): today's "just compile it"
+                  (cuDNN Conv1d with transposes, SDPA attention with a mask): today's "just compile it"
   ours_eager      our model in eager PyTorch with the Triton ops
-  ours_inductor   our engine: Inductor (default mode, as conf/backend) + one CUDA graph replay per call
+  ours_inductor   our engine: Inductor (default mode and switches, as conf/backend) + one CUDA graph
+                  replay per call
+  ours_inductor_sdpa    the same engine with SDPA + mask attention instead of the attention op
+  ours_inductor_before  the engine before issue 17: SDPA + mask attention, no Inductor switches
+                  (these two build into their own engine folders, always afresh)
   ours_tensorrt   our engine through Torch-TensorRT (where installed; never run on our machines)
 
 End to end (`--e2e`, batch 1, the first precision asked for): the same sample text through the text
@@ -40,6 +44,7 @@ import torch
 from fastspeech import model as model_module
 from fastspeech.engine import PRECISIONS, EngineSpec, load_or_build
 from fastspeech.model import FastSpeech, FastSpeechConfig
+from kernels import attention_reference
 
 SAMPLE_TEXT = (
     "The forms of printed letters should be beautiful, and that their arrangement on the page should be "
@@ -47,6 +52,12 @@ SAMPLE_TEXT = (
 )
 HOP, SR = 256, 22050
 conv_matmul = model_module.conv1d_time_last
+attention_op = model_module.self_attention
+# Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor switches).
+ABLATIONS = {
+    "ours_inductor_sdpa": (True, {}),
+    "ours_inductor_before": (True, {"enable_pdl": False, "combo_kernels": False}),
+}
 log = logging.getLogger("benchmarks.latency")
 
 
@@ -169,7 +180,7 @@ def main() -> None:
     p.add_argument("--out", default="results/bench", help="folder for latency.json and latency.png")
     p.add_argument("--engine-dir", default="engines/bench")
     p.add_argument("--device", default="cuda", help="cpu only for a smoke test of this script")
-    p.add_argument("--profile", action="store_true", help="write the top kernels of ours_inductor per batch")
+    p.add_argument("--profile", action="store_true", help="write the top kernels of ours_inductor* per batch")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.merge:
@@ -209,11 +220,22 @@ def main() -> None:
                         fn = partial(dle, tokens, 1.0)
                     elif variant == "ours_eager":
                         fn = partial(model, tokens, alpha, max_out=max_out)
-                    elif variant == "compile_plain":  # conv swapped for cuDNN while this variant runs
+                    elif variant == "compile_plain":  # conv and attention swapped while this variant runs
                         torch._dynamo.reset()
                         model_module.conv1d_time_last = plain_conv
+                        model_module.self_attention = attention_reference
                         compiled = torch.compile(model, mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
+                    elif variant in ABLATIONS:  # the fingerprint can't see the swap: own folder, fresh build
+                        sdpa, switches = ABLATIONS[variant]
+                        if sdpa:
+                            model_module.self_attention = attention_reference
+                        spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
+                        engine = load_or_build(
+                            model, spec, Path(args.engine_dir) / variant, dev, {"mode": args.mode, **switches},
+                            force_build=True,
+                        )  # fmt: skip
+                        fn = partial(engine.runner, tokens, alpha)
                     elif variant in ("ours_inductor", "ours_tensorrt"):
                         backend = variant.removeprefix("ours_")
                         options = {"mode": args.mode} if backend == "inductor" else {}
@@ -229,6 +251,7 @@ def main() -> None:
                         times = time_calls(fn, iters, warmup=10, max_seconds=budget)
                     finally:
                         model_module.conv1d_time_last = conv_matmul
+                        model_module.self_attention = attention_op
                 r = row(
                     variant,
                     batch,
@@ -239,8 +262,10 @@ def main() -> None:
                     base_ms,
                 )
                 r["setup_s"] = setup_s
-                if args.profile and variant == "ours_inductor":
-                    profile(fn, Path(args.out) / f"profile_{precision}_b{batch}.txt")
+                if args.profile and variant.startswith("ours_inductor"):
+                    ablation = variant.removeprefix("ours_inductor").lstrip("_")  # "", "sdpa", "before"
+                    name = f"profile_{ablation + '_' if ablation else ''}{precision}_b{batch}.txt"
+                    profile(fn, Path(args.out) / name)
                 if variant == "dle_eager":
                     base_ms = r["mean_ms"]
                 rows.append(r)
