@@ -8,7 +8,7 @@ because engines are not thread-safe and the engines of a set share one CUDA grap
 engine call runs outside the lock, so requests keep arriving while the GPU works.
 
 Several voices (router each) share the one worker; the next call is the ready bucket, over all
-voices, whose oldest piece has waited longest. A request that fails (its text overflows every engine
+voices, holding the first piece by the scheduler's priority. A request that fails (its text overflows every engine
 with splitting off, or its piece fails alone) fails alone; a cancelled request (client gone) leaves
 the queues at once and the results of its running pieces are dropped. A slow reader never holds the
 worker: finished pieces wait in the request's own queue.
@@ -172,7 +172,7 @@ class Batcher:
     # ---- the worker
 
     def _next(self) -> tuple[str, Batch] | None:
-        """The ready call over all voices whose oldest piece has waited longest (lock held)."""
+        """The ready call, over all voices, holding the first piece by priority (lock held)."""
         now = time.monotonic()
         best = None
         for name, s in self.schedulers.items():

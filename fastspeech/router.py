@@ -17,9 +17,10 @@ the batch's longest text, and silently cropped input and mel that did not fit. H
    `len(wav) == 256 * len(mel)` for every result.
 
 Batching lives in one place, `Scheduler`, for the command line and the server alike: pending pieces
-wait in one queue per engine; the next call takes, from the bucket whose oldest piece has waited
-longest among those that are full (the engine's batch, capped by `max_batch`) or waited `max_wait`,
-up to a batch of pieces in arrival order. The engine pads each call to its fixed shape, so the
+wait in one queue per engine; a bucket is ready when it holds a full batch (the engine's, capped by
+`max_batch`) or one of its pieces has waited `max_wait`; the next call takes up to a batch from the
+ready bucket holding the first piece by priority: every text's first piece before any text's second
+(so concurrent streams all start soon and a long text never holds up a short one), then arrival. The engine pads each call to its fixed shape, so the
 smallest engine that holds a piece is the least padding. `Router.__call__` queues every text at once
 and runs the scheduler to the end with no waiting; `fastspeech.batcher.Batcher` feeds it from
 concurrent requests and runs it on one worker thread. Pieces of different texts may share a call
@@ -125,7 +126,12 @@ class _Piece:
     ids: tuple[int, ...]
     engine: int  # index into Router.engines
     alpha: float = 1.0
-    since: float = 0.0  # when its item was queued (the scheduler's clock): the oldest runs first
+    since: float = 0.0  # when its item was queued (the scheduler's clock)
+    rank: int = 0  # its place among its item's pieces: every item's first piece runs before any second
+
+    @property
+    def priority(self) -> tuple[int, float, tuple[int, ...]]:
+        return (self.rank, self.since, self.key)
 
 
 class Part(NamedTuple):
@@ -292,6 +298,8 @@ class Router:
         latency = time.perf_counter() - t0
         mel, frames, durations = out.mel, out.frames.tolist(), out.durations
         wav = getattr(out, "wav", None)  # engines with the vocoder inside
+        if wav is not None and wav.shape[-1] < s.max_out * HOP:  # a placeholder, no audio
+            wav = None
         results: list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         for i, (p, f) in enumerate(zip(batch, frames)):
             if f > s.max_out:
@@ -413,6 +421,7 @@ class Scheduler:
             except TextError:  # a "sentence" with nothing to say ("!!!"): keep the text whole
                 pass
         placed = [q for p in roots for q in self.router.place(p, label, self.stats)]
+        placed = [replace(p, rank=r) for r, p in enumerate(placed)]
         self.items[item] = _Item(label, {p.key for p in placed})
         for p in placed:
             self.queues[p.engine].append(p)
@@ -438,23 +447,25 @@ class Scheduler:
         """Calls the queued pieces need at the least."""
         return sum(-(-len(q) // cap) for q, cap in zip(self.queues, self.caps))
 
-    def ready(self, now: float = 0.0, max_wait: float = 0.0) -> tuple[float, int] | None:
-        """(since, engine) of the bucket the next call should take, or None when none is ready yet.
+    def ready(self, now: float = 0.0, max_wait: float = 0.0) -> tuple[tuple, int] | None:
+        """(priority, engine) of the bucket the next call should take, or None when none is ready.
 
-        Ready: a bucket with a full batch, or whose oldest piece has waited `max_wait`. Of those,
-        the one whose oldest piece has waited longest (the smaller engine on a tie).
+        Ready: a bucket with a full batch, or one of whose pieces has waited `max_wait`. Of those,
+        the one holding the first piece by priority: rank (each text's first piece before any text's
+        second, so every stream starts soon), then arrival, then speaking order.
         """
-        ready = [
-            (q[0].since, k)
-            for k, q in enumerate(self.queues)
-            if q and (len(q) >= self.caps[k] or now - q[0].since >= max_wait)
-        ]
+        ready = []
+        for k, q in enumerate(self.queues):
+            if q and (len(q) >= self.caps[k] or now - min(p.since for p in q) >= max_wait):
+                ready.append((min(p.priority for p in q), k))
         return min(ready) if ready else None
 
     def take(self, k: int) -> Batch:
-        """Up to a batch of engine `k`'s queued pieces, oldest first, out of the queue."""
-        q = self.queues[k]
-        return Batch(k, [q.popleft() for _ in range(min(self.caps[k], len(q)))])
+        """Up to a batch of engine `k`'s queued pieces, first by priority, out of the queue."""
+        q = sorted(self.queues[k], key=lambda p: p.priority)
+        cap = self.caps[k]
+        self.queues[k] = deque(q[cap:])
+        return Batch(k, q[:cap])
 
     def next_batch(self, now: float = 0.0, max_wait: float = 0.0) -> Batch | None:
         """The next call (`ready`, then `take`), or None when no bucket is ready yet (see `wake_at`)."""
@@ -462,8 +473,8 @@ class Scheduler:
         return None if ready is None else self.take(ready[1])
 
     def wake_at(self, max_wait: float) -> float | None:
-        """When the oldest queued piece's wait runs out (None: nothing queued)."""
-        heads = [q[0].since for q in self.queues if q]
+        """When the longest-waiting queued piece's wait runs out (None: nothing queued)."""
+        heads = [min(p.since for p in q) for q in self.queues if q]
         return min(heads) + max_wait if heads else None
 
     def execute(self, batch: Batch) -> tuple[list[object], list[dict]]:

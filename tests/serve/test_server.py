@@ -1,0 +1,239 @@
+"""The HTTP server end to end: the official `openai` client, every bad request's status and message,
+16 concurrent clients (each response exactly its own audio), a client leaving mid-stream, a full
+queue. CPU: tiny random model, eager engines, a stand-in vocoder (conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason='needs the serve extra: pip install -e ".[serve]"')
+pytest.importorskip("httpx", reason='needs httpx: pip install -e ".[dev]"')
+import httpx
+
+TEXTS = [
+    "Hello there.",
+    "The quick brown fox jumps over the lazy dog. It was not amused!",
+    "One, two, three. Four five six? Seven eight nine ten, eleven twelve.",
+    "A short one.",
+    (
+        "Printing, in the only sense with which we are at present concerned, differs from most if not "
+        "from all the arts and crafts represented in the Exhibition."
+    ),
+    "Yes.",
+    "They had 3 dogs and 12 cats. Dr. Smith paid $4.50 for them.",
+]
+
+
+def pcm_of_wav(data: bytes) -> np.ndarray:
+    """int16 samples of a 44-byte-header PCM wav (streaming header or exact)."""
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt " and data[36:40] == b"data", data[:44]
+    channels, rate, bits = struct.unpack("<H", data[22:24])[0], *struct.unpack("<I", data[24:28]), data[34]
+    assert (channels, rate, bits) == (1, 22050, 16)
+    return np.frombuffer(data[44:], dtype="<i2")
+
+
+def expected_samples(offline, text: str, speed: float = 1.0) -> int:
+    """Frames x 256 of `text` through the offline router, cut at sentences as the server does."""
+    (routed,), _ = offline([text], alpha=1 / speed, sentences=True)
+    assert routed.frames == int(routed.durations.sum())
+    return int(routed.durations.sum()) * 256
+
+
+def test_openai_client_plain_and_streaming(server, offline):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    text = TEXTS[2]
+    plain = client.audio.speech.create(model="tts-1", voice="demo", input=text, response_format="wav")
+    audio = pcm_of_wav(plain.content)
+    assert len(audio) == expected_samples(offline, text) > 0
+    assert struct.unpack("<I", plain.content[40:44])[0] == 0xFFFFFFFF  # streamed: size unknown up front
+
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="demo", input=text, response_format="pcm"
+    ) as response:
+        assert response.headers["content-type"] == "audio/pcm"
+        chunks = list(response.iter_bytes())
+    assert np.array_equal(np.frombuffer(b"".join(chunks), "<i2"), audio)
+
+    whole = client.audio.speech.create(
+        model="tts-1", voice="demo", input=text, response_format="wav", extra_body={"stream": False}
+    )
+    assert struct.unpack("<I", whole.content[40:44])[0] == 2 * len(audio)  # exact sizes when not streaming
+    assert np.array_equal(pcm_of_wav(whole.content), audio)
+
+    slow = client.audio.speech.create(
+        model="tts-1", voice="demo", input=text, response_format="pcm", speed=0.5
+    )
+    assert len(slow.content) // 2 == expected_samples(offline, text, speed=0.5) > len(audio)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3"])
+def test_whole_file_formats_decode_to_the_same_length(server, offline, fmt):
+    import io
+
+    import soundfile
+
+    from fastspeech.serve.audio import supported_formats
+
+    if fmt not in supported_formats():
+        pytest.skip(f"this libsndfile cannot write {fmt}")
+    r = httpx.post(f"{server.url}/v1/audio/speech", json={"input": TEXTS[0], "response_format": fmt})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("audio/")
+    wav, rate = soundfile.read(io.BytesIO(r.content))
+    assert rate == 22050
+    if fmt == "flac":  # lossless: exact length; mp3 adds encoder delay and padding
+        assert len(wav) == expected_samples(offline, TEXTS[0])
+
+
+BAD = [
+    ({"input": ""}, 400, "input is empty"),
+    ({"input": "   "}, 400, "input is empty"),
+    ({"input": "Snow \u2603 and \u2602 today."}, 400, "'\u2603', '\u2602'"),
+    ({"input": "word " * 120}, 413, "600 characters, more than this server takes (500"),
+    ({"input": "Hi.", "voice": "alloy"}, 400, "unknown voice 'alloy'; this server has: demo"),
+    ({"input": "Hi.", "response_format": "aac"}, 400, "use one of wav, pcm, flac"),
+    ({"input": "Hi.", "speed": 5.0}, 400, "speed 5.0 is out of range; use 0.25 to 4.0"),
+    ({"input": "Hi.", "speed": 0.1}, 400, "speed 0.1 is out of range"),
+    ({"input": "Hi.", "stream_format": "sse"}, 400, "stream_format 'sse' is not supported"),
+    ({"voice": "demo"}, 400, "input: Field required"),
+    ({"input": 3}, 400, "input: Input should be a valid string"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_requests_get_their_status_and_an_openai_error(server, body, status, message):
+    r = httpx.post(f"{server.url}/v1/audio/speech", json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message in error["message"] and error["type"] and "Traceback" not in r.text
+
+
+def test_bad_requests_through_the_openai_client(server):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="unknown voice 'nova'"):
+        client.audio.speech.create(model="tts-1", voice="nova", input="Hi.")
+
+
+def test_health_and_metrics(server):
+    assert httpx.get(f"{server.url}/healthz").json() == {
+        "status": "ready",
+        "voices": ["demo"],
+        "detail": None,
+    }
+    httpx.post(f"{server.url}/v1/audio/speech", json={"input": "Hi there."})
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        'fastspeech_requests_total{status="200"}',
+        "fastspeech_request_latency_seconds_bucket",
+        "fastspeech_ttfb_seconds_count",
+        "fastspeech_batch_size_bucket",
+        "fastspeech_queue_depth",
+        "fastspeech_padded_fraction_sum",
+        "fastspeech_audio_seconds_total",
+    ):
+        assert name in text, name
+
+
+def test_16_concurrent_clients_each_get_exactly_their_own_audio(server, offline):
+    """~5 s of 16 clients in a loop over texts of mixed lengths; every response equals that text
+    synthesized alone (sent first, one at a time), and its length is the sum of its durations x 256."""
+    alone, expected = {}, {}
+    for i, text in enumerate(TEXTS):
+        speed = 1.0 + 0.25 * (i % 3)  # requests of other speeds share calls (alpha per row)
+        r = httpx.post(f"{server.url}/v1/audio/speech", json={"input": text, "speed": speed}, timeout=60)
+        assert r.status_code == 200
+        alone[i] = pcm_of_wav(r.content)
+        expected[i] = expected_samples(server_offline := offline, text, speed)
+        assert len(alone[i]) == expected[i]
+    del server_offline
+    errors, done, batched = [], [], server.service.metrics.batch_size
+
+    async def client(k: int, until: float) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            j = k
+            while time.monotonic() < until:
+                i = j % len(TEXTS)
+                speed = 1.0 + 0.25 * (i % 3)
+                r = await http.post("/v1/audio/speech", json={"input": TEXTS[i], "speed": speed})
+                if r.status_code != 200:
+                    errors.append((r.status_code, r.text))
+                else:
+                    audio = pcm_of_wav(r.content)
+                    if len(audio) != expected[i] or not np.array_equal(audio, alone[i]):
+                        errors.append((i, len(audio), expected[i]))
+                    done.append(i)
+                j += 1
+
+    calls_before = sum(b.value for b in batched.collect()[0].samples if b.name.endswith("_count"))
+    until = time.monotonic() + 5
+    asyncio.run(_gather(client(k, until) for k in range(16)))
+    assert not errors, errors[:5]
+    assert len(done) >= 16 and set(done) == set(range(len(TEXTS)))
+    samples = {s.name: s.value for s in batched.collect()[0].samples if not s.labels.get("le")}
+    calls = samples["fastspeech_batch_size_count"] - calls_before
+    assert calls > 0 and any(  # some calls held more than one request's pieces
+        s.value > 0 for s in batched.collect()[0].samples if s.labels.get("le") == "2.0"
+    )
+
+
+async def _gather(coros):
+    await asyncio.gather(*coros)
+
+
+# ---- the slow server (conftest.py): every engine call takes 0.1 s, one piece a call, 2 requests at most
+
+
+LONG = " ".join(
+    f"Sentence number {w} is here." for w in (["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"] * 2)
+)
+
+
+def test_client_leaving_mid_stream_drops_its_remaining_work(slow_server):
+    service = slow_server.service
+    engines = service.voices["demo"].router.engines
+    body = {"input": LONG, "response_format": "pcm"}
+    with (
+        httpx.Client(base_url=slow_server.url, timeout=30) as http,
+        http.stream("POST", "/v1/audio/speech", json=body) as r,
+    ):
+        assert r.status_code == 200
+        next(r.iter_bytes())  # the first sentence's audio, then hang up
+    deadline = time.monotonic() + 10
+    while service.batcher.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.batcher.in_flight() == 0 and service.batcher.queued_pieces() == 0
+    calls = sum(e.calls for e in engines)
+    assert service.batcher.cancelled_pieces > 0 and calls < 20, (calls, service.batcher.cancelled_pieces)
+    time.sleep(0.3)
+    assert sum(e.calls for e in engines) == calls  # nothing more ran for it
+    r = httpx.post(f"{slow_server.url}/v1/audio/speech", json={"input": "Still here."}, timeout=30)
+    assert r.status_code == 200 and len(pcm_of_wav(r.content)) > 0
+    assert 'fastspeech_requests_total{status="499"} 1.0' in httpx.get(f"{slow_server.url}/metrics").text
+
+
+def test_full_queue_is_503_with_retry_after_and_a_slow_reader_blocks_nobody(slow_server):
+    with httpx.Client(base_url=slow_server.url, timeout=30) as http:
+        # Two requests in flight (serve.max_queue=2); the first is never read (a slow reader).
+        with http.stream(
+            "POST", "/v1/audio/speech", json={"input": LONG, "response_format": "pcm"}
+        ) as unread:
+            with (
+                httpx.Client(base_url=slow_server.url, timeout=30) as other,
+                other.stream("POST", "/v1/audio/speech", json={"input": LONG}) as second,
+            ):
+                full = httpx.post(f"{slow_server.url}/v1/audio/speech", json={"input": "One more."})
+                assert full.status_code == 503 and int(full.headers["retry-after"]) >= 1
+                assert "serve.max_queue=2" in full.json()["error"]["message"]
+                audio = pcm_of_wav(second.read())  # completes while `unread` is never read
+                assert len(audio) > 0
+            assert unread.status_code == 200
+        ok = httpx.post(f"{slow_server.url}/v1/audio/speech", json={"input": "One more."}, timeout=30)
+        assert ok.status_code == 200
