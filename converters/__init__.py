@@ -1,4 +1,4 @@
-"""TensorRT plugins for our two custom ops, and the Torch-TensorRT converters that insert them.
+"""TensorRT plugins for our custom ops, and the Torch-TensorRT converters that insert them.
 
 Follows:
 - Torch-TensorRT `examples/dynamo/aot_plugin.py` and `auto_generate_converters.py` (pytorch/TensorRT):
@@ -9,9 +9,9 @@ Follows:
   `SymIntExprs`): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/tensorrt.plugin/
   and its source (NVIDIA/TensorRT `python/packaging/bindings_wheel/tensorrt/plugin/`).
 
-One file per op (`converters/add_pos_enc.py`, `converters/regulate_length.py`). Importing this package
-needs no TensorRT: `register_all()` imports `tensorrt` and registers both plugins and converters; the
-TensorRT backend calls it. What needs no TensorRT lives here and in each op file as plain Python, so it
+One file per op (`converters/add_pos_enc.py`, `converters/regulate_length.py`, `converters/attention.py`).
+Importing this package needs no TensorRT: `register_all()` imports `tensorrt` and registers every
+plugin and converter; the TensorRT backend calls it. What needs no TensorRT lives here and in each op file as plain Python, so it
 is tested everywhere: shape rules, the op-argument -> plugin mapping, the AOT kernel's specialization
 and launch grid, and the compile of our Triton kernels to PTX.
 
@@ -316,12 +316,13 @@ def _check(status: int, what: str) -> None:
 
 @functools.cache
 def register_all() -> None:
-    """Register both plugins (shape descriptor, AOT and JIT implementations) and their converters.
+    """Register every plugin (shape descriptor, AOT and JIT implementations) and its converter.
 
     Imports `tensorrt` and `torch_tensorrt`; idempotent. Called by `fastspeech.backends.tensorrt`
     before compiling and before loading an engine.
     """
-    from converters import add_pos_enc, regulate_length
+    from converters import add_pos_enc, attention, regulate_length
 
     add_pos_enc.register()
     regulate_length.register()
+    attention.register()
