@@ -1,9 +1,10 @@
 """Fixed-shape engines: spec, fingerprint, build, save, load, run.
 
-An engine is the whole token-ids -> mel graph (embedding included) compiled for one
-`conf/engine/*.yaml` (batch, max input tokens, max output frames) x precision x backend. It is
-built once and cached on disk under a file name made from its spec. The file carries a fingerprint
-(weights, spec, hparams, library versions, GPU, our own source); a file whose fingerprint differs
+An engine is the whole token-ids -> mel -> wav graph (embedding and vocoder included) compiled for
+one `conf/engine/*.yaml` (batch, max input tokens, max output frames) x precision x backend x
+vocoder. It is built once and cached on disk under a file name made from its spec. The file carries
+a fingerprint (weights, spec, hparams, vocoder, library versions, GPU, our own source); a file whose
+fingerprint differs
 is rebuilt, with a log line saying what changed. Writes are atomic; a truncated or corrupt file is
 reported and rebuilt.
 
@@ -31,6 +32,7 @@ import torch
 from fastspeech.errors import EngineError
 from fastspeech.graph import EngineGraph, Runner
 from fastspeech.model import FastSpeech
+from fastspeech.vocoder.base import Vocoder
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class EngineSpec:
     precision: str = "fp32"
     backend: str = "eager"
     debug: bool = False  # verify builds: every named activation is an extra output (`EngineGraph`)
+    vocoder: str = "none"  # the vocoder's kind; "none": mel only (the model-only latency benchmark)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -64,7 +67,8 @@ class EngineSpec:
 
     @property
     def name(self) -> str:
-        name = f"fastspeech.{self.precision}.b{self.batch}.i{self.max_in}.o{self.max_out}.{self.backend}"
+        name = f"fastspeech.{self.precision}.b{self.batch}.i{self.max_in}.o{self.max_out}"
+        name += f".{self.backend}" if self.vocoder == "none" else f".{self.vocoder}.{self.backend}"
         return f"{name}.debug" if self.debug else name
 
     @property
@@ -77,13 +81,16 @@ class EngineOutput(NamedTuple):
 
     mel (n, max_out, num_mels) float32, zero past mel_lens; mel_lens (n,) = min(frames, max_out);
     frames (n,) the untruncated predicted length, so callers see when speech did not fit;
-    durations (n, max_in) frames per token.
+    durations (n, max_in) frames per token; wav (n, max_out * hop) float32 in [-1, 1], zero from
+    mel_lens * hop on (an item's audio is wav[i, : mel_lens[i] * hop]); None for an engine built
+    without a vocoder (the model-only benchmark's).
     """
 
     mel: torch.Tensor
     mel_lens: torch.Tensor
     frames: torch.Tensor
     durations: torch.Tensor
+    wav: torch.Tensor | None = None
 
 
 class Engine:
@@ -108,13 +115,15 @@ class Engine:
         device, or with `to_host` on the CPU: copied there straight from the buffers.
         """
         n = len(token_ids)
-        outputs = self.run(*self.pad(token_ids, alpha))[:4]
+        outputs = self.run(*self.pad(token_ids, alpha))[:5]
+        if self.spec.vocoder == "none":
+            outputs = outputs[:4]  # the graph's (B, 0) placeholder is no audio: wav is None
         if to_host and self.device.type == "cuda":
-            # Four asynchronous copies into pinned memory and one wait, not four blocking copies.
+            # One asynchronous copy per output into pinned memory and one wait, not blocking copies.
             host = [t[:n].to("cpu", non_blocking=True) for t in outputs]
             torch.cuda.current_stream(self.device).synchronize()
-            return EngineOutput(*host)
-        return EngineOutput(*(t[:n].clone() for t in outputs))
+            return EngineOutput(*host, *([None] * (5 - len(host))))
+        return EngineOutput(*(t[:n].clone() for t in outputs), *([None] * (5 - len(outputs))))
 
     def pad(
         self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0
@@ -162,7 +171,9 @@ def model_on(model: FastSpeech, device: torch.device, dtype: torch.dtype) -> Fas
 # Fingerprint and file format
 
 
-def fingerprint_parts(model: FastSpeech, spec: EngineSpec, device: torch.device) -> dict[str, str]:
+def fingerprint_parts(
+    model: FastSpeech, spec: EngineSpec, device: torch.device, vocoder: Vocoder | None = None
+) -> dict[str, str]:
     """Everything a compiled engine depends on, one readable entry each (so a rebuild can say why)."""
     weights = hashlib.sha256()
     for name, tensor in model.state_dict().items():
@@ -187,6 +198,7 @@ def fingerprint_parts(model: FastSpeech, spec: EngineSpec, device: torch.device)
         "weights": weights.hexdigest()[:16],
         "spec": json.dumps(dataclasses.asdict(spec), sort_keys=True),
         "hparams": json.dumps(dataclasses.asdict(model.cfg), sort_keys=True),
+        "vocoder": json.dumps(vocoder.fingerprint() if vocoder is not None else None, sort_keys=True),
         "versions": f"torch {torch.__version__}, triton {triton_version}",
         "device": gpu,
         "source": source.hexdigest()[:16],
@@ -211,6 +223,8 @@ def write_engine_file(path: Path, parts: dict[str, str], payload: bytes) -> None
 
 def read_engine_file(path: Path) -> tuple[dict[str, str], bytes]:
     """-> (fingerprint parts, payload); EngineError naming the fault when the file is not intact."""
+    if path.is_dir():
+        raise EngineError(f"engine path {path} is a folder, not an engine file; remove it or use another engine_dir")
     data = path.read_bytes()
     if not data.startswith(_MAGIC):
         raise EngineError(f"engine file {path} is not an engine file (bad header)")
@@ -220,6 +234,8 @@ def read_engine_file(path: Path) -> tuple[dict[str, str], bytes]:
         header = json.loads(data[start : start + size])
     except ValueError:
         raise EngineError(f"engine file {path} is corrupt (unreadable header)") from None
+    if not isinstance(header, dict) or not isinstance(header.get("fingerprint"), dict):
+        raise EngineError(f"engine file {path} is corrupt (header is not an engine header)")
     payload = data[start + size :]
     if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header.get(
         "payload_sha256"
@@ -236,19 +252,32 @@ def load_or_build(
     backend_options: dict[str, Any] | None = None,
     force_build: bool = False,
     allow_build: bool = True,
+    vocoder: Vocoder | None = None,
 ) -> Engine:
-    """Load the engine for `spec` from `engine_dir` when its fingerprint matches, else build it."""
+    """Load the engine for `spec` from `engine_dir` when its fingerprint matches, else build it.
+
+    `vocoder` (a `fastspeech.vocoder` module) is compiled into the graph: the engine then returns
+    the wav too, and `spec.vocoder` is set to its kind (the file name and fingerprint see it).
+    Engines share the caller's model and vocoder when these already live on the device in the
+    engine's dtype (Griffin-Lim: float32 always); otherwise each engine casts a copy. None: a
+    mel-only engine (the model-only latency benchmark); the product path always passes one.
+    """
     from fastspeech.backends import get_backend
 
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:  # "cuda" is "cuda:N": share the caller's weights
         device = torch.device("cuda", torch.cuda.current_device())
+    kind = vocoder.kind if vocoder is not None else "none"
+    if spec.vocoder not in ("none", kind):
+        raise EngineError(f"engine spec {spec.name} names vocoder {spec.vocoder}, but load_or_build got {kind}")
+    spec = dataclasses.replace(spec, vocoder=kind)
     backend = get_backend(spec.backend, **(backend_options or {}))
     backend.check_available(device)
     path = Path(engine_dir) / f"{spec.name}.engine"
-    parts = fingerprint_parts(model, spec, device)
+    parts = fingerprint_parts(model, spec, device, vocoder)
     model = model_on(model, device, spec.dtype)
-    graph = EngineGraph(model, spec.max_out, spec.debug).eval()
+    vocoder = vocoder.on(device, spec.dtype).eval() if vocoder is not None else None
+    graph = EngineGraph(model, spec.max_out, vocoder, spec.debug).eval()
     example = (
         torch.zeros(spec.batch, spec.max_in, dtype=torch.long, device=device),
         torch.ones(spec.batch, dtype=torch.float32, device=device),
@@ -275,6 +304,8 @@ def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:
     """Why the file at `path` cannot be used as is (None when it can)."""
     if not path.exists():
         return "no engine file yet"
+    if path.is_dir():
+        read_engine_file(path)  # a folder cannot be replaced: its one-line error
     try:
         stored, _ = read_engine_file(path)
     except EngineError as exc:

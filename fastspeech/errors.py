@@ -23,3 +23,7 @@ class EngineError(FastSpeechError):
 
 class ConfigError(FastSpeechError):
     """A configuration that asks for something this machine or install cannot do."""
+
+
+class VocoderError(FastSpeechError):
+    """A vocoder checkpoint or setting that cannot be used (wrong format, missing keys, bad values)."""

@@ -12,34 +12,44 @@ import torch
 from torch import nn
 
 from fastspeech.model import FastSpeech
+from fastspeech.vocoder.base import Vocoder
 
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 class EngineGraph(nn.Module):
-    """The graph an engine compiles: fixed To, float32 mel out, durations summed in the graph.
+    """The graph an engine compiles: token ids -> mel -> wav, fixed To, durations summed in the graph.
 
-    Outputs: mel, mel_lens, frames, durations; with `debug`, then every named activation the model
-    records (`activation_names`, forward order, each in the model's dtype) as extra outputs: no
-    backend can dump its layers (TensorRT has no per-layer dump), so the verify mode reads them here.
+    Outputs: mel (B, To, num_mels) float32, mel_lens, frames, durations, wav (B, To * hop) float32
+    (zero from mel_lens * hop on; (B, 0) when built without a vocoder, the model-only benchmark's
+    case); with `debug`, then every named activation the model records and then the vocoder's
+    (`activation_names`, forward order) as extra outputs: no backend can dump its layers (TensorRT
+    has no per-layer dump), so the verify mode reads them here.
     """
 
-    def __init__(self, model: FastSpeech, max_out: int, debug: bool = False):
+    def __init__(self, model: FastSpeech, max_out: int, vocoder: Vocoder | None = None, debug: bool = False):
         super().__init__()
-        self.model, self.max_out = model, max_out
-        self.activation_names = activation_names(model) if debug else ()
+        self.model, self.max_out, self.vocoder = model, max_out, vocoder
+        self.activation_names = activation_names(model, vocoder) if debug else ()
 
     def forward(self, tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
         acts: dict[str, torch.Tensor] | None = {} if self.activation_names else None
         mel, mel_lens, durations = self.model(tokens, alpha, self.max_out, acts)
+        if self.vocoder is not None:
+            wav = self.vocoder(mel, mel_lens, acts)  # (B, To * hop) float32
+        else:
+            wav = mel.new_zeros(mel.shape[0], 0, dtype=torch.float32)
         extra = tuple(acts[name] for name in self.activation_names) if acts is not None else ()
-        return (mel.float(), mel_lens, durations.sum(1), durations) + extra
+        return (mel.float(), mel_lens, durations.sum(1), durations, wav) + extra
 
 
-def activation_names(model: FastSpeech) -> tuple[str, ...]:
-    """The names `model.forward` records, in forward order (read from a 1-token eager run)."""
+def activation_names(model: FastSpeech, vocoder: Vocoder | None = None) -> tuple[str, ...]:
+    """The names `model.forward` (then the vocoder) records, in forward order (from a 1-token eager
+    run, one frame)."""
     device = next(model.parameters()).device
     acts: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        model(torch.ones(1, 1, dtype=torch.long, device=device), 1.0, 1, acts)
+        out = model(torch.ones(1, 1, dtype=torch.long, device=device), 1.0, 1, acts)
+        if vocoder is not None:
+            vocoder(out.mel, out.mel_lens, acts)
     return tuple(acts)

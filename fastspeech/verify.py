@@ -8,7 +8,13 @@ records as an extra output, since no backend can dump its layers (TensorRT has n
 The reference side is eager PyTorch in float32 on the same weights and the same padded input
 (engine batch x max_in, To = max_out; every batch row holds a text, the texts repeated to fill it).
 
-What is compared, per activation in forward order (`emb` ... `out.seq`):
+With a vocoder in the engine (the product path: `mode=verify` builds the configured one), its
+stages follow the model's (`vocoder.magnitude` for Griffin-Lim, `vocoder.conv_pre`/`vocoder.ups.N`
+for HiFi-GAN, `vocoder.spect`/`vocoder.flow.N` for WaveGlow) and end with `vocoder.wav`; the
+reference runs a float32 copy of the same vocoder on the reference mel, so the whole chain is held
+to the precision's tolerance.
+
+What is compared, per activation in forward order (`emb` ... `out.seq`, then `vocoder.*`):
 - Whole tensors, padding rows included: both sides see the same padded input, so padding rows must
   agree too (the model zeroes them where it matters; inside attention they are finite leftovers).
 - Float activations: threshold tau = atol + rtol * max|ref| (`conf/precision/*.yaml`); an element
@@ -45,6 +51,7 @@ import torch
 from fastspeech.engine import Engine, EngineSpec, load_or_build, model_on
 from fastspeech.errors import ConfigError, FastSpeechError
 from fastspeech.model import FastSpeech
+from fastspeech.vocoder.base import Vocoder
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +198,10 @@ def reference_activations(
     alphas: torch.Tensor,
     max_out: int,
     pinned: torch.Tensor | None = None,
+    vocoder: Vocoder | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Eager forward of `model` with every activation recorded -> (acts, unrounded frames (B, Ti)).
+    """Eager forward of `model` (then `vocoder` on its mel) with every activation recorded ->
+    (acts, unrounded frames (B, Ti)).
 
     `pinned` (B, Ti) integer durations replace the predicted ones: the duration predictor's output
     is overridden with log(d / alpha + 1), which `LengthRegulator` rounds back to exactly d.
@@ -210,25 +219,33 @@ def reference_activations(
     acts: dict[str, torch.Tensor] = {}
     try:
         with torch.no_grad():
-            model(tokens, alphas, max_out, acts)
+            out = model(tokens, alphas, max_out, acts)
+            if vocoder is not None:
+                vocoder(out.mel, out.mel_lens, acts)
     finally:
         handle.remove()
     return acts, captured["frames"]
 
 
 def verify_engine(
-    engine: Engine, reference: FastSpeech, token_ids: Sequence[Sequence[int]], alpha: float, tol: Tolerance
+    engine: Engine,
+    reference: FastSpeech,
+    token_ids: Sequence[Sequence[int]],
+    alpha: float,
+    tol: Tolerance,
+    vocoder: Vocoder | None = None,
 ) -> VerifyReport:
-    """Run a debug engine and `reference` (eager, float32, on the engine's device) on the same
-    padded input; compare every activation the engine returns."""
+    """Run a debug engine and `reference` (eager, float32, on the engine's device; then `vocoder`,
+    float32, when the engine has one) on the same padded input; compare every activation the engine
+    returns."""
     if not engine.activation_names:
         raise ConfigError(
             f"engine {engine.spec.name} is not a debug build; build it with EngineSpec(debug=True)"
         )
     tokens, alphas = engine.pad(token_ids, alpha)
     outputs = engine.run(tokens, alphas)
-    opt = dict(zip(engine.activation_names, outputs[4:]))
-    ref, frames = reference_activations(reference, tokens, alphas, engine.spec.max_out)
+    opt = dict(zip(engine.activation_names, outputs[5:]))
+    ref, frames = reference_activations(reference, tokens, alphas, engine.spec.max_out, vocoder=vocoder)
     dur_row, flips = None, None
     if DURATIONS in opt:
         dur_row, flips = compare_durations(opt[DURATIONS], ref[DURATIONS], frames, alphas, tol)
@@ -244,6 +261,7 @@ def verify_engine(
                 alphas,
                 engine.spec.max_out,
                 pinned=torch.where(flips, opt[DURATIONS].long(), ref[DURATIONS]),
+                vocoder=vocoder,
             )
     report = VerifyReport(engine.spec.name, tol)
     order = list(engine.activation_names)
@@ -298,17 +316,21 @@ def verify(
     backend_options: dict | None = None,
     force_build: bool = False,
     perturb: str | None = None,
+    vocoder: Vocoder | None = None,
 ) -> VerifyReport:
-    """Build (or load) the debug engine of `spec` from a copy of `model`, and compare it with
-    `model` itself run eagerly in float32. `model` is never modified."""
+    """Build (or load) the debug engine of `spec` from a copy of `model` (and `vocoder`, when given),
+    and compare it with `model` (then `vocoder`) run eagerly in float32. Neither is modified."""
     device = torch.device(device)
     spec = dataclasses.replace(spec, debug=True)
     engine_model = copy.deepcopy(model).to(device=device, dtype=spec.dtype)  # the engine's own weights
     if perturb:
         perturb_weight(engine_model, perturb)
-    engine = load_or_build(engine_model, spec, engine_dir, device, backend_options, force_build=force_build)
+    engine = load_or_build(
+        engine_model, spec, engine_dir, device, backend_options, force_build=force_build, vocoder=vocoder
+    )
     reference = model_on(model, device, torch.float32)
-    return verify_engine(engine, reference.eval(), token_ids, alpha, tol)
+    ref_vocoder = vocoder.on(device, torch.float32).eval() if vocoder is not None else None
+    return verify_engine(engine, reference.eval(), token_ids, alpha, tol, ref_vocoder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +343,9 @@ def run(cfg) -> VerifyReport:
 
     from fastspeech import pipeline
     from fastspeech.backends import resolve_backend
+    from fastspeech.vocoder import build_vocoder
 
+    vocoder = build_vocoder(cfg.vocoder)  # settings checked before any work
     device = pipeline.pick_device(cfg.device)
     model = pipeline.load_model(cfg)
     utterances = pipeline.encode_all(pipeline.read_texts(cfg), cfg.on_unknown, model.cfg.max_seq_len)
@@ -357,6 +381,7 @@ def run(cfg) -> VerifyReport:
         options,
         force_build=bool(cfg.force_build),
         perturb=OmegaConf.select(cfg, "verify.perturb", default=None),
+        vocoder=vocoder,
     )
     print(report.table())
     print(report.summary())

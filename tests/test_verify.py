@@ -75,10 +75,10 @@ def test_debug_engine_returns_every_seed_activation_in_forward_order(tmp_path):
     engine = debug_engine(model, tmp_path)
     assert engine.spec.name.endswith(".eager.debug") and engine.activation_names == names
     outputs = engine.run(*engine.pad(IDS))
-    assert len(outputs) == 4 + len(names)
-    assert outputs[4 + names.index("out.seq")].shape == (2, 96, 80)
+    assert len(outputs) == 5 + len(names)  # mel, mel_lens, frames, durations, wav
+    assert outputs[5 + names.index("out.seq")].shape == (2, 96, 80)
     normal = load_or_build(model, EngineSpec(batch=2, max_in=16, max_out=96), tmp_path, "cpu")
-    assert normal.activation_names == () and len(normal.run(*normal.pad(IDS))) == 4
+    assert normal.activation_names == () and len(normal.run(*normal.pad(IDS))) == 5
     assert len(list(tmp_path.glob("*.engine"))) == 2  # debug and normal builds are different files
 
 
@@ -215,6 +215,7 @@ def run_verify(tmp_path, checkpoint, *overrides):
         f"checkpoint={checkpoint}",
         f"engine_dir={tmp_path / 'engines'}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
+        "vocoder.n_iter=4",  # Griffin-Lim is in the engine; 4 iterations keep the test fast
         *overrides,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -227,11 +228,13 @@ def run_verify(tmp_path, checkpoint, *overrides):
 def test_cli_verify_exit_code_and_report(tmp_path, checkpoint, perturb):
     proc = run_verify(tmp_path, checkpoint, *([f"verify.perturb={perturb}"] if perturb else []))
     table = proc.stdout
-    for name in SEED_NAMES + ["mel_side.layer_stack.1.pos_ffn.conv2", "out.seq"]:
+    names = SEED_NAMES + ["mel_side.layer_stack.1.pos_ffn.conv2", "out.seq", "vocoder.magnitude", "vocoder.wav"]
+    for name in names:
         assert f"\n{name} " in table, name
     if perturb is None:
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "verify: PASS (44 activations" in table and "DIVERGED" not in table
+        # the model's 44 and Griffin-Lim's 2 (magnitude, wav): the default vocoder is in the engine
+        assert "verify: PASS (46 activations" in table and "DIVERGED" not in table
     else:
         assert proc.returncode == 1
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

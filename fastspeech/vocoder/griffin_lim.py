@@ -1,0 +1,129 @@
+"""Griffin-Lim in torch: needs no weights, so every machine speaks; the default vocoder.
+
+mel (natural log, Slaney mel bands over the magnitude STFT, DLE's convention) -> linear magnitude by
+the least-squares inverse of the mel filterbank (its pseudo-inverse, negatives clipped to zero) ->
+phase by Griffin-Lim with momentum (Perraudin et al. 2013's "fast Griffin-Lim", librosa's default
+0.99) over `n_iter` iterations. Shapes are fixed by To, the loop has a fixed count and the initial
+phase is a fixed function of (frequency bin, frame) (`hash_uniform`), so the output is reproducible,
+batch-invariant and the same code runs eagerly on the CPU and compiled inside an engine's CUDA
+graph (`torch.stft`/`torch.istft` capture under torch.compile; a hand-made capture of istft fails).
+
+Precision: always float32 inside, whatever the engine precision (fp16 phases drift over 32
+iterations and the pseudo-inverse needs the range); the model's fp16/bf16 mel is cast on entry.
+
+Differences from librosa's `mel_to_stft` + `griffinlim` (the reference in tests/vocoder/): the
+magnitude is the clipped least-squares solution, not librosa's iterative non-negative least squares
+(measured: same spectral convergence within noise); the phase starts from a hash, not a random
+generator; the output has To * hop samples (DLE's length: the last hop is zero).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from fastspeech.errors import VocoderError
+from fastspeech.vocoder.base import AudioConfig, Vocoder, hash_uniform, record
+
+
+def slaney_mel_filters(audio: AudioConfig) -> np.ndarray:
+    """The Slaney-style mel filterbank (num_mels, n_fft // 2 + 1), area-normalized, as librosa's
+    `filters.mel(htk=False, norm="slaney")` computes it (tests check they agree to 1e-7)."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float64)
+        return np.where(
+            f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp
+        )
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    fft_freqs = np.linspace(0, audio.sample_rate / 2, audio.n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(audio.mel_fmin), hz_to_mel(audio.mel_fmax), audio.num_mels + 2))
+    ramps = edges[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / np.diff(edges)[:-1, None]
+    upper = ramps[2:] / np.diff(edges)[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+
+
+class GriffinLim(Vocoder):
+    """Torch Griffin-Lim: mel (B, To, 80) natural-log -> wav (B, To * 256) float32 in [-1, 1]."""
+
+    kind = "griffin_lim"
+    sources = Vocoder.sources + ("fastspeech/vocoder/griffin_lim.py",)
+    keeps_fp32 = True
+
+    def __init__(self, n_iter: int = 32, momentum: float = 0.99, audio: AudioConfig | None = None):
+        if not (isinstance(n_iter, int) and n_iter >= 1):
+            raise VocoderError(f"vocoder.n_iter={n_iter!r}: Griffin-Lim needs at least 1 iteration, e.g. 32")
+        if not 0.0 <= float(momentum) < 1.0:
+            raise VocoderError(f"vocoder.momentum={momentum!r}: use 0 (plain Griffin-Lim) up to below 1 (0.99)")
+        super().__init__(audio, {"n_iter": n_iter, "momentum": float(momentum)})
+        self.n_iter, self.momentum = n_iter, float(momentum)
+        a = self.audio
+        filters = slaney_mel_filters(a)
+        # The least-squares inverse of the filterbank: (n_fft // 2 + 1, num_mels).
+        self.register_buffer("inverse", torch.from_numpy(np.linalg.pinv(filters)).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(a.win_length), persistent=False)
+
+    def vocode(
+        self, mel: torch.Tensor, valid: torch.Tensor, acts: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        a = self.audio
+        B, To, _ = mel.shape
+        # Magnitude (B, F, To), zero in padding frames.
+        magnitude = (self.inverse @ mel.exp().transpose(1, 2)).clamp_min(0) * valid[:, None, :]
+        record(acts, "magnitude", magnitude)
+        bins = torch.arange(magnitude.shape[1], device=mel.device)[:, None]
+        frames = torch.arange(To, device=mel.device)[None, :]
+        phase = 2 * math.pi * hash_uniform(bins, frames)  # (F, To): fixed, batch-invariant
+        # Complex numbers as (..., 2) real pairs between the transforms: Inductor fuses real
+        # element-wise math but falls back to eager for complex operators.
+        magnitude = magnitude[..., None]  # (B, F, To, 1)
+        spec = magnitude * torch.stack([phase.cos(), phase.sin()], -1)  # (B, F, To, 2)
+        # A centred STFT of (To - 1) hops has exactly To frames (To = 1: one hop, first frame kept).
+        length = max(To - 1, 1) * a.hop_length
+        keep = self.momentum / (1 + self.momentum)
+        previous = None
+        for _ in range(self.n_iter):
+            rebuilt = self._stft(self._istft(spec, length))[:, :, :To]
+            update = rebuilt if previous is None else rebuilt - keep * previous
+            spec = magnitude * update / (update.square().sum(-1, keepdim=True).sqrt() + 1e-16)
+            previous = rebuilt
+        wav = self._istft(spec, length)
+        return torch.nn.functional.pad(wav, (0, To * a.hop_length - length))  # DLE's length: To * hop
+
+    def _stft(self, wav: torch.Tensor) -> torch.Tensor:
+        a = self.audio
+        spec = torch.stft(
+            wav, a.n_fft, a.hop_length, a.win_length, self.window, center=True, pad_mode="constant",
+            return_complex=True,
+        )  # fmt: skip
+        return torch.view_as_real(spec)  # (B, F, frames, 2)
+
+    def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        a = self.audio
+        spec = torch.view_as_complex(spec.contiguous())
+        return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, self.window, center=True, length=length)
+
+
+def librosa_griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0, audio: AudioConfig | None = None):
+    """Today's CPU path, for tests and the e2e benchmark only: librosa's `mel_to_stft` (NNLS) and
+    `griffinlim` (random phase, momentum 0.99) on one mel (To, num_mels) -> wav (To * hop,) numpy."""
+    import librosa
+
+    a = audio or AudioConfig()
+    magnitude = np.exp(np.asarray(mel, dtype=np.float32).T)
+    stft = librosa.feature.inverse.mel_to_stft(
+        magnitude, sr=a.sample_rate, n_fft=a.n_fft, power=1.0, fmin=a.mel_fmin, fmax=a.mel_fmax
+    )
+    wav = librosa.griffinlim(
+        stft, n_iter=n_iter, hop_length=a.hop_length, win_length=a.win_length, n_fft=a.n_fft, random_state=seed
+    )
+    return np.pad(wav, (0, len(mel) * a.hop_length - len(wav))).astype(np.float32)
