@@ -30,6 +30,7 @@ from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextErr
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, check_lengths
 from fastspeech.text import text_to_ids
+from fastspeech.vocoder import Vocoder, build_vocoder
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Utterance:
     ids: list[int]
     label: str = "text"  # how errors and logs name it: "text" or "line N" (N counts blank lines too)
     mel: np.ndarray | None = None  # (frames, num_mels) natural-log mel
-    wav: Any = None  # (frames * 256,) float samples, when the engine has a vocoder inside
+    wav: np.ndarray | None = None  # (frames * 256,) float32 samples from the engine's vocoder
     files: list[str] = field(default_factory=list)
 
 
@@ -137,8 +138,10 @@ def open_engine(
     engine_cfg: DictConfig | None = None,
     allow_build: bool = True,
     pool: Any = None,
+    vocoder: Vocoder | None = None,
 ) -> Engine:
-    """Load (or build, with progress in the log) the engine `cfg.engine` describes.
+    """Load (or build, with progress in the log) the engine `cfg.engine` describes: token ids -> mel
+    -> wav, the vocoder inside (`vocoder`, else the one `cfg.vocoder` names).
 
     `pool`: a CUDA graph memory pool shared by the engines of a set (Inductor CUDA graphs only).
     """
@@ -148,6 +151,7 @@ def open_engine(
     backend, why = resolve_backend(cfg.backend.name, device)
     precision = resolve_precision(cfg.precision.name, device)
     model.to(device=device, dtype=PRECISIONS[precision])  # in place: every engine shares these weights
+    vocoder = (vocoder or open_vocoder(cfg)).on(device, PRECISIONS[precision])
     log.info("backend=%s (%s)", backend, why)
     spec = EngineSpec(
         batch=int(cfg.batch_size),
@@ -161,8 +165,20 @@ def open_engine(
     if pool is not None and backend == "inductor":
         options["pool"] = pool
     return load_or_build(
-        model, spec, cfg.engine_dir, device, options, force_build=cfg.force_build, allow_build=allow_build
+        model,
+        spec,
+        cfg.engine_dir,
+        device,
+        options,
+        force_build=cfg.force_build,
+        allow_build=allow_build,
+        vocoder=vocoder,
     )
+
+
+def open_vocoder(cfg: DictConfig) -> Vocoder:
+    """The vocoder `conf/vocoder/*.yaml` names, every setting checked (a one-line `VocoderError`)."""
+    return build_vocoder(OmegaConf.to_container(cfg.vocoder, resolve=True))
 
 
 def engine_set_configs(cfg: DictConfig) -> list[DictConfig]:
@@ -182,7 +198,9 @@ def engine_set_configs(cfg: DictConfig) -> list[DictConfig]:
     return configs
 
 
-def open_engine_set(cfg: DictConfig, model: FastSpeech, device: torch.device) -> Router:
+def open_engine_set(
+    cfg: DictConfig, model: FastSpeech, device: torch.device, vocoder: Vocoder | None = None
+) -> Router:
     """Load (or, with `engine_set.build_missing`, build) every engine of the set -> a `Router`.
 
     The engines share the model's weights (cast once, in place) and, on CUDA, one graph memory pool.
@@ -190,11 +208,15 @@ def open_engine_set(cfg: DictConfig, model: FastSpeech, device: torch.device) ->
     that builds them.
     """
     pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
+    vocoder = vocoder or open_vocoder(cfg)
+    vocoder = vocoder.on(device, PRECISIONS[resolve_precision(cfg.precision.name, device)])  # one copy for all
     build_missing = bool(cfg.engine_set.build_missing)
     engines, missing = [], []
     for engine_cfg in engine_set_configs(cfg):
         try:
-            engines.append(open_engine(cfg, model, device, engine_cfg, allow_build=build_missing, pool=pool))
+            engines.append(
+                open_engine(cfg, model, device, engine_cfg, allow_build=build_missing, pool=pool, vocoder=vocoder)
+            )
         except EngineError as exc:
             if build_missing:
                 raise
@@ -306,15 +328,18 @@ def encode_all(texts: list[str], on_unknown: str, max_tokens: int | None = None)
 # Synthesis: texts -> router (one engine is a set of one) -> wav files
 
 
-def open_router(cfg: DictConfig, model: FastSpeech, device: torch.device) -> Router:
+def open_router(
+    cfg: DictConfig, model: FastSpeech, device: torch.device, vocoder: Vocoder | None = None
+) -> Router:
     """The engines this run uses, behind the router: `engine_set=NAME`, or `engine=` as a set of one.
 
     Either way a text longer than the engine is split at sentence, clause and word boundaries (never
     cropped); with `engine_set.split=false` such a text is refused before any engine is loaded.
     """
+    vocoder = vocoder or open_vocoder(cfg)
     if cfg.get("engine_set") is None:
-        return Router([open_engine(cfg, model, device)], split=True, on_unknown=cfg.on_unknown)
-    return open_engine_set(cfg, model, device)
+        return Router([open_engine(cfg, model, device, vocoder=vocoder)], split=True, on_unknown=cfg.on_unknown)
+    return open_engine_set(cfg, model, device, vocoder)
 
 
 def synthesize(cfg: DictConfig) -> list[Utterance]:
@@ -326,15 +351,16 @@ def synthesize(cfg: DictConfig) -> list[Utterance]:
     if cfg.get("engine_set") is not None and not bool(cfg.engine_set.split):
         largest = max(engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
         check_lengths([u.ids for u in utterances], int(largest.max_in), [u.label for u in utterances], largest.name)
+    vocoder = open_vocoder(cfg)
     out, run_dir = prepare_results(cfg)
     device = pick_device(cfg.device)
     model = load_model(cfg)
-    router = open_router(cfg, model, device)
+    router = open_router(cfg, model, device, vocoder)
     routed, stats = router(
         [u.text for u in utterances], [u.ids for u in utterances], alpha, [u.label for u in utterances]
     )
     for u, r in zip(utterances, routed):
-        u.mel, u.wav = r.mel.numpy(), getattr(r, "wav", None)
+        u.mel, u.wav = r.mel.numpy(), r.wav.numpy()
         if r.frames == 0:
             log.warning("%s: the model predicted no frames (random weights?)", u.label)
     log.info(
@@ -381,18 +407,10 @@ def write_results(
     import soundfile
     from tqdm import tqdm
 
-    vocoder = None
     t0 = time.perf_counter()
     for u in tqdm(utterances, desc="writing", unit="wav", disable=len(utterances) < 2):
         stem = out / f"{u.index:04d}_{slug(u.text)}"
-        wav = u.wav
-        if wav is None:  # an engine without a vocoder inside: vocode here
-            if vocoder is None:
-                from fastspeech.vocoder import build_vocoder
-
-                vocoder = build_vocoder(cfg.vocoder.name, n_iter=cfg.vocoder.n_iter)
-            wav = vocoder(u.mel) if len(u.mel) else np.zeros(0, dtype=np.float32)
-        wav = np.asarray(wav, dtype=np.float32)[: len(u.mel) * HOP]  # never a padded tail
+        wav = np.asarray(u.wav, dtype=np.float32)[: len(u.mel) * HOP]  # the engine's wav: never a padded tail
         peak = float(np.abs(wav).max()) if len(wav) else 0.0
         if peak > 1.0:
             wav = wav / peak  # keep the wav from clipping
