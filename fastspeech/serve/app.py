@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from fastspeech.serve.service import Service
 
 log = logging.getLogger(__name__)
 
+_SERVER = {"X-Server-Pid": str(os.getpid())}  # which process (Ray replica) answered
 MODEL_IDS = ("fastspeech", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted `model` names
 
 
@@ -138,7 +140,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
             return StreamingResponse(
                 _streamed(svc, voice, stream, first, fmt, t0),
                 media_type=audio.MEDIA_TYPES[fmt],
-                headers={"X-Accel-Buffering": "no"},
+                headers={"X-Accel-Buffering": "no", **_SERVER},
             )
         wavs = []
         try:
@@ -153,7 +155,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         elapsed = time.perf_counter() - t0
         svc.metrics.ttfb.observe(elapsed)
         svc.metrics.latency.observe(elapsed)
-        return Response(data, media_type=audio.MEDIA_TYPES[fmt])
+        return Response(data, media_type=audio.MEDIA_TYPES[fmt], headers=_SERVER)
 
     return app
 

@@ -200,9 +200,8 @@ def voice_config(cfg, name: str, n_voices: int):
     """
     from omegaconf import OmegaConf
 
-    entry = (
-        dict(OmegaConf.to_container(cfg.serve.voices[name] or {}, resolve=True)) if cfg.serve.voices else {}
-    )
+    entry = cfg.serve.voices[name] if cfg.serve.voices else None
+    entry = dict(OmegaConf.to_container(entry, resolve=True)) if entry is not None else {}
     vcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(vcfg, False)
     if "checkpoint" in entry:

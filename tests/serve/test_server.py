@@ -192,7 +192,8 @@ async def _gather(coros):
 
 
 LONG = " ".join(
-    f"Sentence number {w} is here." for w in (["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"] * 2)
+    f"Sentence number {w} is here."
+    for w in (["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"] * 2)
 )
 
 

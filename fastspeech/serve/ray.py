@@ -1,0 +1,116 @@
+"""Scale-out: the same FastAPI app (`app.create_app`) as a Ray Serve deployment.
+
+    python run.py mode=serve serve.engine=ray serve.replicas=2     # one replica per GPU
+    serve run fastspeech.serve.ray:app                             # Ray's CLI (default config)
+
+Each replica builds its own engines (and CUDA graphs) on its own GPU (`num_gpus=1` when CUDA is
+visible), then serves the app behind Ray's HTTP proxy on serve.host:serve.port; Ray spreads
+requests over the replicas, and over the nodes of a Ray cluster (`ray start --head` / `--address`).
+A replica is healthy only once its engines are warm: the app is built at replica start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def deployment(cfg, replicas: int | None = None) -> Any:
+    """A bound Ray Serve application of `create_app` over `Service.from_config(cfg)`, `replicas`
+    replicas (default `cfg.serve.replicas`)."""
+    from omegaconf import OmegaConf
+    from ray import serve
+
+    replicas = int(replicas or cfg.serve.replicas)
+    plain = OmegaConf.to_container(cfg, resolve=True)  # shipped to each replica
+    gpus = torch.cuda.device_count()
+    if gpus and replicas > gpus:
+        log.warning(
+            "%d replicas on %d GPUs: the extra replicas wait for a GPU (num_gpus=1 each)", replicas, gpus
+        )
+    options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
+
+    def build_app():
+        from fastspeech.serve.app import create_app
+        from fastspeech.serve.service import Service
+
+        logging.basicConfig(level=logging.INFO)
+        if not torch.cuda.is_available():
+            torch.set_num_threads(int(options["num_cpus"]))  # replicas share the machine's cores
+        config = OmegaConf.create(plain)
+        if torch.cuda.is_available():
+            config.device = "cuda"  # the GPU Ray gave this replica (CUDA_VISIBLE_DEVICES)
+        return create_app(service=Service.from_config(config))
+
+    @serve.deployment(
+        name="fastspeech", num_replicas=replicas, ray_actor_options=options, max_ongoing_requests=1024
+    )
+    @serve.ingress(build_app)
+    class FastSpeechServer:
+        """The app's routes; all state lives in the app's service."""
+
+    return FastSpeechServer.bind()
+
+
+def start(cfg, replicas: int | None = None, blocking: bool = False) -> None:
+    """Start Ray (or join `RAY_ADDRESS`), Serve's proxy on serve.host:serve.port, and the deployment;
+    returns once every replica is warm (or, `blocking`, serves until interrupted)."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    serve.start(http_options={"host": str(cfg.serve.host), "port": int(cfg.serve.port)})
+    t0 = time.perf_counter()
+    serve.run(deployment(cfg, replicas), name="fastspeech", route_prefix="/", blocking=False)
+    log.info(
+        "Ray Serve: %d replica(s) warm in %.1f s on http://%s:%d (OpenAI base_url .../v1)",
+        int(replicas or cfg.serve.replicas),
+        time.perf_counter() - t0,
+        cfg.serve.host,
+        cfg.serve.port,
+    )
+    if blocking:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            log.info("shutting down")
+        finally:
+            stop()
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def run(cfg) -> None:
+    """`mode=serve serve.engine=ray`: serve until interrupted."""
+    start(cfg, blocking=True)
+
+
+def _default_app():
+    """`serve run fastspeech.serve.ray:app`: the default config (conf/config.yaml)."""
+    from hydra import compose, initialize_config_dir
+
+    from fastspeech.pipeline import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config")
+    return deployment(cfg)
+
+
+def __getattr__(name: str):
+    if name == "app":
+        return _default_app()
+    raise AttributeError(name)
