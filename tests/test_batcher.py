@@ -1,0 +1,114 @@
+"""The batcher: concurrent requests share engine calls, each gets exactly its own pieces in order,
+and a request that fails (or leaves) never fails the others. Tiny random model, eager CPU engines."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from helpers import random_model
+
+from fastspeech.batcher import Batcher, QueueFull
+from fastspeech.engine import EngineSpec, load_or_build
+from fastspeech.errors import EngineError
+from fastspeech.router import Router
+from fastspeech.text import text_to_ids
+
+TEXTS = ["Hello there. How are you?", "Short.", "One, two, three. Four! Five six seven eight nine ten."]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Poisoned:
+    """An engine that raises for any call holding the `poison` token sequence (one bad piece)."""
+
+    def __init__(self, engine, poison):
+        self.engine, self.poison, self.calls = engine, tuple(poison), []
+        self.spec, self.device = engine.spec, engine.device
+
+    def __call__(self, ids, alpha=1.0, to_host=False):
+        self.calls.append(len(ids))
+        if any(tuple(i) == self.poison for i in ids):
+            raise RuntimeError("poisoned input")
+        return self.engine(ids, alpha, to_host)
+
+
+def make_router(tmp_path, poison=(), split=True, seed=3):
+    model = random_model(seed=seed)
+    engines = [load_or_build(model, EngineSpec(4, i, o), tmp_path, "cpu") for i, o in [(16, 96), (64, 384)]]
+    return Router([Poisoned(e, poison) for e in engines], split=split, progress=False)
+
+
+async def collect(batcher, text, alpha=1.0):
+    stream = batcher.submit(text, alpha=alpha)
+    return [p async for p in stream.parts()]
+
+
+def run(batcher, coros):
+    async def main():
+        batcher.start()
+        try:
+            return await asyncio.gather(*coros(), return_exceptions=True)
+        finally:
+            batcher.close()
+
+    return asyncio.run(main())
+
+
+def test_concurrent_requests_share_calls_and_each_gets_its_own_pieces_in_order(tmp_path):
+    router = make_router(tmp_path)
+    reference, _ = make_router(tmp_path)(TEXTS, sentences=True)
+    batcher = Batcher(router, max_wait_ms=50)
+    results = run(batcher, lambda: [collect(batcher, t) for t in TEXTS])
+    for parts, ref in zip(results, reference):
+        assert [p.text for p in parts] == ref.pieces and [p.key for p in parts] == sorted(
+            p.key for p in parts
+        )
+        assert torch.equal(torch.cat([p.mel for p in parts]), ref.mel)
+        assert torch.equal(torch.cat([p.durations for p in parts]), ref.durations)
+    calls = [n for e in router.engines for n in e.calls]
+    assert max(calls) > 1 and sum(calls) == sum(len(r.pieces) for r in reference)  # batched, nothing twice
+
+
+def test_a_piece_that_fails_fails_only_its_request(tmp_path):
+    bad = "Broken piece."
+    router = make_router(tmp_path, poison=text_to_ids(bad))
+    batcher = Batcher(router, max_wait_ms=50)
+    texts = [TEXTS[0], f"Fine start. {bad} Never heard.", TEXTS[1]]
+    good, failed, short = run(batcher, lambda: [collect(batcher, t) for t in texts])
+    assert isinstance(failed, EngineError) and "RuntimeError: poisoned input" in str(failed)
+    assert [p.text for p in good] == ["Hello there.", "How are you?"] and [p.text for p in short] == [
+        "Short."
+    ]
+    assert batcher.in_flight() == 0 and batcher.queued_pieces() == 0
+
+
+def test_speech_that_fits_no_engine_fails_only_that_request(tmp_path):
+    batcher = Batcher(make_router(tmp_path, split=False, seed=4), max_wait_ms=50)
+    slow, normal = run(
+        batcher, lambda: [collect(batcher, "one two three four five", 40.0), collect(batcher, "Hi.")]
+    )
+    assert isinstance(slow, EngineError) and "predicted speech is" in str(slow)
+    assert [p.text for p in normal] == ["Hi."]
+
+
+def test_a_full_queue_refuses_and_a_cancelled_request_leaves_the_queues(tmp_path):
+    batcher = Batcher(make_router(tmp_path), max_wait_ms=10_000, max_queue=1)  # nothing runs for 10 s
+
+    async def main():
+        stream = batcher.submit(TEXTS[2])
+        with pytest.raises(QueueFull, match="max_queue=1"):
+            batcher.submit("One more.")
+        assert batcher.queued_pieces() == stream.pieces == 3
+        stream.cancel()
+        assert batcher.queued_pieces() == 0 and batcher.in_flight() == 0 and batcher.cancelled_pieces == 3
+        batcher.submit("Now there is room.").cancel()
+
+    asyncio.run(main())
