@@ -245,3 +245,6 @@ def test_command_runs_on_the_cpu(command, tmp_path):
     assert proc.returncode == 0, (
         f"{command.where}: python run.py {shlex.join(command.args)}\n{proc.stderr[-3000:]}"
     )
+    if (command.value("mode") or "synthesize") == "synthesize":  # one wav per utterance, none lost
+        wavs = sorted((tmp_path / "results").rglob("*.wav"))
+        assert len(wavs) == (1 if command.value("text") is not None else len(LINES)), wavs
