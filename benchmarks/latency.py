@@ -227,6 +227,9 @@ def main() -> None:
                         compiled = torch.compile(model, mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
                     elif variant in ABLATIONS:  # the fingerprint can't see the swap: own folder, fresh build
+                        # Dynamo's cache does not key on Inductor's config: without a reset, an engine of
+                        # the same shape reuses the code compiled for the previous variant's options.
+                        torch._dynamo.reset()
                         sdpa, switches = ABLATIONS[variant]
                         if sdpa:
                             model_module.self_attention = attention_reference
@@ -237,6 +240,7 @@ def main() -> None:
                         )  # fmt: skip
                         fn = partial(engine.runner, tokens, alpha)
                     elif variant in ("ours_inductor", "ours_tensorrt"):
+                        torch._dynamo.reset()  # as for the ablations
                         backend = variant.removeprefix("ours_")
                         options = {"mode": args.mode} if backend == "inductor" else {}
                         spec = EngineSpec(batch, max_in, max_out, precision, backend)

@@ -79,7 +79,6 @@ def kernel_config(qkv_shape: Sequence[int], n_head: int, qkv_dtype: Any, lengths
     blocks = default_blocks(B, T, n_head)
     constexprs = {
         "T": T,
-        "qk_scale": qk_scale(d),
         "stride_qb": T * C,
         "stride_qt": C,
         "stride_qc": 1,
@@ -87,6 +86,7 @@ def kernel_config(qkv_shape: Sequence[int], n_head: int, qkv_dtype: Any, lengths
         "stride_ot": n_head * d,
         "stride_oc": 1,
         "stride_len": 1,
+        "QK_SCALE": qk_scale(d),
         "HEAD_DIM": d,
         "BLOCK_D": block_d(d),
         "BLOCK_M": blocks.block_m,
