@@ -199,7 +199,7 @@ def test_links_and_images_resolve(path):
 # Slow: the CPU-runnable commands run, on a tiny model with random weights.
 
 
-def gpu_only(command: DocCommand) -> str | None:
+def why_not_here(command: DocCommand) -> str | None:
     """Why this command cannot run in a CPU test, or None when it can."""
     if command.value("backend") == "tensorrt":
         return "needs TensorRT and a CUDA GPU (not installable here)"
@@ -231,7 +231,7 @@ def cpu_argv(command: DocCommand, tmp_path: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", DISTINCT, ids=[c.where for c in DISTINCT])
 def test_command_runs_on_the_cpu(command, tmp_path):
-    reason = gpu_only(command)
+    reason = why_not_here(command)
     if reason:
         pytest.skip(reason)
     source = command.value("input")
