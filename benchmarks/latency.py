@@ -12,7 +12,9 @@ Variants (same weights, same 128-token sample text as the seed's perf_infer.py, 
                   replay per call
   ours_inductor_sdpa    the same engine with SDPA + mask attention instead of the attention op
   ours_inductor_before  the engine before issue 17: SDPA + mask attention, no Inductor switches
-                  (these two build into their own engine folders, always afresh)
+  ours_inductor_noswitch / _pdl / _combo   the attention op with neither Inductor switch / only
+                  enable_pdl / only combo_kernels
+                  (these ablations build into their own engine folders, always afresh)
   ours_tensorrt   our engine through Torch-TensorRT (where installed; never run on our machines)
 
 End to end (`--e2e`, batch 1, the first precision asked for): the same sample text through the text
@@ -54,9 +56,13 @@ HOP, SR = 256, 22050
 conv_matmul = model_module.conv1d_time_last
 attention_op = model_module.self_attention
 # Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor switches).
+OFF = {"enable_pdl": False, "combo_kernels": False}
 ABLATIONS = {
     "ours_inductor_sdpa": (True, {}),
-    "ours_inductor_before": (True, {"enable_pdl": False, "combo_kernels": False}),
+    "ours_inductor_before": (True, OFF),
+    "ours_inductor_noswitch": (False, OFF),
+    "ours_inductor_pdl": (False, {"combo_kernels": False}),
+    "ours_inductor_combo": (False, {"enable_pdl": False}),
 }
 log = logging.getLogger("benchmarks.latency")
 
@@ -267,7 +273,7 @@ def main() -> None:
                 )
                 r["setup_s"] = setup_s
                 if args.profile and variant.startswith("ours_inductor"):
-                    ablation = variant.removeprefix("ours_inductor").lstrip("_")  # "", "sdpa", "before"
+                    ablation = variant.removeprefix("ours_inductor").lstrip("_")  # "", "sdpa", "before", ...
                     name = f"profile_{ablation + '_' if ablation else ''}{precision}_b{batch}.txt"
                     profile(fn, Path(args.out) / name)
                 if variant == "dle_eager":
