@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import weight_norm
 
+from helpers import requires_cuda
+
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder import load_vocoder
 from fastspeech.vocoder.hifigan import HiFiGAN
@@ -233,3 +235,19 @@ def test_unknown_file_and_other_audio_settings(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "sampling_rate": 24000}))
     with pytest.raises(VocoderError, match="sampling_rate=24000 \\(ours 22050\\)"):
         load_vocoder(g)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("fp16", 2e-2), ("bf16", 1e-1)])
+def test_cuda_every_precision_against_the_reference(tmp_path, precision, atol):
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    ref, path = write(tmp_path, SMALL["1"], "dle")
+    voc = load_vocoder(path).on("cuda", dtype)
+    mel = torch.randn(2, 40, 80) - 4
+    with torch.no_grad():
+        want = ref(mel.transpose(1, 2))[:, 0]
+        got = voc(mel.cuda().to(dtype), torch.tensor([40, 25], device="cuda"))
+    assert got.dtype == torch.float32 and got.shape == (2, 40 * 256)
+    torch.testing.assert_close(got[0].cpu(), want[0], rtol=0, atol=atol)
+    assert got[1, 25 * 256 :].abs().max() == 0

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import weight_norm
 
+from helpers import requires_cuda
+
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder import load_vocoder
 from fastspeech.vocoder.waveglow import WaveGlow
@@ -192,3 +194,19 @@ def test_wrong_file_is_one_line(tmp_path, damage):
     with pytest.raises(VocoderError, match=match) as info:
         load_vocoder(path, "waveglow")
     assert "\n" not in str(info.value)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("fp16", 3e-2), ("bf16", 2e-1)])
+def test_cuda_every_precision_against_the_reference(tmp_path, precision, atol):
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    ref, path = write(tmp_path, "256ch")
+    voc = load_vocoder(path, sigma=0.0).on("cuda", dtype)
+    mel = torch.randn(1, 20, 80) * 0.5 - 5
+    with torch.no_grad():
+        want = ref.infer(mel.transpose(1, 2), 0.0, lambda c, n, s: torch.zeros(1, c, n)).clamp(-1, 1)
+        got = voc(mel.cuda().to(dtype))
+    assert got.dtype == torch.float32
+    err = float((got.cpu() - want).abs().max())
+    assert err <= atol * max(1.0, float(want.abs().max())), err
