@@ -274,6 +274,11 @@ def main() -> None:
                 continue
             batches = args.batches
         else:
+            try:
+                import librosa  # noqa: F401 - the dev extra; not on our GPU image unless carried
+            except ImportError:
+                log.warning("librosa is not installed here (pip install librosa): no engine,librosa_cpu rows")
+                continue
             vocode, batches = librosa_baseline, [b for b in args.batches if b in args.librosa_batches]
         for batch in batches:
             engine, build_s = build(batch)
