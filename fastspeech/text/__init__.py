@@ -4,22 +4,24 @@ The model is character based: text outside `{...}` is cleaned (`cleaners.english
 mapped character by character; `{HH AH0 L OW1}` is space-separated ARPAbet, mapped to `@XX` ids.
 No BOS/EOS is added (DLE added none).
 
-Unlike DLE, nothing is dropped silently: with `on_unknown="error"` (the default) a character that
-has no symbol raises `TextError` naming it; with `on_unknown="drop"` it is dropped and a warning
-names it. `split_text` cuts long text into pieces that each fit an engine's input length, so the
-router never crops.
+Common symbols are spoken (`spoken.SPOKEN_SYMBOLS`: "50%" -> "fifty percent", quotes silent).
+Unlike DLE, nothing else is dropped silently: with `on_unknown="error"` (the default) a character
+that has no symbol and no reading (an emoji, a letter of a non-Latin script) raises `TextError`
+naming it; with `on_unknown="drop"` it is dropped and a warning names it. `check_texts` encodes many
+lines and reports every bad line in one error. `split_text` cuts long text into pieces that each
+fit an engine's input length, so the router never crops. docs/text.md has the whole policy.
 """
 
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from fastspeech.errors import TextError
 from fastspeech.text.cleaners import ABBREVIATIONS, english_cleaners, unknown_positions
 from fastspeech.text.symbols import ENCODABLE_CHARS, N_SYMBOLS, SYMBOL_TO_ID, symbols
 
-__all__ = ["N_SYMBOLS", "clean_text", "ids_to_text", "split_text", "symbols", "text_to_ids"]
+__all__ = ["N_SYMBOLS", "check_texts", "clean_text", "ids_to_text", "split_text", "symbols", "text_to_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,57 @@ def text_to_ids(text: str, on_unknown: str = "error") -> list[int]:
     if dropped:
         logger.warning("dropped characters with no symbol: %s (on_unknown=drop)", _names(dropped))
     return ids
+
+
+def check_texts(
+    texts: Sequence[str], on_unknown: str = "error", line_numbers: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Token ids of every text; all texts are checked before anything is raised.
+
+    One `TextError` (one line) names every offending line: first every line with unknown
+    characters and its characters as typed (when `on_unknown="error"`), e.g. "unknown characters:
+    line 2: '你', '好'; line 5: '😀' — remove them or pass on_unknown=drop", then any other problem
+    (empty line, braces, ARPAbet) as "line 7: <the text_to_ids message>". Lines are numbered 1.. in
+    order, or by `line_numbers` (a file's real line numbers when blank lines were skipped); a single
+    text without `line_numbers` gets no "line 1:" prefix. At most 100 lines are named, then a count.
+    With `on_unknown="drop"` one warning names every line that lost characters.
+    """
+    if on_unknown not in ON_UNKNOWN:
+        raise TextError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}")
+    numbers = list(line_numbers) if line_numbers is not None else list(range(1, len(texts) + 1))
+    if len(numbers) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(numbers)} line numbers")
+    single = line_numbers is None and len(texts) == 1
+    out: list[list[int]] = []
+    unknown_lines: list[str] = []  # "line 2: '你', '好'"
+    other_errors: list[str] = []  # "line 7: unbalanced braces ..."
+    dropped_lines: list[str] = []
+    for n, text in zip(numbers, texts):
+        where = "" if single else f"line {n}: "
+        try:
+            unknown = _unknown_chars(text)
+            if unknown and on_unknown == "error":
+                unknown_lines.append(where + _names(unknown))
+                continue
+            ids, dropped = _encode_checked(text, on_unknown)
+        except TextError as exc:
+            other_errors.append(f"{where}{exc}")
+            continue
+        if dropped:
+            dropped_lines.append(where + _names(dropped))
+        out.append(ids)
+    if dropped_lines:
+        logger.warning("dropped characters with no symbol (on_unknown=drop): %s", _listed(dropped_lines))
+    if unknown_lines or other_errors:
+        parts = []
+        if unknown_lines:
+            parts.append(
+                f"unknown characters: {_listed(unknown_lines)} — remove them or pass on_unknown=drop"
+            )
+        if other_errors:
+            parts.append(_listed(other_errors))
+        raise TextError("; ".join(parts))
+    return out
 
 
 def ids_to_text(ids: Iterable[int]) -> str:
@@ -137,10 +190,7 @@ def _encode_uncached(text: str, on_unknown: str) -> tuple[list[int], list[str]]:
     if on_unknown not in ON_UNKNOWN:
         raise TextError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}")
     segments = _segments(text.strip())
-    unknown: dict[str, None] = {}  # ordered set, first appearance first
-    for part, arpabet in segments:
-        if not arpabet:
-            unknown.update((part[i], None) for i in unknown_positions(part))
+    unknown = dict.fromkeys(_unknown_chars(text))  # ordered set, first appearance first
     if unknown and on_unknown == "error":
         raise _unknown_error(unknown)
 
@@ -165,6 +215,15 @@ def _encode_uncached(text: str, on_unknown: str) -> tuple[list[int], list[str]]:
     for part, arpabet in _trim(cleaned):
         ids += _arpabet_ids(part) if arpabet else [SYMBOL_TO_ID[c] for c in part]
     return ids, list(unknown)
+
+
+def _unknown_chars(text: str) -> list[str]:
+    """The characters of `text` (outside braces) that have no symbol and no reading, in order, once."""
+    unknown: dict[str, None] = {}
+    for part, arpabet in _segments(text.strip()):
+        if not arpabet:
+            unknown.update((part[i], None) for i in unknown_positions(part))
+    return list(unknown)
 
 
 def _arpabet_ids(group: str) -> list[int]:
@@ -195,6 +254,13 @@ def _unknown_error(unknown: dict[str, None]) -> TextError:
 
 def _names(chars: Iterable[str]) -> str:
     return ", ".join(repr(c) for c in chars)
+
+
+def _listed(items: list[str], limit: int = 100) -> str:
+    """'a; b; c', or the first `limit` and a count: one line, however many lines are bad."""
+    if len(items) <= limit:
+        return "; ".join(items)
+    return "; ".join(items[:limit]) + f"; and {len(items) - limit} more lines ({len(items)} in all)"
 
 
 def _preview(text: str, n: int = 60) -> str:

@@ -18,6 +18,7 @@ import unicodedata
 from unidecode import unidecode
 
 from fastspeech.errors import TextError
+from fastspeech.text.spoken import GROUPED, is_spoken, speak_symbols
 from fastspeech.text.symbols import ENCODABLE_CHARS
 
 # (abbreviation, expansion): matched case-insensitively at a word start, with its trailing period.
@@ -44,19 +45,20 @@ ABBREVIATIONS: tuple[tuple[str, str], ...] = (
 _ABBREVIATION_RES = [(re.compile(rf"\b{short}\.", re.IGNORECASE), long) for short, long in ABBREVIATIONS]
 
 _WHITESPACE_RE = re.compile(r"\s+")
-_THOUSANDS_RE = re.compile(r"[0-9][0-9,]+[0-9]")
-_POUNDS_RE = re.compile(r"£([0-9.,]*[0-9])")
-_DOLLARS_RE = re.compile(r"\$([0-9.,]*[0-9])")
-_DECIMAL_RE = re.compile(r"[0-9]+\.[0-9]+")
+_COMMA_NUMBER_RE = re.compile(r"[0-9][0-9,]+[0-9]")  # DLE's _comma_number_re
+_DECIMAL_RE = re.compile(rf"[0-9]+\.{GROUPED}?[0-9]+")
 _ORDINAL_RE = re.compile(r"[0-9]+(?:st|nd|rd|th)")
-_INTEGER_RE = re.compile(r"[0-9]+")
-# A '$' or '£' that the number expansion consumes (it is then spoken as "dollars"/"pounds").
-_CURRENCY_RE = re.compile(r"[$£](?=[0-9.,]*[0-9])")
+_INTEGER_RE = re.compile(rf"({GROUPED}?)([0-9]+)")
 
 
 def english_cleaners(text: str) -> str:
-    """Clean plain text (no `{...}` ARPAbet) the way DLE did; unknown characters are left in place."""
-    text = _POUNDS_RE.sub(lambda m: _money(m.group(1), "pound", "pounds", "penny", "pence"), text)
+    """Clean plain text (no `{...}` ARPAbet) the way DLE did; unknown characters are left in place.
+
+    Symbols are read first (`spoken.speak_symbols`: "50%" -> "50 percent", "€5" -> "5 euros"), on
+    the text as typed, so that unidecode never spells them out.
+    """
+    text = mark_grouped_numbers(text)
+    text = speak_symbols(text)
     text = unidecode(text).lower()
     text = expand_numbers(text)
     text = expand_abbreviations(text)
@@ -69,29 +71,33 @@ def expand_abbreviations(text: str) -> str:
     return text
 
 
+def mark_grouped_numbers(text: str) -> str:
+    """Remove thousands commas as DLE did ("1,250" -> "1250"), marking the number with `GROUPED`.
+
+    DLE then read 1001..2999 as a year, so "1,250" was "twelve fifty"; the mark tells
+    `expand_numbers` to read it as a cardinal ("one thousand, two hundred fifty"). Idempotent.
+    """
+    return _COMMA_NUMBER_RE.sub(
+        lambda m: GROUPED + m.group(0).replace(",", "") if "," in m.group(0) else m.group(0), text
+    )
+
+
 def expand_numbers(text: str) -> str:
-    """Digits -> words, as keithito's `normalize_numbers` (text is already ASCII and lowercase)."""
-    text = _THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), text)
-    text = _DOLLARS_RE.sub(lambda m: _money(m.group(1), "dollar", "dollars", "cent", "cents"), text)
+    """Digits -> words, as keithito's `normalize_numbers` (text is already ASCII and lowercase).
+
+    Currency amounts were read by `speak_symbols` already ("$3.50" -> "3 dollars, 50 cents"); a
+    number written with thousands commas is never read as a year.
+    """
+    text = mark_grouped_numbers(text)
     text = _DECIMAL_RE.sub(lambda m: m.group(0).replace(".", " point "), text)
     text = _ORDINAL_RE.sub(lambda m: _words(m.group(0)), text)
-    return _INTEGER_RE.sub(lambda m: _cardinal(int(m.group(0))), text)
+    text = _INTEGER_RE.sub(_integer, text)
+    return text.replace(GROUPED, "")
 
 
-def _money(amount: str, unit: str, units: str, subunit: str, subunits: str) -> str:
-    """'3.50' -> '3 dollars, 50 cents' (digits are expanded afterwards); DLE's odd cases kept."""
-    amount = amount.replace(",", "")  # "£1,000"; and "$,5", which crashed DLE
-    parts = amount.split(".")
-    if len(parts) > 2:
-        return f"{amount} {units}"
-    whole = int(parts[0]) if parts[0] else 0
-    fraction = int(parts[1]) if len(parts) > 1 and parts[1] else 0
-    said = []
-    if whole:
-        said.append(f"{whole} {unit if whole == 1 else units}")
-    if fraction:
-        said.append(f"{fraction} {subunit if fraction == 1 else subunits}")
-    return ", ".join(said) or f"zero {units}"
+def _integer(m: re.Match) -> str:
+    n = int(m.group(2))
+    return _words(n, andword="") if m.group(1) else _cardinal(n)
 
 
 def _cardinal(n: int) -> str:
@@ -117,6 +123,7 @@ def _inflect_engine():
     return inflect.engine()
 
 
+@functools.lru_cache(maxsize=4096)  # inflect takes ~0.5 ms a number; texts repeat numbers
 def _words(number: int | str, **kwargs) -> str:
     engine = _inflect_engine()
     import inflect  # already loaded by _inflect_engine
@@ -131,22 +138,44 @@ def _words(number: int | str, **kwargs) -> str:
 
 def unknown_positions(text: str) -> list[int]:
     """Indices of the characters of plain `text` that cleaning cannot turn into symbols."""
-    currency = {m.start() for m in _CURRENCY_RE.finditer(text)}
-    return [i for i, c in enumerate(text) if i not in currency and not _speakable(c)]
+    return [i for i, c in enumerate(text) if not _speakable(c)]
 
 
+# Scripts whose letters unidecode may transliterate: Latin, and the characters every script shares
+# (Common: punctuation, digits, spaces; Inherited: combining accents, joiners).
+_TRANSLITERATED_SCRIPTS = frozenset({"Latn", "Zyyy", "Zinh"})
+
+
+@functools.lru_cache(maxsize=4096)
 def _speakable(c: str) -> bool:
-    if c in ENCODABLE_CHARS or c.isspace():
+    if c in ENCODABLE_CHARS or c.isspace() or is_spoken(c):
         return True
+    if c.isascii():
+        return c.isdigit()  # digits are read as numbers; '\\' and control characters are unknown
+    # Decide by Unicode script before unidecode: a non-Latin script is unknown, never read as its
+    # romanization ("你好" is not "ni hao", "привет" is not "privet"); a Common character that belongs
+    # to non-Latin scripts only (the kana long-vowel mark 'ー', '。') is unknown too.
+    scripts = _scripts(c)
+    if not scripts & _TRANSLITERATED_SCRIPTS:
+        return False
     ascii_ = unidecode(c)
     category = unicodedata.category(c)
     if not ascii_:
         # Combining accents, zero-width and format characters carry no sound; an emoji does.
         return category in ("Mn", "Mc", "Me", "Cf")
     if category.startswith("S"):
-        # Symbols: unidecode spells them ('€' -> 'EUR', '©' -> '(c)', '°' -> 'deg'), which the model
-        # would read letter by letter. '$' and '£' before an amount are handled above.
+        # Symbols not in the spoken table: unidecode would spell them ('☃' -> '', '✓' -> 'v'), which
+        # the model would read letter by letter.
         return False
-    # Letters, digits, punctuation: 'é' -> 'e', right single quote -> "'", em dash -> '--', fullwidth
-    # digits -> '0'..'9' are spoken; a double quote ('"', U+201C/D) is not in the table.
+    # Latin letters, digits, punctuation: 'é' -> 'e', 'ß' -> 'ss', fullwidth digits -> '0'..'9'.
     return all(a in ENCODABLE_CHARS or a.isdigit() or a.isspace() for a in ascii_.lower())
+
+
+def _scripts(c: str) -> set[str]:
+    """The character's Unicode script, or its script extensions when it is Common or Inherited."""
+    # fontTools (a matplotlib dependency) carries the Unicode Scripts data the stdlib lacks; imported
+    # on the first non-ASCII character (~40 ms).
+    from fontTools import unicodedata as ucd
+
+    script = ucd.script(c)
+    return set(ucd.script_extension(c)) if script in ("Zyyy", "Zinh") else {script}

@@ -63,6 +63,27 @@ def test_thousands_commas_removed():
     assert clean_text("1,000,000 people") == "one million people"
 
 
+@pytest.mark.parametrize(
+    "text, spoken",
+    [
+        # DLE removed the commas first and then read 1250 as a year: "twelve fifty"
+        ("1,250", "one thousand, two hundred fifty"),
+        ("1,984 people", "one thousand, nine hundred eighty-four people"),
+        ("$1,250", "one thousand, two hundred fifty dollars"),
+        ("\u00a31,250", "one thousand, two hundred fifty pounds"),
+        ("1,250.75", "one thousand, two hundred fifty point seventy-five"),
+        ("1,001st", "one thousand and first"),  # ordinals as DLE read "1001st"
+        ("In 1984, 1,250 came.", "in nineteen eighty-four, one thousand, two hundred fifty came."),
+    ],
+)
+def test_comma_grouped_number_is_never_a_year(text, spoken):
+    assert clean_text(text) == spoken
+
+
+def test_number_without_commas_keeps_dles_year_reading():
+    assert clean_text("1250") == "twelve fifty"
+
+
 def test_decimals_read_with_point():
     assert clean_text("3.14") == "three point fourteen"
 
