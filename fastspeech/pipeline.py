@@ -29,7 +29,7 @@ from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
 from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextError
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, check_lengths
-from fastspeech.text import text_to_ids
+from fastspeech.text import check_texts
 from fastspeech.vocoder import Vocoder, build_vocoder
 
 log = logging.getLogger(__name__)
@@ -299,29 +299,20 @@ def decode_text(data: bytes, where: str) -> str:
 
 
 def encode_all(texts: list[str], on_unknown: str, max_tokens: int | None = None) -> list[Utterance]:
-    """Encode every non-blank line up front. One `TextError` names every bad line, not only the first.
+    """Encode every non-blank line up front; one `TextError` names every bad line, not only the
+    first (`fastspeech.text.check_texts`). Blank lines in a file are skipped but keep their numbers.
 
     `max_tokens` (optional): refuse lines longer than that (verify's single engine call); the
     synthesis path splits long lines instead.
     """
-    utterances, problems = [], []
-    for i, text in enumerate(texts):
-        if not text.strip() and len(texts) > 1:
-            continue  # a blank line in a file: skipped, but it keeps its line number
-        where = f"line {i + 1}" if len(texts) > 1 else "text"
-        try:
-            ids = text_to_ids(text, on_unknown=on_unknown)
-        except TextError as exc:
-            problems.append(f"{where}: {exc}")
-            continue
-        if max_tokens is not None and len(ids) > max_tokens:
-            problems.append(f"{where} is {len(ids)} tokens, longer than {max_tokens}; shorten it")
-            continue
-        utterances.append(Utterance(len(utterances), text, ids, label=where))
-    if problems:
-        more = f" (and {len(problems) - 3} more lines)" if len(problems) > 3 else ""
-        raise TextError("; ".join(problems[:3]) + more)
-    return utterances
+    numbers = [i + 1 for i, t in enumerate(texts) if t.strip() or len(texts) == 1]
+    kept = [texts[n - 1] for n in numbers]
+    ids = check_texts(kept, on_unknown, numbers if len(texts) > 1 else None)
+    labels = [f"line {n}" if len(texts) > 1 else "text" for n in numbers]
+    too_long = [f"{label} is {len(one)} tokens" for label, one in zip(labels, ids) if max_tokens and len(one) > max_tokens]
+    if too_long:
+        raise TextError(f"{'; '.join(too_long[:10])}: longer than {max_tokens} tokens; shorten them")
+    return [Utterance(k, text, one, label=label) for k, (text, one, label) in enumerate(zip(kept, ids, labels))]
 
 
 # ---------------------------------------------------------------------------------------------
