@@ -337,19 +337,35 @@ def verify(
 # mode=verify
 
 
+def verify_backend(name: str, device: torch.device) -> tuple[str, str]:
+    """The backend verify checks. The eager engine on the CPU is the reference's own code (our ops
+    run their PyTorch reference there): comparing it would always pass, so `auto` verifies the
+    Inductor CPU engine instead, and an explicit `backend=eager` on the CPU is refused with why."""
+    from fastspeech.backends import resolve_backend
+
+    backend, why = resolve_backend(name, device)
+    if backend == "eager" and device.type == "cpu":
+        if name == "auto":
+            return "inductor", "on the CPU the eager engine runs the reference's own code; verifying Inductor's"
+        raise ConfigError(
+            "backend=eager on the CPU runs the same PyTorch code as verify's reference, so there is nothing "
+            "to compare; use backend=inductor (the Inductor CPU engine) or run on a CUDA GPU"
+        )
+    return backend, why
+
+
 def run(cfg) -> VerifyReport:
     """`python run.py mode=verify ...`: print the table and the verdict; VerifyError when it fails."""
     from omegaconf import OmegaConf
 
     from fastspeech import pipeline
-    from fastspeech.backends import resolve_backend
     from fastspeech.vocoder import build_vocoder
 
     vocoder = build_vocoder(cfg.vocoder)  # settings checked before any work
     device = pipeline.pick_device(cfg.device)
     model = pipeline.load_model(cfg)
-    utterances = pipeline.encode_all(pipeline.read_texts(cfg), cfg.on_unknown, model.cfg.max_seq_len)
-    backend, why = resolve_backend(cfg.backend.name, device)
+    utterances = pipeline.encode_all(pipeline.read_texts(cfg), cfg.on_unknown, int(cfg.engine.max_in))
+    backend, why = verify_backend(cfg.backend.name, device)
     log.info("backend=%s (%s)", backend, why)
     spec = EngineSpec(
         batch=int(cfg.batch_size),

@@ -281,3 +281,15 @@ def test_ctrl_c_says_interrupted_exit_130_and_leaves_no_partial_file(tmp_path, c
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     assert not list((tmp_path / "results").rglob("*.tmp"))
+
+
+def test_verify_on_the_cpu_never_compares_eager_with_itself(tmp_path, checkpoint):
+    """The CPU's eager engine is the reference's own code: `auto` verifies Inductor's CPU engine
+    instead, and an explicit backend=eager is refused with the reason (no meaningless PASS)."""
+    import torch
+
+    from fastspeech.verify import verify_backend
+
+    assert verify_backend("auto", torch.device("cpu"))[0] == "inductor"
+    with pytest.raises(FastSpeechError, match="nothing to compare; use backend=inductor"):
+        synthesize(tmp_path, "mode=verify", "backend=eager", "text=Hi, there.", f"checkpoint={checkpoint}")
