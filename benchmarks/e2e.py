@@ -171,11 +171,18 @@ def engine_call(engine, texts: list[str], max_in: int, baseline=None):
         outputs = timed(stages, "engine", lambda: engine.run(*engine.pad(ids)))
         n = len(ids)
         if baseline is None:
-            wav, lens = timed(stages, "to_host", lambda: (outputs[4][:n].cpu(), outputs[1][:n].cpu()))
+            # as Engine.__call__(to_host=True): asynchronous copies (pinned on CUDA), one wait
+            wav, lens = timed(
+                stages,
+                "to_host",
+                lambda: [t[:n].to("cpu", non_blocking=True) for t in (outputs[4], outputs[1])],
+            )
             wavs = [w[: int(m) * HOP].numpy() for w, m in zip(wav, lens)]
         else:
             wavs = timed(stages, "vocoder", lambda: baseline(outputs[0][:n], outputs[1][:n]))
-            wavs = timed(stages, "to_host", lambda: [w.cpu().numpy() if torch.is_tensor(w) else w for w in wavs])
+            wavs = timed(
+                stages, "to_host", lambda: [w.cpu().numpy() if torch.is_tensor(w) else w for w in wavs]
+            )
         timed(stages, "encode", lambda: [encode_wav(w) for w in wavs])
         return sum(len(w) for w in wavs) / SR
 
@@ -226,6 +233,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--engine-dir", default="engines/e2e")
     p.add_argument("--smoke", action="store_true", help="CPU check of this script: tiny model and vocoders")
+    p.add_argument(
+        "--append", action="store_true", help="merge into --out's rows (same path and batch: replaced)"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.smoke:
@@ -305,6 +315,9 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and out.exists():  # one command per vocoder on a machine with a per-command limit
+        new = {(r["path"], r["batch"]) for r in rows}
+        rows = [r for r in json.loads(out.read_text())["rows"] if (r["path"], r["batch"]) not in new] + rows
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print_table(rows, meta)
     log.info("wrote %s", out)
@@ -316,12 +329,18 @@ def print_table(rows: list[dict], meta: dict) -> None:
         f"\nText -> wav, {meta['device']}, {meta['precision']}, i{meta['max_in']}/o{meta['max_out']}, "
         f"{meta['frames_per_item']} frames = {meta['audio_s_per_item']:.2f} s of audio per item"
     )
-    print("| path | batch | " + " | ".join(f"{s} ms" for s in stages) + " | total ms | x real time | build s |")
+    print(
+        "| path | batch | " + " | ".join(f"{s} ms" for s in stages) + " | total ms | x real time | build s |"
+    )
     print("|---|---|" + "---|" * len(stages) + "---|---|---|")
     for r in rows:
         cells = [f"{r['stages_ms'][s]:.3f}" if s in r["stages_ms"] else "" for s in stages]
         rtf = f"{r['rtf']:,.0f}" if r["rtf"] and math.isfinite(r["rtf"]) else ""
-        print(f"| {r['path']} | {r['batch']} | " + " | ".join(cells) + f" | {r['total_ms']:.3f} | {rtf} | {r['build_s']:.1f} |")
+        print(
+            f"| {r['path']} | {r['batch']} | "
+            + " | ".join(cells)
+            + f" | {r['total_ms']:.3f} | {rtf} | {r['build_s']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ _SOURCES = (
 )
 _ROOT = Path(__file__).resolve().parent.parent
 
+
 @dataclass(frozen=True)
 class EngineSpec:
     """What an engine is compiled for; everything that changes the graph's shapes or kernels."""
@@ -224,7 +225,9 @@ def write_engine_file(path: Path, parts: dict[str, str], payload: bytes) -> None
 def read_engine_file(path: Path) -> tuple[dict[str, str], bytes]:
     """-> (fingerprint parts, payload); EngineError naming the fault when the file is not intact."""
     if path.is_dir():
-        raise EngineError(f"engine path {path} is a folder, not an engine file; remove it or use another engine_dir")
+        raise EngineError(
+            f"engine path {path} is a folder, not an engine file; remove it or use another engine_dir"
+        )
     data = path.read_bytes()
     if not data.startswith(_MAGIC):
         raise EngineError(f"engine file {path} is not an engine file (bad header)")
@@ -269,7 +272,9 @@ def load_or_build(
         device = torch.device("cuda", torch.cuda.current_device())
     kind = vocoder.kind if vocoder is not None else "none"
     if spec.vocoder not in ("none", kind):
-        raise EngineError(f"engine spec {spec.name} names vocoder {spec.vocoder}, but load_or_build got {kind}")
+        raise EngineError(
+            f"engine spec {spec.name} names vocoder {spec.vocoder}, but load_or_build got {kind}"
+        )
     spec = dataclasses.replace(spec, vocoder=kind)
     backend = get_backend(spec.backend, **(backend_options or {}))
     backend.check_available(device)

@@ -53,7 +53,9 @@ def load_vocoder(path: str | Path | None, kind: str | None = None, **settings: A
             return GriffinLim(**_settings("griffin_lim", settings)).eval()
         raise VocoderError(f"vocoder={kind} needs a checkpoint: pass vocoder.checkpoint=PATH")
     if kind == "griffin_lim":
-        raise VocoderError("vocoder=griffin_lim takes no checkpoint; drop vocoder.checkpoint or pick another vocoder")
+        raise VocoderError(
+            "vocoder=griffin_lim takes no checkpoint; drop vocoder.checkpoint or pick another vocoder"
+        )
     kind = kind or detect_kind(path)
     settings = _settings(kind, settings)
     if kind == "hifigan":
@@ -116,17 +118,26 @@ def _settings(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "griffin_lim":
         n = out["n_iter"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise VocoderError(f"vocoder.n_iter={n!r}: Griffin-Lim needs a whole number of iterations >= 1, e.g. 32")
+            raise VocoderError(
+                f"vocoder.n_iter={n!r}: Griffin-Lim needs a whole number of iterations >= 1, e.g. 32"
+            )
         if not isinstance(out["momentum"], (int, float)) or not 0 <= out["momentum"] < 1:
-            raise VocoderError(f"vocoder.momentum={out['momentum']!r}: use 0 (plain Griffin-Lim) up to below 1")
+            raise VocoderError(
+                f"vocoder.momentum={out['momentum']!r}: use 0 (plain Griffin-Lim) up to below 1"
+            )
     elif kind == "waveglow":
-        for key, hint in (("sigma", "DLE infers with 0.9; 0 is deterministic"), ("denoiser_strength", "0 = off, DLE uses 0.01")):
+        for key, hint in (
+            ("sigma", "DLE infers with 0.9; 0 is deterministic"),
+            ("denoiser_strength", "0 = off, DLE uses 0.01"),
+        ):
             v = out[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise VocoderError(f"vocoder.{key}={v!r}: must be a number >= 0 ({hint})")
     elif kind == "hifigan":
         if out["variant"] is not None and out["variant"] not in ("v1", "v2", "v3"):
-            raise VocoderError(f"vocoder.variant={out['variant']}: HiFi-GAN variants are v1, v2, v3 (or null)")
+            raise VocoderError(
+                f"vocoder.variant={out['variant']}: HiFi-GAN variants are v1, v2, v3 (or null)"
+            )
         if out["config"] is not None and not Path(str(out["config"])).is_file():
             raise VocoderError(f"vocoder.config={out['config']}: no such file (a HiFi-GAN config.json)")
     return out

@@ -74,7 +74,9 @@ class Vocoder(nn.Module):
         if isinstance(mel, np.ndarray):  # TEMPORARY: callers from before the vocoder moved into the
             # engine pass one mel (To, num_mels) -> wav (To * hop,) numpy; remove once none does.
             with torch.no_grad():
-                return self.forward(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None])[0].numpy()
+                return self.forward(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None])[
+                    0
+                ].numpy()
         B, To, _ = mel.shape
         hop = self.audio.hop_length
         if mel_lens is None:
@@ -167,7 +169,9 @@ def read_checkpoint(path: str | Path, expected: str) -> dict[str, Any]:
     """torch.load a vocoder checkpoint (tensors only) -> its top-level dict; VocoderError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise VocoderError(f"vocoder checkpoint not found: {path}; pass vocoder.checkpoint=PATH to {expected}")
+        raise VocoderError(
+            f"vocoder checkpoint not found: {path}; pass vocoder.checkpoint=PATH to {expected}"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickle of a class, not torch at all

@@ -63,7 +63,9 @@ class GriffinLim(Vocoder):
         if not (isinstance(n_iter, int) and n_iter >= 1):
             raise VocoderError(f"vocoder.n_iter={n_iter!r}: Griffin-Lim needs at least 1 iteration, e.g. 32")
         if not 0.0 <= float(momentum) < 1.0:
-            raise VocoderError(f"vocoder.momentum={momentum!r}: use 0 (plain Griffin-Lim) up to below 1 (0.99)")
+            raise VocoderError(
+                f"vocoder.momentum={momentum!r}: use 0 (plain Griffin-Lim) up to below 1 (0.99)"
+            )
         super().__init__(audio, {"n_iter": n_iter, "momentum": float(momentum)})
         self.n_iter, self.momentum = n_iter, float(momentum)
         a = self.audio
@@ -76,7 +78,7 @@ class GriffinLim(Vocoder):
         self, mel: torch.Tensor, valid: torch.Tensor, acts: dict[str, torch.Tensor] | None
     ) -> torch.Tensor:
         a = self.audio
-        B, To, _ = mel.shape
+        To = mel.shape[1]
         # Magnitude (B, F, To), zero in padding frames.
         magnitude = (self.inverse @ mel.exp().transpose(1, 2)).clamp_min(0) * valid[:, None, :]
         record(acts, "magnitude", magnitude)
@@ -124,6 +126,11 @@ def librosa_griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0, audio:
         magnitude, sr=a.sample_rate, n_fft=a.n_fft, power=1.0, fmin=a.mel_fmin, fmax=a.mel_fmax
     )
     wav = librosa.griffinlim(
-        stft, n_iter=n_iter, hop_length=a.hop_length, win_length=a.win_length, n_fft=a.n_fft, random_state=seed
+        stft,
+        n_iter=n_iter,
+        hop_length=a.hop_length,
+        win_length=a.win_length,
+        n_fft=a.n_fft,
+        random_state=seed,
     )
     return np.pad(wav, (0, len(mel) * a.hop_length - len(wav))).astype(np.float32)

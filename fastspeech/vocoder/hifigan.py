@@ -183,7 +183,9 @@ def load_hifigan(
             f"keys {sorted(map(str, obj))[:8]})"
         )
     state = fold_weight_norm(strip_prefix(state))
-    fmt = "dle" if "config" in obj or any(re.match(r"resblocks\.\d+\.\d+\.", k) for k in state) else "original"
+    fmt = (
+        "dle" if "config" in obj or any(re.match(r"resblocks\.\d+\.\d+\.", k) for k in state) else "original"
+    )
     if variant is not None and variant not in PRESETS:
         raise VocoderError(f"vocoder.variant={variant}: HiFi-GAN variants are {', '.join(PRESETS)}")
     if config is not None:
@@ -261,4 +263,6 @@ def _match_preset(state: dict[str, torch.Tensor], path: Path) -> HiFiGANConfig:
 
 
 def _short(cfg: HiFiGANConfig) -> str:
-    return f"resblock {cfg.resblock}, {cfg.upsample_initial_channel} channels, rates {list(cfg.upsample_rates)}"
+    return (
+        f"resblock {cfg.resblock}, {cfg.upsample_initial_channel} channels, rates {list(cfg.upsample_rates)}"
+    )

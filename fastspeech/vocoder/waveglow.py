@@ -79,7 +79,8 @@ class WN(nn.Module):
         self.n_channels = C
         self.start = nn.Conv1d(n_in, C, 1)
         self.in_layers = nn.ModuleList(
-            nn.Conv1d(C, 2 * C, k, dilation=2**i, padding=(k * 2**i - 2**i) // 2) for i in range(cfg.wn_layers)
+            nn.Conv1d(C, 2 * C, k, dilation=2**i, padding=(k * 2**i - 2**i) // 2)
+            for i in range(cfg.wn_layers)
         )
         self.cond_layers = nn.ModuleList(nn.Conv1d(n_cond, 2 * C, 1) for _ in range(cfg.wn_layers))
         self.res_skip_layers = nn.ModuleList(
@@ -91,7 +92,9 @@ class WN(nn.Module):
         C = self.n_channels
         x = self.start(audio)
         skip = None
-        for i, (inp, cond, res_skip) in enumerate(zip(self.in_layers, self.cond_layers, self.res_skip_layers)):
+        for i, (inp, cond, res_skip) in enumerate(
+            zip(self.in_layers, self.cond_layers, self.res_skip_layers)
+        ):
             z = inp(x) + cond(spect)
             acts = torch.tanh(z[:, :C]) * torch.sigmoid(z[:, C:])
             rs = res_skip(acts)
@@ -131,14 +134,24 @@ class WaveGlow(Vocoder):
     ):
         cfg = cfg or WaveGlowConfig()
         if not float(sigma) >= 0:
-            raise VocoderError(f"vocoder.sigma={sigma!r}: WaveGlow's noise scale must be >= 0 (DLE infers with 0.9)")
+            raise VocoderError(
+                f"vocoder.sigma={sigma!r}: WaveGlow's noise scale must be >= 0 (DLE infers with 0.9)"
+            )
         if not float(denoiser_strength) >= 0:
-            raise VocoderError(f"vocoder.denoiser_strength={denoiser_strength!r}: use 0 (off) or more, e.g. 0.01")
-        settings = {"config": dataclasses.asdict(cfg), "sigma": float(sigma), "denoiser_strength": float(denoiser_strength)}
+            raise VocoderError(
+                f"vocoder.denoiser_strength={denoiser_strength!r}: use 0 (off) or more, e.g. 0.01"
+            )
+        settings = {
+            "config": dataclasses.asdict(cfg),
+            "sigma": float(sigma),
+            "denoiser_strength": float(denoiser_strength),
+        }
         super().__init__(audio, settings)
         self.cfg, self.sigma, self.denoiser_strength = cfg, float(sigma), float(denoiser_strength)
         if cfg.n_group % 2 or self.audio.hop_length % cfg.n_group:
-            raise VocoderError(f"WaveGlow n_group={cfg.n_group} must be even and divide the hop {self.audio.hop_length}")
+            raise VocoderError(
+                f"WaveGlow n_group={cfg.n_group} must be even and divide the hop {self.audio.hop_length}"
+            )
         self.upsample = nn.ConvTranspose1d(cfg.n_mel_channels, cfg.n_mel_channels, 1024, stride=256)
         channels = cfg.channels()
         self.n_remaining = channels[-1]
@@ -163,7 +176,9 @@ class WaveGlow(Vocoder):
         t = torch.arange(length, device=like.device)[None, :]
         return hash_normal(c, t, salt=salt).to(like.dtype).expand(B, -1, -1)
 
-    def flows(self, mel: torch.Tensor, sigma: float, acts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def flows(
+        self, mel: torch.Tensor, sigma: float, acts: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """DLE's `infer` on a time-first mel (B, To, 80) in the module's dtype -> (B, To * 256)."""
         g = self.cfg.n_group
         spect = self.upsample(mel.transpose(1, 2))  # (B, 80, To * 256 + 768)

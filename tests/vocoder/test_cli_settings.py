@@ -14,7 +14,7 @@ from helpers import CONF, ROOT
 from fastspeech.errors import FastSpeechError
 
 sys.path.insert(0, ROOT)
-import run as run_py  # noqa: E402 - run.py lives at the repository root
+import run as run_py
 
 
 def dispatch(tmp_path, *overrides):
@@ -32,7 +32,10 @@ def dispatch(tmp_path, *overrides):
     "overrides, message",
     [
         (["vocoder=hifigan"], "vocoder=hifigan needs vocoder.checkpoint=PATH"),
-        (["vocoder=waveglow", "vocoder.checkpoint=/no/such/wg.pt"], "vocoder.checkpoint=/no/such/wg.pt: no such file"),
+        (
+            ["vocoder=waveglow", "vocoder.checkpoint=/no/such/wg.pt"],
+            "vocoder.checkpoint=/no/such/wg.pt: no such file",
+        ),
         (["vocoder=waveglow", f"vocoder.checkpoint={__file__}", "vocoder.sigma=-0.5"], "vocoder.sigma=-0.5"),
         (["vocoder.n_iter=0"], "vocoder.n_iter=0"),
         (["mode=verify", "vocoder.momentum=2"], "vocoder.momentum=2"),

@@ -11,7 +11,17 @@ def run_smoke(tmp_path, monkeypatch, *extra):
     from benchmarks import e2e
 
     out = tmp_path / "e2e.json"
-    argv = ["e2e", "--smoke", "--out", str(out), "--engine-dir", str(tmp_path / "engines"), "--seconds", "0", *extra]
+    argv = [
+        "e2e",
+        "--smoke",
+        "--out",
+        str(out),
+        "--engine-dir",
+        str(tmp_path / "engines"),
+        "--seconds",
+        "0",
+        *extra,
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     e2e.main()
     return json.loads(out.read_text())
@@ -30,4 +40,8 @@ def test_smoke_griffin_lim_and_librosa_rows(tmp_path, monkeypatch, capsys):
 
 def test_smoke_every_vocoder(tmp_path, monkeypatch):
     doc = run_smoke(tmp_path, monkeypatch, "--baselines")
-    assert [r["path"] for r in doc["rows"]] == ["engine+griffin_lim", "engine+hifigan_v1", "engine+waveglow_256"]
+    assert [r["path"] for r in doc["rows"]] == [
+        "engine+griffin_lim",
+        "engine+hifigan_v1",
+        "engine+waveglow_256",
+    ]

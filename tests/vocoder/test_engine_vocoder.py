@@ -113,7 +113,12 @@ def test_verify_covers_the_vocoder(tmp_path):
     assert names[-2:] == ["vocoder.magnitude", "vocoder.wav"] and "out.seq" in names
     hifi = verify(model, spec, IDS[:2], TOL["fp32"], tmp_path, "cpu", vocoder=tiny_hifigan())
     assert hifi.passed, hifi.table()
-    assert [r.name for r in hifi.rows][-4:] == ["vocoder.conv_pre", "vocoder.ups.0", "vocoder.ups.1", "vocoder.wav"]
+    assert [r.name for r in hifi.rows][-4:] == [
+        "vocoder.conv_pre",
+        "vocoder.ups.0",
+        "vocoder.ups.1",
+        "vocoder.wav",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -124,8 +124,8 @@ def test_bad_settings_are_one_line_before_any_work(cfg, message):
 
 
 def test_config_files_build(tmp_path):
-    from omegaconf import OmegaConf
     from helpers import CONF
+    from omegaconf import OmegaConf
 
     voc = build_vocoder(OmegaConf.load(f"{CONF}/vocoder/griffin_lim.yaml"))
     assert isinstance(voc, GriffinLim) and voc.n_iter == 32 and not voc.training

@@ -13,10 +13,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import requires_cuda
 from torch import nn
 from torch.nn.utils import weight_norm
-
-from helpers import requires_cuda
 
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder import load_vocoder
@@ -52,7 +51,9 @@ class RefGenerator(nn.Module):
         self.conv_pre = weight_norm(nn.Conv1d(80, C, 7, 1, padding=3))
         self.ups = nn.ModuleList()
         for i, (u, k) in enumerate(zip(h["upsample_rates"], h["upsample_kernel_sizes"])):
-            self.ups.append(weight_norm(nn.ConvTranspose1d(C // 2**i, C // 2 ** (i + 1), k, u, padding=(k - u) // 2)))
+            self.ups.append(
+                weight_norm(nn.ConvTranspose1d(C // 2**i, C // 2 ** (i + 1), k, u, padding=(k - u) // 2))
+            )
         self.resblocks = nn.ModuleList()
         for i in range(len(self.ups)):
             ch = C // 2 ** (i + 1)
@@ -131,7 +132,9 @@ def write(tmp_path, h, fmt, seed=0):
                 for k, v in state.items()
             }
         torch.save({"generator": state}, path)
-        (tmp_path / "config.json").write_text(json.dumps({**h, "sampling_rate": 22050, "hop_size": 256, "num_mels": 80}))
+        (tmp_path / "config.json").write_text(
+            json.dumps({**h, "sampling_rate": 22050, "hop_size": 256, "num_mels": 80})
+        )
     return ref, path
 
 
@@ -160,7 +163,9 @@ def test_padding_is_silence_and_zero_wav(tmp_path):
     assert wav.shape == (1, 16 * 256) and wav[0, 10 * 256 :].abs().max() == 0
     silent = torch.cat([mel, torch.full((1, 6, 80), torch.log(torch.tensor(1e-5)).item())], 1)
     with torch.no_grad():
-        torch.testing.assert_close(wav[0, : 10 * 256], ref(silent.transpose(1, 2))[0, 0, : 10 * 256], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            wav[0, : 10 * 256], ref(silent.transpose(1, 2))[0, 0, : 10 * 256], rtol=0, atol=1e-5
+        )
 
 
 def test_variant_named_or_recognized_by_shape(tmp_path):
@@ -193,7 +198,9 @@ def test_no_config_and_no_matching_variant_says_what_to_pass(tmp_path):
         load_vocoder(path)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "missing", "unexpected", "shape", "not_torch", "waveglow_as_hifigan"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "missing", "unexpected", "shape", "not_torch", "waveglow_as_hifigan"]
+)
 def test_wrong_file_is_one_line_naming_format_and_finding(tmp_path, damage):
     _, path = write(tmp_path, SMALL["2"], "dle")
     obj = torch.load(path, weights_only=True)
@@ -228,7 +235,9 @@ def test_wrong_file_is_one_line_naming_format_and_finding(tmp_path, damage):
 def test_unknown_file_and_other_audio_settings(tmp_path):
     path = tmp_path / "something.pt"
     torch.save({"weights": {"a.weight": torch.zeros(2)}}, path)
-    with pytest.raises(VocoderError, match="neither HiFi-GAN .* nor DLE WaveGlow.*found top-level keys \\['weights'\\]"):
+    with pytest.raises(
+        VocoderError, match="neither HiFi-GAN .* nor DLE WaveGlow.*found top-level keys \\['weights'\\]"
+    ):
         load_vocoder(path)
     _, g = write(tmp_path, SMALL["2"], "original")
     cfg = json.loads((tmp_path / "config.json").read_text())

@@ -10,10 +10,9 @@ channel counts but get fewer flows and layers (loading reads every size from the
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import requires_cuda
 from torch import nn
 from torch.nn.utils import weight_norm
-
-from helpers import requires_cuda
 
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder import load_vocoder
@@ -26,10 +25,18 @@ class RefWN(nn.Module):
         self.n_layers, self.n_channels = n_layers, n_channels
         self.start = weight_norm(nn.Conv1d(n_in, n_channels, 1))
         self.end = nn.Conv1d(n_channels, 2 * n_in, 1)  # DLE: no weight norm here
-        self.in_layers, self.cond_layers, self.res_skip_layers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        self.in_layers, self.cond_layers, self.res_skip_layers = (
+            nn.ModuleList(),
+            nn.ModuleList(),
+            nn.ModuleList(),
+        )
         for i in range(n_layers):
             d = 2**i
-            self.in_layers.append(weight_norm(nn.Conv1d(n_channels, 2 * n_channels, kernel, dilation=d, padding=(kernel * d - d) // 2)))
+            self.in_layers.append(
+                weight_norm(
+                    nn.Conv1d(n_channels, 2 * n_channels, kernel, dilation=d, padding=(kernel * d - d) // 2)
+                )
+            )
             self.cond_layers.append(weight_norm(nn.Conv1d(n_mel, 2 * n_channels, 1)))
             out = 2 * n_channels if i < n_layers - 1 else n_channels
             self.res_skip_layers.append(weight_norm(nn.Conv1d(n_channels, out, 1)))
@@ -112,7 +119,7 @@ def test_sigma_zero_equals_the_reference_to_fp32_rounding(tmp_path, size):
     ref, path = write(tmp_path, size)
     voc = load_vocoder(path, sigma=0.0)  # kind detected from the file
     assert isinstance(voc, WaveGlow) and not voc.training
-    n_flows, n_group, every, early, layers, channels = SIZES[size]
+    n_flows, n_group, every, _, layers, channels = SIZES[size]
     assert (voc.cfg.n_flows, voc.cfg.n_group, voc.cfg.n_early_every, voc.cfg.wn_layers, voc.cfg.wn_channels) == (
         n_flows, n_group, every, layers, channels,
     )  # fmt: skip
