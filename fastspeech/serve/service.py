@@ -141,7 +141,13 @@ class Service:
         return stream
 
     def warm_up(self) -> None:
-        """One call of every engine of every voice (first calls compile kernels, fill caches)."""
+        """One call of every engine of every voice (first calls compile kernels, fill caches), and
+        the text frontend's first numbers (inflect takes seconds to start)."""
+        from fastspeech.text import text_to_ids
+
+        t0 = time.perf_counter()
+        text_to_ids("On May 1st, Dr. Smith paid $3.50 for 12 eggs.")
+        log.info("text frontend warm (%.2f s)", time.perf_counter() - t0)
         for voice in self.voices.values():
             for engine in voice.router.engines:
                 t0 = time.perf_counter()
