@@ -104,8 +104,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         from prometheus_client import CONTENT_TYPE_LATEST
 
         svc = _service(request)
-        svc.metrics.queue_depth.set(svc.batcher.queued_pieces())
-        svc.metrics.in_flight.set(svc.batcher.in_flight())
+        svc.metrics.refresh(svc.batcher)
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")

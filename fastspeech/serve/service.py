@@ -87,6 +87,7 @@ class Metrics:
         self.dropped = Counter(
             "fastspeech_dropped_pieces", "Queued pieces dropped because their client went away", registry=r
         )
+        self._dropped_seen = 0
 
     def observe_call(self, info: CallInfo) -> None:
         for call in info.calls:
@@ -96,6 +97,15 @@ class Metrics:
             self.audio.inc(call["audio_s"])
         self.queue_depth.set(info.queued_pieces)
         self.in_flight.set(info.requests)
+
+    def refresh(self, batcher: Batcher) -> None:
+        """Gauges and the dropped-pieces counter from the batcher's state (before each scrape)."""
+        self.queue_depth.set(batcher.queued_pieces())
+        self.in_flight.set(batcher.in_flight())
+        dropped = batcher.cancelled_pieces - self._dropped_seen
+        if dropped > 0:
+            self.dropped.inc(dropped)
+            self._dropped_seen += dropped
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest

@@ -217,7 +217,9 @@ def test_client_leaving_mid_stream_drops_its_remaining_work(slow_server):
     assert sum(e.calls for e in engines) == calls  # nothing more ran for it
     r = httpx.post(f"{slow_server.url}/v1/audio/speech", json={"input": "Still here."}, timeout=30)
     assert r.status_code == 200 and len(pcm_of_wav(r.content)) > 0
-    assert 'fastspeech_requests_total{status="499"} 1.0' in httpx.get(f"{slow_server.url}/metrics").text
+    metrics = httpx.get(f"{slow_server.url}/metrics").text
+    assert 'fastspeech_requests_total{status="499"} 1.0' in metrics
+    assert f"fastspeech_dropped_pieces_total {float(service.batcher.cancelled_pieces)}" in metrics
 
 
 def test_full_queue_is_503_with_retry_after_and_a_slow_reader_blocks_nobody(slow_server):
