@@ -55,8 +55,6 @@ def test_payload_records_the_options(monkeypatch, artifacts):
         torch.compiler, "save_cache_artifacts", lambda: (artifacts, None) if artifacts else None
     )
     _, payload = backend.build(None, ())
-    assert split_payload(payload) == (
-        {"mode": "default", "enable_pdl": False, "combo_kernels": True},
-        artifacts,
-    )
+    options = {"mode": "default", "enable_pdl": False, "combo_kernels": True, "freezing": False}
+    assert split_payload(payload) == (options, artifacts)
     assert split_payload(b"older file: artifacts only") == (None, b"older file: artifacts only")
