@@ -141,7 +141,11 @@ def report(
     for r in rows:
         if (r["B"], r["Ti"], r["To"]) == (64, 128, 1024):
             met = r["pct_of_peak_copy"] >= 100 * GOAL_FRACTION_OF_COPY
-            print(f"goal {goal_label(r)}: {r['pct_of_peak_copy']:.1f}% of copy -> {'met' if met else 'MISSED'}")
+            print(
+                f"goal {goal_label(r)}: {r['pct_of_peak_copy']:.1f}% of copy -> {'met' if met else 'MISSED'}"
+            )
     slower = [r for r in rows if r["kernel_us"] > r["dle_ref_us"]]
-    print(f"rows slower than the DLE reference: {len(slower)}; all correct: {all(r['correct'] for r in rows)}\n")
+    print(
+        f"rows slower than the DLE reference: {len(slower)}; all correct: {all(r['correct'] for r in rows)}\n"
+    )
     print(markdown_table(rows, columns))
