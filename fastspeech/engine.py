@@ -44,6 +44,11 @@ _SOURCES = (
     "fastspeech/graph.py",
     "kernels/add_pos_enc.py",
     "kernels/regulate_length.py",
+    "kernels/attention.py",
+    "converters/__init__.py",
+    "converters/add_pos_enc.py",
+    "converters/regulate_length.py",
+    "converters/attention.py",
 )
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -280,6 +285,9 @@ def load_or_build(
     backend.check_available(device)
     path = Path(engine_dir) / f"{spec.name}.engine"
     parts = fingerprint_parts(model, spec, device, vocoder)
+    # Backend switches (Inductor's enable_pdl, combo_kernels...) change the compiled code too.
+    options = {k: v for k, v in (backend_options or {}).items() if k != "pool"}
+    parts["backend_options"] = json.dumps(options, sort_keys=True, default=str)
     model = model_on(model, device, spec.dtype)
     vocoder = vocoder.on(device, spec.dtype).eval() if vocoder is not None else None
     graph = EngineGraph(model, spec.max_out, vocoder, spec.debug).eval()
