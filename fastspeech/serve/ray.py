@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,10 @@ def deployment(cfg, replicas: int | None = None) -> Any:
 
     replicas = int(replicas or cfg.serve.replicas)
     plain = OmegaConf.to_container(cfg, resolve=True)  # shipped to each replica
+    # Replicas may run elsewhere (another folder, another node of a shared file system): absolute paths.
+    plain["engine_dir"] = str(Path(plain["engine_dir"]).resolve())
+    if plain.get("checkpoint") not in (None, "demo", "random"):
+        plain["checkpoint"] = str(Path(plain["checkpoint"]).resolve())
     gpus = torch.cuda.device_count()
     if gpus and replicas > gpus:
         log.warning(
