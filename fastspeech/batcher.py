@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from fastspeech.errors import FastSpeechError
-from fastspeech.router import Batch, Part, Router, Scheduler
+from fastspeech.router import Batch, Part, Router, Scheduler, SynthesisFailed
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class Batcher:
                         stream = self.streams.pop((voice, item), None)
                         scheduler.cancel(item)
                         if stream is not None:
-                            err = FastSpeechError("synthesis failed on the server; see its log")
+                            err = SynthesisFailed("synthesis failed on the server; see its log")
                             _deliver(stream, err)
                 continue
             if self.on_call is not None:

@@ -117,6 +117,11 @@ def padded_fraction(calls: Sequence[dict]) -> float:
     return 1 - sum(c["tokens"] + c["frames"] for c in calls) / slots if slots else 0.0
 
 
+class SynthesisFailed(EngineError):
+    """An engine call failed on a piece even when run alone: a fault of the machine or the engine,
+    not of the text (the server answers 500 for it, 400 for other `FastSpeechError`s)."""
+
+
 @dataclass(frozen=True)
 class _Piece:
     """A text (or a piece of one) on its way through the set."""
@@ -528,7 +533,7 @@ class Scheduler:
                 touched.pop(piece.key[0], None)
                 if not isinstance(exc, FastSpeechError):
                     log.exception("%s failed", item.label)
-                    exc = EngineError(f"{item.label}: synthesis failed ({type(exc).__name__}: {exc})")
+                    exc = SynthesisFailed(f"{item.label}: synthesis failed ({type(exc).__name__}: {exc})")
                 events.append((piece.key[0], exc))
         for i in touched:
             item = self.items[i]

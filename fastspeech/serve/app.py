@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from fastspeech.batcher import QueueFull, Stream
 from fastspeech.errors import EngineError, TextError
+from fastspeech.router import SynthesisFailed
 from fastspeech.serve import audio
 from fastspeech.serve.protocol import (
     SPEED_MAX,
@@ -83,6 +84,12 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
             APIError(400, f"invalid request: {problems}", param=str(first) if first else None).body(),
             status_code=400,
         )
+
+    @app.exception_handler(SynthesisFailed)
+    async def synthesis_failed(request: Request, exc: SynthesisFailed) -> JSONResponse:
+        log.error("%s", exc)
+        _count(request, "500")
+        return JSONResponse(APIError(500, str(exc), type="server_error").body(), status_code=500)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +152,8 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         try:
             async for part in stream.parts():
                 wavs.append(await _wav(svc, voice, part))
+        except SynthesisFailed:
+            raise
         except (TextError, EngineError) as exc:
             svc.metrics.requests.labels("400").inc()
             raise APIError(400, str(exc), param="input") from None
@@ -169,6 +178,12 @@ async def _build(app: FastAPI, cfg) -> None:
     service.start()
     app.state.service = service
     log.info("ready: voices %s", ", ".join(service.voices))
+
+
+def _count(request: Request, status: str) -> None:
+    svc = request.app.state.service
+    if svc is not None:
+        svc.metrics.requests.labels(status).inc()
 
 
 def _service(request: Request) -> Service:
@@ -240,6 +255,8 @@ async def _first(svc: Service, stream: Stream, t0: float):
         first = await parts.__anext__()
     except StopAsyncIteration:
         return parts, None
+    except SynthesisFailed:
+        raise
     except (TextError, EngineError) as exc:
         svc.metrics.requests.labels("400").inc()
         raise APIError(400, str(exc), param="input") from None
@@ -271,7 +288,7 @@ async def _streamed(
         status = "200"
     except (TextError, EngineError) as exc:  # a later piece failed: the status has gone out already
         log.warning("request failed mid-stream: %s", exc)
-        status = "400"
+        status = "500" if isinstance(exc, SynthesisFailed) else "400"
     finally:
         stream.cancel()
         await parts.aclose()

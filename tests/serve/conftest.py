@@ -46,25 +46,29 @@ def make_router(model, engine_dir, batch: int = 4):
 
 
 class SlowEngine:
-    """Wraps an engine: every call sleeps first (a GPU under load), and counts calls."""
+    """Wraps an engine: every call sleeps first (a GPU under load), counts calls, and fails any call
+    holding the `poison` token ids (a piece the engine cannot run)."""
 
-    def __init__(self, engine, delay_s: float):
+    def __init__(self, engine, delay_s: float, poison=None):
         self.engine, self.delay_s, self.calls = engine, delay_s, 0
+        self.poison = tuple(poison) if poison else None
         self.spec, self.device = engine.spec, engine.device
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, ids, *args, **kwargs):
         self.calls += 1
         time.sleep(self.delay_s)
-        return self.engine(*args, **kwargs)
+        if self.poison is not None and any(tuple(i) == self.poison for i in ids):
+            raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+        return self.engine(ids, *args, **kwargs)
 
 
-def make_service(model, engine_dir, delay_s: float = 0.0, **settings):
+def make_service(model, engine_dir, delay_s: float = 0.0, poison=None, **settings):
     from fastspeech.router import Router
     from fastspeech.serve.service import Service, Voice
 
     router = make_router(model, engine_dir)
-    if delay_s:
-        router = Router([SlowEngine(e, delay_s) for e in router.engines], progress=False)
+    if delay_s or poison:
+        router = Router([SlowEngine(e, delay_s, poison) for e in router.engines], progress=False)
     return Service({"demo": Voice("demo", router, FrameVocoder())}, **settings)
 
 
@@ -127,5 +131,16 @@ def slow_server(model, tmp_path) -> Iterator[Server]:
     """Every engine call takes 0.1 s more, one piece a call, at most 2 requests in flight."""
     pytest.importorskip("fastapi", reason='needs the serve extra: pip install -e ".[serve]"')
     s = Server(make_service(model, tmp_path, delay_s=0.1, max_batch=1, max_wait_ms=0, max_queue=2))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def poisoned_server(model, tmp_path) -> Iterator[Server]:
+    """Engines that fail on the text "Broken piece." (a server fault, not the input's)."""
+    pytest.importorskip("fastapi", reason='needs the serve extra: pip install -e ".[serve]"')
+    from fastspeech.text import text_to_ids
+
+    s = Server(make_service(model, tmp_path, poison=text_to_ids("Broken piece."), max_wait_ms=50))
     yield s
     s.stop()

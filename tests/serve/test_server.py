@@ -240,3 +240,21 @@ def test_full_queue_is_503_with_retry_after_and_a_slow_reader_blocks_nobody(slow
             assert unread.status_code == 200
         ok = httpx.post(f"{slow_server.url}/v1/audio/speech", json={"input": "One more."}, timeout=30)
         assert ok.status_code == 200
+
+
+def test_an_engine_failure_is_a_500_for_that_request_only(poisoned_server):
+    async def main():
+        async with httpx.AsyncClient(base_url=poisoned_server.url, timeout=30) as http:
+            bodies = [
+                {"input": "Fine. Broken piece.", "stream": False},
+                {"input": "Broken piece.", "response_format": "pcm"},
+                {"input": "Fine too."},
+                {"input": "All fine here."},
+            ]
+            return await asyncio.gather(*(http.post("/v1/audio/speech", json=b) for b in bodies))
+
+    whole, streamed, fine, also_fine = asyncio.run(main())  # all four meet in one engine call
+    for r in (whole, streamed):
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert "synthesis failed (RuntimeError: CUDA error" in r.json()["error"]["message"]
+    assert fine.status_code == also_fine.status_code == 200 and len(pcm_of_wav(fine.content)) > 0
