@@ -121,6 +121,17 @@ def test_verify_covers_the_vocoder(tmp_path):
     ]
 
 
+@pytest.mark.slow  # ~45 s of C++ compiling (Griffin-Lim's unrolled loop takes ~8 min on 2 cores: GPU only)
+def test_inductor_engine_with_hifigan_on_cpu_equals_eager(tmp_path):
+    model, voc = random_model(seed=7), tiny_hifigan()
+    spec = EngineSpec(batch=2, max_in=16, max_out=32, backend="inductor")
+    engine = load_or_build(model, spec, tmp_path, "cpu", {"mode": None, "cuda_graphs": False}, vocoder=voc)
+    eager = load_or_build(model, EngineSpec(batch=2, max_in=16, max_out=32), tmp_path, "cpu", vocoder=voc)
+    out, ref = engine(IDS[:2]), eager(IDS[:2])
+    torch.testing.assert_close(out.wav, ref.wav, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.mel, ref.mel, rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA (run on the H100): every precision, eager and Inductor (one CUDA graph replay per call)
 
