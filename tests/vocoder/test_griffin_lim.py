@@ -136,7 +136,7 @@ def test_config_files_build(tmp_path):
 
 @pytest.mark.slow
 def test_compiles_fullgraph_and_matches_eager():
-    voc = GriffinLim(n_iter=1)  # CPU Inductor compiles slowly: one iteration (measured ~1 min)
+    voc = GriffinLim(n_iter=1)  # CPU Inductor compiles the FFT graph slowly (minutes): one iteration
     mel, lens = torch.randn(2, 12, 80) - 4, torch.tensor([12, 7])
     compiled = torch.compile(voc, fullgraph=True, dynamic=False)
     torch.testing.assert_close(compiled(mel, lens), voc(mel, lens), rtol=1e-4, atol=1e-5)
