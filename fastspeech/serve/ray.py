@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ def start(cfg, replicas: int | None = None, blocking: bool = False) -> None:
         cfg.serve.port,
     )
     if blocking:
+        signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`, `kill`: shut down as on Ctrl-C
         try:
             while True:
                 time.sleep(3600)
@@ -89,6 +91,10 @@ def start(cfg, replicas: int | None = None, blocking: bool = False) -> None:
             log.info("shutting down")
         finally:
             stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def stop() -> None:
