@@ -205,7 +205,9 @@ def test_wrong_file_is_one_line(tmp_path, damage):
 
 @requires_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("fp16", 3e-2), ("bf16", 2e-1)])
+# fp32: cuDNN convolutions use TF32 under torch's default (torch.backends.cudnn.allow_tf32), and
+# 12 flows of 8 dilated layers add it up: 2.6e-4 measured on an H200 against the CPU reference.
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-3), ("fp16", 3e-2), ("bf16", 2e-1)])
 def test_cuda_every_precision_against_the_reference(tmp_path, precision, atol):
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     ref, path = write(tmp_path, "256ch")
