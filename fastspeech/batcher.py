@@ -115,6 +115,7 @@ class Batcher:
 
     def start(self) -> None:
         if self._thread is None:
+            self._closed = False
             self._thread = threading.Thread(target=self._work, name="fastspeech-batcher", daemon=True)
             self._thread.start()
 
