@@ -290,7 +290,7 @@ def load_or_build(
     parts["backend_options"] = json.dumps(options, sort_keys=True, default=str)
     model = model_on(model, device, spec.dtype)
     vocoder = vocoder.on(device, spec.dtype).eval() if vocoder is not None else None
-    graph = EngineGraph(model, spec.max_out, vocoder, spec.debug).eval()
+    graph = EngineGraph(model, spec.max_out, vocoder, spec.debug, trim=spec.backend == "eager").eval()
     example = (
         torch.zeros(spec.batch, spec.max_in, dtype=torch.long, device=device),
         torch.ones(spec.batch, dtype=torch.float32, device=device),

@@ -58,6 +58,9 @@ class Vocoder(nn.Module):
     kind: str = ""
     sources: tuple[str, ...] = ("fastspeech/vocoder/base.py",)
     keeps_fp32: bool = False  # True: runs in float32 whatever the engine precision (Griffin-Lim)
+    # Silent frames after the last real one that make the wav exactly what the full padded length
+    # gives (None: no such bound). Eager engines then vocode only up to the batch's longest mel.
+    context_frames: int | None = None
 
     def __init__(self, audio: AudioConfig | None = None, settings: dict[str, Any] | None = None):
         super().__init__()

@@ -58,6 +58,9 @@ class GriffinLim(Vocoder):
     kind = "griffin_lim"
     sources = Vocoder.sources + ("fastspeech/vocoder/griffin_lim.py",)
     keeps_fp32 = True
+    # A frame's window reaches 2 frames either side (n_fft 1024 = 4 hops, centred): 4 silent frames
+    # already give bit-identical samples to a 1024-frame padding (tests/vocoder); 8 for margin.
+    context_frames = 8
 
     def __init__(self, n_iter: int = 32, momentum: float = 0.99, audio: AudioConfig | None = None):
         if not (isinstance(n_iter, int) and n_iter >= 1):
