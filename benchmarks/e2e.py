@@ -320,7 +320,28 @@ def main() -> None:
         rows = [r for r in json.loads(out.read_text())["rows"] if (r["path"], r["batch"]) not in new] + rows
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print_table(rows, meta)
-    log.info("wrote %s", out)
+    plot(rows, meta, out.with_suffix(".png"))
+    log.info("wrote %s and its plot", out)
+
+
+def plot(rows: list[dict], meta: dict, path: Path) -> None:
+    """Text -> wav latency per path against batch, log scale (the README's plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in dict.fromkeys(r["path"] for r in rows):
+        mine = sorted((r["batch"], r["total_ms"]) for r in rows if r["path"] == name)
+        ax.plot(*zip(*mine), marker="o", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="text -> wav, ms per call")
+    ax.set_title(f"{meta['device']}, {meta['precision']}, {meta['audio_s_per_item']:.1f} s of audio per item", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def print_table(rows: list[dict], meta: dict) -> None:
