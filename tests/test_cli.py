@@ -19,12 +19,11 @@ import pytest
 import soundfile
 from helpers import random_model
 
+import run as run_py  # run.py at the repository root (pytest's pythonpath has ".")
 from fastspeech.checkpoint import save_checkpoint
 from fastspeech.errors import FastSpeechError
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import run as run_py  # noqa: E402 - run.py lives at the repository root
 
 BASE = ["model=tiny", "vocoder.n_iter=4", "plot=false"]
 
