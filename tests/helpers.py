@@ -68,3 +68,26 @@ def run_without_interpreter(script: str) -> list[dict]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class ShapeExpr:
+    """Stands in for `trtp.ShapeExpr` in the converters' tests: only the int operators it has (no
+    reflected ones, no min/max), so a shape rule that uses another fails here as it would there."""
+
+    def __init__(self, value: int):
+        self.value = value
+
+    def __add__(self, other: int) -> "ShapeExpr":
+        return ShapeExpr(self.value + other)
+
+    def __floordiv__(self, other: int) -> "ShapeExpr":
+        return ShapeExpr(self.value // other)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: more CPU threads only add waiting on a busy 2-core runner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

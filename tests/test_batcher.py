@@ -19,11 +19,8 @@ TEXTS = ["Hello there. How are you?", "Short.", "One, two, three. Four! Five six
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one CPU thread (`helpers.one_thread`)."""
 
 
 class Poisoned:

@@ -10,7 +10,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import needs_tensorrt, requires_cuda, run_without_interpreter
+from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -83,23 +83,10 @@ def test_aot_specialization_is_what_the_eager_launcher_launches(monkeypatch, B, 
     assert {k: v for k, v in launched.items() if k not in config.pointers} == dict(config.constexprs)
 
 
-class _Expr:
-    """Stands in for `trtp.ShapeExpr`: only the int operators it has (no reflected ones, no min/max)."""
-
-    def __init__(self, value: int):
-        self.value = value
-
-    def __add__(self, other: int) -> "_Expr":
-        return _Expr(self.value + other)
-
-    def __floordiv__(self, other: int) -> "_Expr":
-        return _Expr(self.value // other)
-
-
 @pytest.mark.parametrize("B, T, H", SHAPES)
 def test_launch_grid_works_on_shape_expressions(B, T, H):
     config = plugin.kernel_config((B, T, H), torch.float32, torch.int64)
-    grid = plugin.launch_grid(_Expr(B), _Expr(T), _Expr(H), config.constexprs)
+    grid = plugin.launch_grid(ShapeExpr(B), ShapeExpr(T), ShapeExpr(H), config.constexprs)
     assert tuple(g.value for g in grid) == config.grid
 
 

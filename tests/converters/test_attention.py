@@ -10,7 +10,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import needs_tensorrt, requires_cuda, run_without_interpreter
+from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -91,25 +91,12 @@ def test_aot_specialization_is_what_the_eager_launcher_launches(monkeypatch, B, 
     assert {k: v for k, v in launched.items() if k not in config.pointers} == dict(config.constexprs)
 
 
-class _Expr:
-    """Stands in for `trtp.ShapeExpr`: only the int operators it has (no reflected ones, no min/max)."""
-
-    def __init__(self, value: int):
-        self.value = value
-
-    def __add__(self, other: int) -> "_Expr":
-        return _Expr(self.value + other)
-
-    def __floordiv__(self, other: int) -> "_Expr":
-        return _Expr(self.value // other)
-
-
 @pytest.mark.parametrize("B, T, n_head, d", SHAPES)
 def test_grid_and_output_shape_work_on_shape_expressions(B, T, n_head, d):
     config = plugin.kernel_config((B, T, n_head * 3 * d), n_head, torch.float16, torch.int64)
-    grid = plugin.launch_grid(_Expr(B), _Expr(T), n_head, config.constexprs)
+    grid = plugin.launch_grid(ShapeExpr(B), ShapeExpr(T), n_head, config.constexprs)
     assert tuple(getattr(g, "value", g) for g in grid) == config.grid
-    shape = plugin.output_shape((_Expr(B), _Expr(T), _Expr(n_head * 3 * d)))
+    shape = plugin.output_shape((ShapeExpr(B), ShapeExpr(T), ShapeExpr(n_head * 3 * d)))
     assert tuple(s.value for s in shape) == (B, T, n_head * d)
 
 

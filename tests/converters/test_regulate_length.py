@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import needs_tensorrt, requires_cuda, run_without_interpreter
+from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -102,23 +102,10 @@ def test_aot_specialization_is_what_the_eager_launcher_launches(monkeypatch, B, 
     assert scalars == dict(config.constexprs)
 
 
-class _Expr:
-    """Stands in for `trtp.ShapeExpr`: only the int operators it has (no reflected ones, no min/max)."""
-
-    def __init__(self, value: int):
-        self.value = value
-
-    def __add__(self, other: int) -> "_Expr":
-        return _Expr(self.value + other)
-
-    def __floordiv__(self, other: int) -> "_Expr":
-        return _Expr(self.value // other)
-
-
 @pytest.mark.parametrize("B, Ti, H, max_out", SHAPES)
 def test_launch_grid_works_on_shape_expressions(B, Ti, H, max_out):
     config = plugin.kernel_config((B, Ti, H), max_out, torch.float32, torch.int64)
-    grid = plugin.launch_grid(_Expr(B), _Expr(H), _Expr(max_out), config.constexprs)
+    grid = plugin.launch_grid(ShapeExpr(B), ShapeExpr(H), ShapeExpr(max_out), config.constexprs)
     assert tuple(g.value for g in grid) == config.grid
 
 

@@ -19,12 +19,8 @@ ENGINES = [(16, 128), (32, 256), (64, 512)]  # (max_in, max_out); batch 4 each
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: more CPU threads only add waiting on a busy 2-core runner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one CPU thread (`helpers.one_thread`)."""
 
 
 class FrameVocoder(torch.nn.Module):
