@@ -6,7 +6,8 @@ One file, gpt-fast style: `FastSpeechConfig` (hparams, DLE's YAML key names) and
 47,032,273 elements at default hparams), so DLE checkpoints load as they are.
 
 Outputs do not depend on padding: a text gives the same mel in any engine size or batch, equal to
-DLE's unpadded forward (see `PositionwiseFeedForward`).
+DLE's unpadded forward (see `PositionwiseFeedForward`; DLE's own output changes with any padding at
+all, docs/dle_differences.md#padding).
 
 Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
@@ -104,10 +105,12 @@ class MultiHeadAttention(nn.Module):
 class PositionwiseFeedForward(nn.Module):
     """Conv1d(k=3) -> ReLU -> Conv1d(k=3), residual, post-LN (DLE's `pos_ffn`).
 
-    The hidden rows at padding are zeroed before the second conv. DLE does not: there ReLU(bias)
-    of the first padding row leaks into the last real row, so DLE's output for a text depends on
-    how much padding its batch or engine adds. Zeroing makes every engine size give the output of
-    DLE's unpadded (batch 1) forward.
+    The hidden rows at padding are zeroed before the second conv. DLE does not: there `w_1`'s
+    output at the first padding row is the conv of the last real row plus the bias
+    (b1 + W1[:, :, 0] . x[L-1]), its ReLU is in general not zero, and `w_2`'s right tap carries it
+    into the last real row. So any padding at all changes DLE's output for a text, whatever its
+    amount (only the first padding row reaches a real one); see docs/dle_differences.md#padding.
+    Zeroing makes every engine size give the output of DLE's unpadded (batch 1) forward.
     """
 
     def __init__(self, d_model: int, d_inner: int, kernel: int, padding: int):
