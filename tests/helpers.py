@@ -1,5 +1,6 @@
 """Small random models and markers shared by the tests (import as `from helpers import ...`)."""
 
+import contextlib
 import importlib
 import json
 import os
@@ -84,10 +85,12 @@ class ShapeExpr:
         return ShapeExpr(self.value // other)
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def one_thread():
     """Tiny matmuls: more CPU threads only add waiting on a busy 2-core runner."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

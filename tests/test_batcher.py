@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 import torch
-from helpers import random_model
+from helpers import one_thread, random_model
 
 from fastspeech.batcher import Batcher, QueueFull
 from fastspeech.engine import EngineSpec, load_or_build
@@ -19,8 +19,10 @@ TEXTS = ["Hello there. How are you?", "Short.", "One, two, three. Four! Five six
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(one_thread):
+def _one_thread():
     """Every test here on one CPU thread (`helpers.one_thread`)."""
+    with one_thread():
+        yield
 
 
 class Poisoned:

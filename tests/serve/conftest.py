@@ -13,14 +13,16 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from helpers import random_model
+from helpers import one_thread, random_model
 
 ENGINES = [(16, 128), (32, 256), (64, 512)]  # (max_in, max_out); batch 4 each
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(one_thread):
+def _one_thread():
     """Every test here on one CPU thread (`helpers.one_thread`)."""
+    with one_thread():
+        yield
 
 
 class FrameVocoder(torch.nn.Module):
