@@ -17,7 +17,7 @@ real speech, plus i128_o1024 for slow speech). Engines come from `pipeline.open_
 
 Measured, per batch size B (every engine of a run has batch B):
 - throughput: audio seconds produced per wall second, all texts through the router in one call
-  (padding, engine calls, copies to the host, joining; no vocoder), after one warm-up call per engine;
+  (padding, engine calls with the configured vocoder inside, copies to the host, joining), after one warm-up call per engine;
   the median of `--repeat` such runs (one run is ~1 s on the GPU, and single runs varied by 30%);
 - padded fraction: the share of computed token + frame slots that held no real token or frame
   (empty batch rows, padding, and the whole row of an output that overflowed and ran again);
