@@ -269,8 +269,11 @@ def test_ctrl_c_says_interrupted_exit_130_and_leaves_no_partial_file(tmp_path, c
     cmd = [sys.executable, str(ROOT / "run.py"), *BASE, "engine=i32_o256", f"input={tmp_path / 'many.txt'}",
            f"checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"engine_dir={tmp_path / 'engines'}",
            f"hydra.run.dir={tmp_path / 'hydra'}"]
+    # A background job of a non-interactive shell starts with SIGINT ignored, and so would run.py:
+    # give it the default disposition, as a terminal's Ctrl-C finds it.
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "results" / "runs").exists():
         time.sleep(0.2)
