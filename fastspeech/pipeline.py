@@ -30,12 +30,11 @@ from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextErr
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, check_lengths
 from fastspeech.text import check_texts
-from fastspeech.vocoder import Vocoder, build_vocoder
+from fastspeech.vocoder import AudioConfig, Vocoder, build_vocoder
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-SAMPLE_RATE, HOP = 22050, 256  # DLE's audio: samples per second, samples per mel frame
 
 
 @dataclass
@@ -151,7 +150,7 @@ def open_engine(
     backend, why = resolve_backend(cfg.backend.name, device)
     precision = resolve_precision(cfg.precision.name, device)
     model.to(device=device, dtype=PRECISIONS[precision])  # in place: every engine shares these weights
-    vocoder = (vocoder or open_vocoder(cfg)).on(device, PRECISIONS[precision])
+    vocoder = vocoder or open_vocoder(cfg)  # load_or_build places it (shared when already placed)
     log.info("backend=%s (%s)", backend, why)
     spec = EngineSpec(
         batch=int(cfg.batch_size),
@@ -327,7 +326,6 @@ def open_router(
     Either way a text longer than the engine is split at sentence, clause and word boundaries (never
     cropped); with `engine_set.split=false` such a text is refused before any engine is loaded.
     """
-    vocoder = vocoder or open_vocoder(cfg)
     if cfg.get("engine_set") is None:
         return Router([open_engine(cfg, model, device, vocoder=vocoder)], split=True, on_unknown=cfg.on_unknown)
     return open_engine_set(cfg, model, device, vocoder)
@@ -401,14 +399,12 @@ def write_results(
     t0 = time.perf_counter()
     for u in tqdm(utterances, desc="writing", unit="wav", disable=len(utterances) < 2):
         stem = out / f"{u.index:04d}_{slug(u.text)}"
-        wav = np.asarray(u.wav, dtype=np.float32)[: len(u.mel) * HOP]  # the engine's wav: never a padded tail
-        peak = float(np.abs(wav).max()) if len(wav) else 0.0
-        if peak > 1.0:
-            wav = wav / peak  # keep the wav from clipping
-        _atomic(f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, SAMPLE_RATE, format="WAV"))
+        # The engine's wav, in [-1, 1] (the vocoder contract): never a padded tail.
+        wav = np.asarray(u.wav, dtype=np.float32)[: len(u.mel) * AudioConfig.hop_length]
+        _atomic(f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, AudioConfig.sample_rate, format="WAV"))
         _atomic(f"{stem}.npy", lambda p, mel=u.mel: _save_npy(p, mel))
         u.files = [f"{stem}.wav", f"{stem}.npy"]
-        log.info("wrote %s.wav (%.2f s): %s", stem, len(wav) / SAMPLE_RATE, u.text)
+        log.info("wrote %s.wav (%.2f s): %s", stem, len(wav) / AudioConfig.sample_rate, u.text)
     write_s = time.perf_counter() - t0
     if cfg.plot:
         _atomic(str(run_dir / "mels.png"), lambda p: plot_mels(utterances, p))

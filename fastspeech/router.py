@@ -46,12 +46,12 @@ import torch
 from fastspeech.engine import Engine
 from fastspeech.errors import EngineError, FastSpeechError, TextError
 from fastspeech.text import split_text, text_to_ids
+from fastspeech.vocoder.base import AudioConfig
 
 log = logging.getLogger(__name__)
 
-HOP = 256  # samples per mel frame (DLE's hop)
-SAMPLE_RATE = 22050
-HOP_S = HOP / SAMPLE_RATE  # seconds of audio per mel frame
+HOP = AudioConfig.hop_length  # samples per mel frame (DLE's hop)
+HOP_S = HOP / AudioConfig.sample_rate  # seconds of audio per mel frame
 
 
 @dataclass
@@ -310,9 +310,7 @@ class Router:
         out = engine([p.ids for p in batch], [p.alpha for p in batch], to_host=True)  # waits for the GPU
         latency = time.perf_counter() - t0
         mel, frames, durations = out.mel, out.frames.tolist(), out.durations
-        wav = getattr(out, "wav", None)  # engines with the vocoder inside
-        if wav is not None and wav.shape[-1] < s.max_out * HOP:  # a placeholder, no audio
-            wav = None
+        wav = out.wav  # None for a mel-only engine (`Engine.__call__` drops the graph's placeholder)
         results: list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         for i, (p, f) in enumerate(zip(batch, frames)):
             if f > s.max_out:

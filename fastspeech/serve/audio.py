@@ -13,9 +13,11 @@ import struct
 
 import numpy as np
 
+from fastspeech.vocoder.base import AudioConfig
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 22050
+SAMPLE_RATE = AudioConfig.sample_rate
 STREAMED = ("wav", "pcm")  # sent sentence by sentence
 WHOLE = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
 MEDIA_TYPES = {
