@@ -360,9 +360,9 @@ def run(cfg) -> VerifyReport:
     from omegaconf import OmegaConf
 
     from fastspeech import pipeline
-    from fastspeech.vocoder import build_vocoder
 
-    vocoder = build_vocoder(cfg.vocoder)  # settings checked before any work
+    alpha = pipeline.check_alpha(cfg.alpha)
+    vocoder = pipeline.open_vocoder(cfg)  # settings checked before any work
     device = pipeline.pick_device(cfg.device)
     model = pipeline.load_model(cfg)
     utterances = pipeline.encode_all(pipeline.read_texts(cfg), cfg.on_unknown, int(cfg.engine.max_in))
@@ -394,7 +394,7 @@ def run(cfg) -> VerifyReport:
         tol,
         cfg.engine_dir,
         device,
-        float(cfg.alpha),
+        alpha,
         options,
         force_build=bool(cfg.force_build),
         perturb=OmegaConf.select(cfg, "verify.perturb", default=None),
