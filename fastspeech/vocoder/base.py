@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -74,11 +73,6 @@ class Vocoder(nn.Module):
         acts: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """mel (B, To, num_mels), mel_lens (B,) or None (every frame valid) -> wav (B, To * hop)."""
-        if isinstance(mel, np.ndarray):  # TEMPORARY: callers from before the vocoder moved into the
-            # engine (benchmarks/latency.py --e2e) pass one mel (To, num_mels) -> wav (To * hop,) numpy.
-            one = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None]
-            with torch.no_grad():
-                return self.forward(one)[0].numpy()
         B, To, _ = mel.shape
         hop = self.audio.hop_length
         if mel_lens is None:
