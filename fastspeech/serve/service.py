@@ -1,6 +1,6 @@
 """What the HTTP layer hands off to: the voices (a router each), the one batcher, the metrics.
 
-A voice is a checkpoint (+ its model hparams) and a vocoder, behind a router of engines built or
+A voice is a checkpoint (+ its model hparams) and a vocoder, behind a router of engines (the vocoder inside) built or
 loaded at start-up (`Service.from_config`). Requests go to the `Batcher` (fastspeech/batcher.py),
 which the offline pipeline's router shares; audio comes back per piece, in speaking order.
 """
@@ -12,13 +12,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 from fastspeech.batcher import Batcher, CallInfo, Stream
-from fastspeech.router import HOP, Part, Router, padded_fraction
+from fastspeech.router import Part, Router, padded_fraction
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +25,14 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 @dataclass
 class Voice:
-    """A configured voice: its router (engines) and, for engines without a vocoder inside, the
-    vocoder the server runs on each piece's mel (`torch.nn.Module`: mel (B, To, 80) -> wav (B, To * 256))."""
+    """A configured voice: its router, whose engines carry the vocoder inside."""
 
     name: str
     router: Router
-    vocoder: Any = None
 
     def wav(self, part: Part) -> np.ndarray:
-        """The piece's audio, float32 (frames * 256,)."""
-        if part.wav is not None:
-            return part.wav.numpy()
-        if part.frames == 0:
-            return np.zeros(0, np.float32)
-        if self.vocoder is None:
-            raise RuntimeError(f"voice {self.name}: the engines have no vocoder inside and none was given")
-        with torch.inference_mode():
-            out = self.vocoder(part.mel[None].float())
-        wav = out[0] if isinstance(out, torch.Tensor) else np.asarray(out)
-        wav = wav.numpy() if isinstance(wav, torch.Tensor) else wav
-        return np.asarray(wav, np.float32)[: part.frames * HOP]
+        """The piece's audio, float32 (frames * 256,), as the engine's vocoder made it."""
+        return part.wav.numpy()
 
 
 class Metrics:
@@ -168,9 +154,6 @@ class Service:
                     engine.spec.name,
                     time.perf_counter() - t0,
                 )
-            if voice.vocoder is not None:
-                with torch.inference_mode():
-                    voice.vocoder(torch.full((1, 8, 80), -5.0))
 
     @classmethod
     def from_config(cls, cfg) -> Service:
@@ -195,7 +178,7 @@ class Service:
                 time.perf_counter() - t0,
                 ", ".join(e.spec.name for e in router.engines),
             )
-            voices[name] = Voice(name, router, fallback_vocoder(vcfg))
+            voices[name] = Voice(name, router)
         service = cls(
             voices,
             max_batch=serve.max_batch,
@@ -245,17 +228,3 @@ def _group(group: str, value):
     conf = OmegaConf.load(CONF_DIR / group / f"{value}.yaml")
     bases = [_group(group, b) for b in conf.pop("defaults", [])]
     return OmegaConf.merge(*bases, conf)
-
-
-def fallback_vocoder(vcfg):
-    """The voice's vocoder for engines without one inside (None when it cannot be built: then an
-    engine without a vocoder is an error at the first request)."""
-    try:
-        from omegaconf import OmegaConf
-
-        from fastspeech.vocoder import build_vocoder
-
-        return build_vocoder(OmegaConf.to_container(vcfg.vocoder, resolve=True))
-    except Exception as exc:  # noqa: BLE001 - the engines may carry the vocoder themselves
-        log.warning("no server-side vocoder (%s); relying on the engines' own", exc)
-        return None

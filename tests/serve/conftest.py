@@ -15,6 +15,8 @@ import pytest
 import torch
 from helpers import one_thread, random_model
 
+from fastspeech.vocoder.base import Vocoder
+
 ENGINES = [(16, 128), (32, 256), (64, 512)]  # (max_in, max_out); batch 4 each
 
 
@@ -25,13 +27,16 @@ def _one_thread():
         yield
 
 
-class FrameVocoder(torch.nn.Module):
-    """A cheap, deterministic stand-in for a vocoder: each frame's mean log-magnitude, 256 times
-    (Griffin-Lim costs ~0.1 s a sentence on the CPU; the server's logic is what these tests check)."""
+class FrameVocoder(Vocoder):
+    """A cheap, deterministic stand-in for a vocoder, inside the engines as a real one is: each
+    frame's mean log-magnitude, 256 times (Griffin-Lim costs ~0.1 s a sentence on the CPU; the
+    server's logic is what these tests check)."""
 
-    def forward(self, mel: torch.Tensor, mel_lens: torch.Tensor | None = None) -> torch.Tensor:
-        level = torch.tanh(mel.float().mean(-1) / 10)  # (B, To)
-        return level.repeat_interleave(256, dim=1)  # (B, To * 256)
+    kind = "frame_test"
+
+    def vocode(self, mel, valid, acts):
+        level = torch.tanh(mel.mean(-1) / 10)  # (B, To)
+        return level.repeat_interleave(self.audio.hop_length, dim=1)  # (B, To * 256)
 
 
 def make_router(model, engine_dir, batch: int = 4):
@@ -39,7 +44,10 @@ def make_router(model, engine_dir, batch: int = 4):
     from fastspeech.engine import EngineSpec, load_or_build
     from fastspeech.router import Router
 
-    engines = [load_or_build(model, EngineSpec(batch, i, o), engine_dir, "cpu") for i, o in ENGINES]
+    vocoder = FrameVocoder()
+    engines = [
+        load_or_build(model, EngineSpec(batch, i, o), engine_dir, "cpu", vocoder=vocoder) for i, o in ENGINES
+    ]
     return Router(engines, progress=False)
 
 
@@ -67,7 +75,7 @@ def make_service(model, engine_dir, delay_s: float = 0.0, poison=None, **setting
     router = make_router(model, engine_dir)
     if delay_s or poison:
         router = Router([SlowEngine(e, delay_s, poison) for e in router.engines], progress=False)
-    return Service({"demo": Voice("demo", router, FrameVocoder())}, **settings)
+    return Service({"demo": Voice("demo", router)}, **settings)
 
 
 class Server:
