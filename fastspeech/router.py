@@ -45,7 +45,7 @@ import torch
 
 from fastspeech.engine import Engine
 from fastspeech.errors import EngineError, FastSpeechError, TextError
-from fastspeech.text import split_text, text_to_ids
+from fastspeech.text import split_sentences, split_text, text_to_ids
 from fastspeech.vocoder.base import AudioConfig
 
 log = logging.getLogger(__name__)
@@ -349,23 +349,6 @@ def join(parts: Sequence[Part]) -> Routed:
         engines=[p.engine for p in parts],
         wav=None if any(w is None for w in wavs) else torch.cat(wavs),
     )
-
-
-def split_sentences(text: str) -> list[str]:
-    """`text` cut after every sentence end (. ! ? and closing quotes or brackets; "Dr." is not one)."""
-    from fastspeech.text.cleaners import ABBREVIATIONS
-
-    abbreviations = {f"{short}." for short, _ in ABBREVIATIONS}
-    out, words = [], []
-    for word in text.split():
-        words.append(word)
-        core = word.rstrip("\"')]}\u00bb\u2019\u201d")
-        if core.endswith((".", "!", "?")) and core.lower().lstrip("\"'([{") not in abbreviations:
-            out.append(" ".join(words))
-            words = []
-    if words:
-        out.append(" ".join(words))
-    return out or [text]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,16 @@ from fastspeech.errors import TextError
 from fastspeech.text.cleaners import ABBREVIATIONS, english_cleaners, unknown_positions
 from fastspeech.text.symbols import ENCODABLE_CHARS, N_SYMBOLS, SYMBOL_TO_ID, symbols
 
-__all__ = ["N_SYMBOLS", "check_texts", "clean_text", "ids_to_text", "split_text", "symbols", "text_to_ids"]
+__all__ = [
+    "N_SYMBOLS",
+    "check_texts",
+    "clean_text",
+    "ids_to_text",
+    "split_sentences",
+    "split_text",
+    "symbols",
+    "text_to_ids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +297,25 @@ def _boundary(atom: str) -> int:
     return _WORD
 
 
+def _units(text: str, level: int) -> list[str]:
+    """`text` cut after every word whose boundary is >= level (ARPAbet groups stay whole)."""
+    units, words = [], []
+    for atom in _ATOM_RE.findall(text):
+        words.append(atom)
+        if _boundary(atom) >= level:
+            units.append(" ".join(words))
+            words = []
+    if words:
+        units.append(" ".join(words))
+    return units
+
+
+def split_sentences(text: str) -> list[str]:
+    """`text` cut after every sentence end, as `split_text` cuts first (. ! ? with closing quotes or
+    brackets; "Dr." is not one), whatever the length; the server streams these one by one."""
+    return _units(text, _SENTENCE) or [text]
+
+
 class _Splitter:
     """Greedy packing, one level of boundary at a time; what does not fit goes a level down."""
 
@@ -318,14 +346,7 @@ class _Splitter:
 
     def split(self, text: str, level: int) -> list[str]:
         """Cut `text` at boundaries >= level and pack the units."""
-        units, words = [], []
-        for atom in _ATOM_RE.findall(text):
-            words.append(atom)
-            if _boundary(atom) >= level:
-                units.append(" ".join(words))
-                words = []
-        if words:
-            units.append(" ".join(words))
+        units = _units(text, level)
         return self.pack(units, lambda u: self.split(u, level - 1) if level > _WORD else self.split_word(u))
 
     def split_word(self, word: str) -> list[str]:

@@ -200,3 +200,11 @@ def test_split_checks_unknown_characters_like_encoding():
 def test_split_rejects_nonpositive_max_tokens():
     with pytest.raises(ValueError, match="max_tokens must be at least 1"):
         split_text("hi", 0)
+
+
+def test_split_sentences_cuts_where_split_text_sees_a_sentence_end():
+    from fastspeech.text import split_sentences
+
+    text = 'Hello, Dr. Smith. How are you? "Fine!" said {HH AH0 L OW1}. and more'
+    assert split_sentences(text) == ["Hello, Dr. Smith.", "How are you?", '"Fine!"', "said {HH AH0 L OW1}.", "and more"]
+    assert split_sentences("no end") == ["no end"]
