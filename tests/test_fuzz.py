@@ -214,8 +214,8 @@ def by_outcome(outcomes: Counter) -> Counter:
 
 
 def test_fuzz_frontend_and_router(tmp_path):
-    """250 texts (~10 s); FUZZ_N=10000 FUZZ_SEED=1 for the full run (or the script, which prints a summary)."""
-    n, seed = int(os.environ.get("FUZZ_N", "250")), int(os.environ.get("FUZZ_SEED", "0"))
+    """120 texts (~10 s); FUZZ_N=10000 FUZZ_SEED=1 for the full run (or the script, which prints a summary)."""
+    n, seed = int(os.environ.get("FUZZ_N", "120")), int(os.environ.get("FUZZ_SEED", "0"))
     outcomes, failures = fuzz(make_routers(tmp_path), n=n, seed=seed)
     assert not failures, "\n".join(failures[:20])
     totals = by_outcome(outcomes)

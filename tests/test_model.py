@@ -195,3 +195,47 @@ def test_compiles_fullgraph_without_graph_breaks_and_matches_eager():
     assert torch.equal(got.durations, want.durations)
     torch.testing.assert_close(got.mel, want.mel, rtol=1e-4, atol=1e-4)
     assert math.isfinite(float(got.mel.abs().sum()))
+
+
+def _tap_major_convs(model: FastSpeech) -> list[tuple[str, torch.nn.Conv1d]]:
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv1d) and m.in_channels > m.out_channels
+    ]
+
+
+def test_multiplied_first_conv_weights_stay_tap_major_through_load_cast_and_copy():
+    """`conv1d_time_last` multiplies by weight.permute(2, 0, 1); that must stay a view (no per-call
+    copy in compiled graphs) after everything the pipeline does to a model, with DLE's shapes and values."""
+    import copy
+
+    model = random_model(seed=3)
+    convs = _tap_major_convs(model)
+    assert {n.rsplit(".", 1)[-1] for n, _ in convs} == {"w_2", "conv1d_1"}
+    # A DLE checkpoint holds ordinary contiguous tensors: loading copies the values in place.
+    plain = {k: v.contiguous().clone() for k, v in random_model(seed=4).state_dict().items()}
+    model.load_state_dict(plain)
+    for stage, m in (
+        ("loaded", model),
+        ("fp16", copy.deepcopy(model).half()),
+        ("deepcopy", copy.deepcopy(model)),
+    ):
+        for name, conv in _tap_major_convs(m):
+            assert conv.weight.permute(2, 0, 1).is_contiguous(), (stage, name)
+            assert torch.equal(conv.weight.float(), plain[f"{name}.weight"].to(conv.weight.dtype).float())
+    saved = model.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in plain.items())
+    assert all(tuple(saved[k].shape) == tuple(v.shape) for k, v in plain.items())
+
+
+def test_conv1d_time_last_equals_conv1d_for_both_weight_layouts():
+    from fastspeech.model import conv1d_time_last, tap_major
+
+    torch.manual_seed(0)
+    for c_in, c_out in ((8, 24), (24, 8)):
+        conv = torch.nn.Conv1d(c_in, c_out, 3, padding=1).double()
+        x = torch.randn(2, 9, c_in, dtype=torch.float64)
+        want = conv(x.transpose(1, 2)).transpose(1, 2)
+        torch.testing.assert_close(conv1d_time_last(x, conv), want)
+        torch.testing.assert_close(conv1d_time_last(x, tap_major(conv)), want)

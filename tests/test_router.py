@@ -268,8 +268,8 @@ def one_error_line(output: str) -> str:
     return errors[0]
 
 
-def test_missing_engines_are_named_with_the_build_sweep_then_the_set_loads(tmp_path, checkpoint):
-    common = ["model=tiny", f"checkpoint={checkpoint}"]
+def missing_engines_sweep(tmp_path, common: list[str]) -> str:
+    """The one error line of a set whose engines are all missing -> the build sweep it names."""
     code, output = run(
         tmp_path, *common, "engine_set=default", "engine_set.build_missing=false", "text=Hello.", check=False
     )
@@ -277,7 +277,17 @@ def test_missing_engines_are_named_with_the_build_sweep_then_the_set_loads(tmp_p
     assert code == 1 and "4 engine(s) not built or stale (i32_o256, i64_o512, i96_o768, i128_o1024)" in error
     command = re.search(r"`(python run\.py -m [^`]*)`", error).group(1)
     assert "engine=i32_o256,i64_o512,i96_o768,i128_o1024" in command and command.endswith("mode=build")
+    return command
 
+
+def test_missing_engines_are_named_with_the_build_sweep(tmp_path, checkpoint):
+    missing_engines_sweep(tmp_path, ["model=tiny", f"checkpoint={checkpoint}"])
+
+
+@pytest.mark.slow  # builds four engines in a Hydra sweep (~40 s on 2 cores)
+def test_the_named_sweep_builds_the_set_which_then_loads(tmp_path, checkpoint):
+    common = ["model=tiny", f"checkpoint={checkpoint}"]
+    command = missing_engines_sweep(tmp_path, common)
     run(tmp_path, *shlex.split(command)[2:])  # the sweep the message names: one Hydra job per engine
     assert len(list((tmp_path / "engines").glob("*.engine"))) == 4
     lines = [
@@ -304,6 +314,7 @@ def test_missing_engines_are_named_with_the_build_sweep_then_the_set_loads(tmp_p
         assert len(audio) == len(np.load(wav.with_suffix(".npy"))) * 256 > 0
 
 
+@pytest.mark.slow  # two runs that build a set (~20 s on 2 cores)
 def test_an_engine_missing_from_the_set_is_built(tmp_path, checkpoint):
     common = ["model=tiny", f"checkpoint={checkpoint}", "engine_set=default", "text=Hello there."]
     run(tmp_path, *common)

@@ -224,7 +224,9 @@ def run_verify(tmp_path, checkpoint, *overrides):
     )
 
 
-@pytest.mark.parametrize("perturb", [None, PERTURBED])
+# The healthy run is `slow` (the in-process verify tests pass healthy engines); the perturbed run
+# checks the command's failing exit code and report on every CI run.
+@pytest.mark.parametrize("perturb", [pytest.param(None, marks=pytest.mark.slow), PERTURBED])
 def test_cli_verify_exit_code_and_report(tmp_path, checkpoint, perturb):
     proc = run_verify(tmp_path, checkpoint, *([f"verify.perturb={perturb}"] if perturb else []))
     table = proc.stdout
