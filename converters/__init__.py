@@ -9,7 +9,8 @@ Follows:
   `SymIntExprs`): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/tensorrt.plugin/
   and its source (NVIDIA/TensorRT `python/packaging/bindings_wheel/tensorrt/plugin/`).
 
-One file per op (`converters/add_pos_enc.py`, `converters/regulate_length.py`, `converters/attention.py`).
+One file per op (`converters/add_pos_enc.py`, `converters/regulate_length.py`, `converters/attention.py`,
+`converters/conv1d.py`; conv1d is the exception: a decomposition into TensorRT's own layers, no plugin).
 Importing this package needs no TensorRT: `register_all()` imports `tensorrt` and registers every
 plugin and converter; the TensorRT backend calls it. What needs no TensorRT lives here and in each op file as plain Python, so it
 is tested everywhere: shape rules, the op-argument -> plugin mapping, the AOT kernel's specialization
@@ -316,13 +317,15 @@ def _check(status: int, what: str) -> None:
 
 @functools.cache
 def register_all() -> None:
-    """Register every plugin (shape descriptor, AOT and JIT implementations) and its converter.
+    """Register every plugin (shape descriptor, AOT and JIT implementations) and its converter, and
+    conv1d's decomposition.
 
     Imports `tensorrt` and `torch_tensorrt`; idempotent. Called by `fastspeech.backends.tensorrt`
     before compiling and before loading an engine.
     """
-    from converters import add_pos_enc, attention, regulate_length
+    from converters import add_pos_enc, attention, conv1d, regulate_length
 
     add_pos_enc.register()
     regulate_length.register()
     attention.register()
+    conv1d.register()

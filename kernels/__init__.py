@@ -1,4 +1,5 @@
-"""Our custom ops (`torch.ops.fastspeech.*`): the two TensorRT lacks, and length-aware attention.
+"""Our custom ops (`torch.ops.fastspeech.*`): the two TensorRT lacks, length-aware attention, and the
+feed-forward block's time convolution with its epilogue fused.
 
 Importing this package registers them; one file per op holds its Triton kernel, launcher, op and
 plain PyTorch reference.
@@ -6,6 +7,7 @@ plain PyTorch reference.
 
 from kernels.add_pos_enc import add_pos_enc, add_pos_enc_reference, sinusoid_table
 from kernels.attention import attention, attention_reference
+from kernels.conv1d import conv1d, conv1d_reference
 from kernels.regulate_length import regulate_length, regulate_length_reference
 
 __all__ = [
@@ -13,6 +15,8 @@ __all__ = [
     "add_pos_enc_reference",
     "attention",
     "attention_reference",
+    "conv1d",
+    "conv1d_reference",
     "regulate_length",
     "regulate_length_reference",
     "sinusoid_table",
