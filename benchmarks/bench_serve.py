@@ -4,7 +4,7 @@ pipeline (`Router.__call__`, what `run.py` runs) on the same texts, in the same 
     python -m benchmarks.bench_serve                                      # GPU: demo voice, fp16, Inductor
     python -m benchmarks.bench_serve --model dle --checkpoint random      # DLE-size random weights
     python -m benchmarks.bench_serve --smoke                              # CPU: tiny model, a few seconds
-    python -m benchmarks.bench_serve --ray --replicas 2 --clients 128     # Ray Serve scale-out
+    python -m benchmarks.bench_serve --ray --replicas 1,2 --clients 128   # Ray Serve scale-out, 1 vs 2 GPUs
 
 The server runs in its own process (`python run.py mode=serve ...`, or `serve.engine=ray`), started
 here and stopped at the end; engines are built (or loaded from `--engine-dir`) before the clients
@@ -81,7 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=1000, help="texts in the pool")
     p.add_argument("--repeat", type=int, default=3, help="offline runs; the median counts")
     p.add_argument("--ray", action="store_true", help="serve with Ray Serve (serve.engine=ray)")
-    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument(
+        "--replicas",
+        default="1",
+        help="Ray replicas (one GPU each); a list (1,2) runs one server per count, in this run, and "
+        "reports the scale-out ratio at the largest client count",
+    )
+    p.add_argument("--no-long", action="store_true", help="skip the single-client long utterance")
+    p.add_argument("--no-offline", action="store_true", help="skip the offline pipeline's yardstick")
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine-dir", default="engines/bench_serve")
@@ -100,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.out = "benchmarks/results/bench_serve_smoke.json"
     if args.checkpoint is None:
         args.checkpoint = "demo" if args.model == "demo" else "random"
+    args.replica_counts = [int(r) for r in str(args.replicas).split(",")]
+    if len(args.replica_counts) > 1 and not args.ray:
+        p.error("several --replicas counts need --ray")
     return args
 
 
@@ -168,7 +178,7 @@ def free_port() -> int:
 class ServerProcess:
     """`python run.py mode=serve ...` in its own process group; log in `workdir/server.log`."""
 
-    def __init__(self, args, checkpoint: str, workdir: Path):
+    def __init__(self, args, checkpoint: str, workdir: Path, replicas: int = 1):
         self.port = args.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         serve = [
@@ -180,11 +190,11 @@ class ServerProcess:
             "serve.max_queue=100000",
             "serve.max_chars=100000",
             f"serve.engine={'ray' if args.ray else 'uvicorn'}",
-            f"serve.replicas={args.replicas}",
+            f"serve.replicas={replicas}",
             f"hydra.run.dir={workdir / 'hydra'}",
         ]
         self.cmd = [sys.executable, str(ROOT / "run.py"), *overrides(args, checkpoint), *serve]
-        self.log_path = workdir / "server.log"
+        self.log_path = workdir / f"server_{replicas}.log"
         log.info("starting the server: %s", " ".join(self.cmd))
         self.log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -455,6 +465,7 @@ def offline(args, checkpoint: str, texts: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     args = parse_args(argv)
     import torch
 
@@ -467,36 +478,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "args": vars(args),
         "host": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "gpus": torch.cuda.device_count(),
         "texts": len(texts),
-        "by_clients": {},
     }
-    server = ServerProcess(args, checkpoint, workdir)
-    try:
-        result["startup_s"] = server.wait_ready(args.startup_timeout)
-        log.info("server ready in %.1f s", result["startup_s"])
-        result["long_utterance"] = long_utterance(args, server.url, long_text)
+    runs = {r: load_run(args, checkpoint, workdir, texts, long_text, clients, r) for r in args.replica_counts}
+    result.update(runs[args.replica_counts[0]])  # by_clients, long_utterance, ... of the first count
+    if len(runs) > 1:
+        result["by_replicas"] = {str(r): run for r, run in runs.items()}
+        low, high = min(runs), max(runs)
+        at = str(max(clients))
+        rate = lambda r: runs[r]["by_clients"][at]["audio_s_per_s"]
+        result["scaleout"] = {
+            "clients": max(clients),
+            "replicas": [low, high],
+            "ratio": rate(high) / rate(low),
+        }
         log.info(
-            "1 client, %.1f s utterance: %s",
-            result["long_utterance"]["audio_s_per_request"],
-            result["long_utterance"]["latency_ms"],
+            "scale-out at %s clients: %d replicas / %d = %.2fx", at, high, low, result["scaleout"]["ratio"]
         )
-        for n in clients:
-            before = scrape(server.url)
-            records = run_clients(args, server.url, texts, n, args.duration, args.warmup)
-            summary = summarize(records, args.format, args.duration)
-            summary["server"] = server_side(before, scrape(server.url))
-            result["by_clients"][str(n)] = summary
-            log.info(
-                "%d clients: %.1f req/s, %.1f audio s/s, p50 %.1f ms, p99 %.1f ms, %d errors",
-                n, summary["requests_per_s"], summary["audio_s_per_s"], summary["latency_ms"]["p50"] or -1,
-                summary["latency_ms"]["p99"] or -1, summary["requests"] - summary["ok"],
-            )  # fmt: skip
-    finally:
-        server.stop()
-        result["server_log_tail"] = server.tail()
-    result.update(offline(args, checkpoint, texts))
-    top = result["by_clients"][str(max(clients))]
-    result["serve_vs_offline"] = top["audio_s_per_s"] / result["offline"]["audio_s_per_s"]
+    if not args.no_offline:
+        result.update(offline(args, checkpoint, texts))
+        top = result["by_clients"][str(max(clients))]
+        result["serve_vs_offline"] = top["audio_s_per_s"] / result["offline"]["audio_s_per_s"]
     result["goals"] = goals(result, clients)
     print(table(result, clients))
     out = Path(args.out)
@@ -506,44 +509,98 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def load_run(args, checkpoint, workdir, texts, long_text, clients, replicas: int) -> dict[str, Any]:
+    """One server (`replicas` Ray replicas, or uvicorn) under each client count, then stopped."""
+    run: dict[str, Any] = {"replicas": replicas, "by_clients": {}}
+    server = ServerProcess(args, checkpoint, workdir, replicas)
+    try:
+        run["startup_s"] = server.wait_ready(args.startup_timeout)
+        log.info("server (%d replica(s)) ready in %.1f s", replicas, run["startup_s"])
+        if not args.no_long:
+            run["long_utterance"] = long_utterance(args, server.url, long_text)
+            log.info(
+                "1 client, %.1f s utterance: %s",
+                run["long_utterance"]["audio_s_per_request"],
+                run["long_utterance"]["latency_ms"],
+            )
+        for n in clients:
+            before = scrape(server.url)
+            records = run_clients(args, server.url, texts, n, args.duration, args.warmup)
+            summary = summarize(records, args.format, args.duration)
+            summary["server"] = server_side(before, scrape(server.url))
+            run["by_clients"][str(n)] = summary
+            log.info(
+                "%d replica(s), %d clients: %.1f req/s, %.1f audio s/s, p50 %.1f ms, p99 %.1f ms, %d errors",
+                replicas, n, summary["requests_per_s"], summary["audio_s_per_s"],
+                summary["latency_ms"]["p50"] or -1, summary["latency_ms"]["p99"] or -1,
+                summary["requests"] - summary["ok"],
+            )  # fmt: skip
+    finally:
+        server.stop()
+        run["server_log_tail"] = server.tail()
+    return run
+
+
 def goals(result: dict[str, Any], clients: list[int]) -> dict[str, Any]:
     """Issue #16's goals, where this run measured them (the figures are for our H100)."""
     top = result["by_clients"][str(max(clients))]
-    long = result["long_utterance"]
-    all_errors = sum(r["requests"] - r["ok"] for r in result["by_clients"].values())
-    return {
-        f"{max(clients)} clients >= 70% of offline audio s/s": result["serve_vs_offline"] >= 0.7,
-        "1 client 10 s utterance p50 <= 10 ms": (long["latency_ms"]["p50"] or 1e9) <= 10,
-        "1 client 10 s utterance TTFB p50 <= 5 ms": ((long["ttfb_ms"] or {}).get("p50") or 1e9) <= 5,
-        f"{max(clients)} clients p99 <= 3 x p50": (top["p99_over_p50"] or 1e9) <= 3,
-        "zero errors": all_errors == 0 and long["ok"] == long["requests"],
-    }
+    long = result.get("long_utterance")
+    runs = result.get("by_replicas", {"-": result}).values()
+    errors = sum(r["requests"] - r["ok"] for run in runs for r in run["by_clients"].values())
+    errors += sum(
+        run["long_utterance"]["requests"] - run["long_utterance"]["ok"]
+        for run in runs
+        if "long_utterance" in run
+    )
+    out = {}
+    if "serve_vs_offline" in result:
+        out[f"{max(clients)} clients >= 70% of offline audio s/s"] = result["serve_vs_offline"] >= 0.7
+    if long:
+        out["1 client 10 s utterance p50 <= 10 ms"] = (long["latency_ms"]["p50"] or 1e9) <= 10
+        out["1 client 10 s utterance TTFB p50 <= 5 ms"] = ((long["ttfb_ms"] or {}).get("p50") or 1e9) <= 5
+    out[f"{max(clients)} clients p99 <= 3 x p50"] = (top["p99_over_p50"] or 1e9) <= 3
+    if "scaleout" in result:
+        sc = result["scaleout"]
+        low, high = sc["replicas"]
+        want = 0.9 * high / low  # issue #16: 2 replicas >= 1.8x of 1
+        out[f"{high} replicas >= {want:.1f}x of {low} at {sc['clients']} clients"] = sc["ratio"] >= want
+    out["zero errors"] = errors == 0
+    return out
 
 
 def table(result: dict[str, Any], clients: list[int]) -> str:
     rows = [
-        "| clients | req/s | audio s/s | p50 ms | p90 ms | p99 ms | TTFB p50 ms | mean batch | padded | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| replicas | clients | req/s | audio s/s | p50 ms | p90 ms | p99 ms | TTFB p50 ms | mean batch | padded | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
-    for n in clients:
-        r = result["by_clients"][str(n)]
-        s = r["server"]
+    for run in result.get("by_replicas", {"-": result}).values():
+        for n in clients:
+            r = run["by_clients"][str(n)]
+            s = r["server"]
+            rows.append(
+                f"| {run.get('replicas', 1)} | {n} | {f(r['requests_per_s'])} | {f(r['audio_s_per_s'])} | "
+                f"{f(r['latency_ms']['p50'])} | {f(r['latency_ms']['p90'])} | {f(r['latency_ms']['p99'])} | "
+                f"{f((r['ttfb_ms'] or {}).get('p50'))} | {f(s['mean_batch_size'], 2)} | "
+                f"{f(s['mean_padded_fraction'], 2)} | {r['requests'] - r['ok']} |"
+            )
+    if "offline" in result:
+        o = result["offline"]
         rows.append(
-            f"| {n} | {f(r['requests_per_s'])} | {f(r['audio_s_per_s'])} | {f(r['latency_ms']['p50'])} | "
-            f"{f(r['latency_ms']['p90'])} | {f(r['latency_ms']['p99'])} | {f((r['ttfb_ms'] or {}).get('p50'))} | "
-            f"{f(s['mean_batch_size'], 2)} | {f(s['mean_padded_fraction'], 2)} | {r['requests'] - r['ok']} |"
+            f"\noffline pipeline: {o['audio_s_per_s']:.1f} audio s/s ({o['calls']} calls); "
+            f"server at {max(clients)} clients / offline = {result['serve_vs_offline']:.2f}"
         )
-    o = result["offline"]
-    rows.append(
-        f"\noffline pipeline: {o['audio_s_per_s']:.1f} audio s/s ({o['calls']} calls); "
-        f"server at {max(clients)} clients / offline = {result['serve_vs_offline']:.2f}"
-    )
-    long = result["long_utterance"]
-    rows.append(
-        f"1 client, {long['audio_s_per_request']:.1f} s utterance ({long['tokens']} tokens): p50 "
-        f"{f(long['latency_ms']['p50'])} ms, TTFB p50 {f((long['ttfb_ms'] or {}).get('p50'))} ms"
-    )
+    if "scaleout" in result:
+        sc = result["scaleout"]
+        rows.append(
+            f"scale-out at {sc['clients']} clients: {sc['replicas'][1]} replicas / {sc['replicas'][0]} = {sc['ratio']:.2f}x"
+        )
+    long = result.get("long_utterance")
+    if long:
+        rows.append(
+            f"1 client, {long['audio_s_per_request']:.1f} s utterance ({long['tokens']} tokens): p50 "
+            f"{f(long['latency_ms']['p50'])} ms, TTFB p50 {f((long['ttfb_ms'] or {}).get('p50'))} ms"
+        )
     rows += [f"goal {'met   ' if ok else 'MISSED'}: {name}" for name, ok in result["goals"].items()]
     return "\n".join(rows)
 
