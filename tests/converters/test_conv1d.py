@@ -82,7 +82,7 @@ def test_layers_in_half_precision_match_the_reference(dtype):
     torch.testing.assert_close(got, conv1d_reference(x, w, b, lengths, 1, True), **TOL[dtype])
 
 
-@pytest.mark.parametrize("k, padding, bias", [(3, 1, True), (3, 0, False), (5, 2, True)])
+@pytest.mark.parametrize("k, padding, bias", [(3, 1, True), (3, 0, False)])  # the model's; uneven, no bias
 def test_decomposed_export_holds_only_tensorrt_layers(k, padding, bias):
     """The step Torch-TensorRT runs: export (the op stays whole), then `run_decompositions` with the
     default table plus ours; what is left converts to TensorRT layers and computes the op's numbers."""
