@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from fastspeech.errors import EngineError
@@ -104,6 +106,9 @@ class Engine:
 
     Debug engines (`spec.debug`) also return the activations named in `activation_names`: see
     `run`, which returns the runner's raw outputs for the whole padded batch.
+
+    One engine is called from one thread at a time (the batcher's worker thread, or the caller's
+    own): a call fills the engine's host staging buffers in place (`HostIO`).
     """
 
     def __init__(
@@ -111,6 +116,10 @@ class Engine:
     ):
         self.spec, self.runner, self.device = spec, runner, torch.device(device)
         self.activation_names = activation_names
+        # The staged call path (`HostIO`): on CUDA always; tests switch it on for CPU engines, where
+        # it runs the same code without pinned memory.
+        self.staged = self.device.type == "cuda"
+        self._io: HostIO | None = None
 
     def __call__(
         self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0, to_host: bool = False
@@ -118,48 +127,214 @@ class Engine:
         """Run up to `spec.batch` token-id lists (each 1..max_in ids). Never crops input.
 
         The outputs are copies (the runner's buffers are reused by the next call), on the engine's
-        device, or with `to_host` on the CPU: copied there straight from the buffers.
+        device, or with `to_host` on the CPU. A later call never changes them: on CUDA they live in
+        pinned host buffers that the engine reuses only once nothing outside it holds them (see
+        `HostIO`), so read them, or copy what you keep, without a second copy here.
         """
         n = len(token_ids)
-        outputs = self.run(*self.pad(token_ids, alpha))[:5]
+        if not self.staged:
+            outputs = self.run(*self.pad(token_ids, alpha))[:5]
+        else:
+            outputs = self.io.run(self.runner, token_ids, alpha, wait=to_host)[:5]
         if self.spec.vocoder == "none":
             outputs = outputs[:4]  # the graph's (B, 0) placeholder is no audio: wav is None
-        if to_host and self.device.type == "cuda":
-            # One asynchronous copy per output into pinned memory and one wait, not blocking copies.
-            host = [t[:n].to("cpu", non_blocking=True) for t in outputs]
-            torch.cuda.current_stream(self.device).synchronize()
-            return EngineOutput(*host, *([None] * (5 - len(host))))
+        if to_host and self.staged:
+            return self.io.to_host(outputs, n)
         return EngineOutput(*(t[:n].clone() for t in outputs), *([None] * (5 - len(outputs))))
+
+    @property
+    def io(self) -> HostIO:
+        """The staging buffers of the staged call path, made on first use."""
+        if self._io is None:
+            self._io = HostIO(self.spec, self.device)
+        return self._io
 
     def pad(
         self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> tokens (batch, max_in) zero-padded and alphas (batch,) (1.0 in unused rows), on the device."""
+        """-> tokens (batch, max_in) zero-padded and alphas (batch,) (1.0 in unused rows), on the device.
+
+        New tensors each call (`verify`, benchmarks and tests keep them); `__call__` fills the
+        engine's staging buffers instead."""
         s = self.spec
-        n = len(token_ids)
-        if not 1 <= n <= s.batch:
-            raise EngineError(f"engine {s.name} takes 1 to {s.batch} texts per call, got {n}")
-        too_long = [len(ids) for ids in token_ids if len(ids) > s.max_in]
-        if too_long:
-            raise EngineError(
-                f"input of {max(too_long)} tokens is longer than engine {s.name} takes ({s.max_in}); "
-                "use a larger engine= or split the text"
-            )
-        tokens = torch.zeros(s.batch, s.max_in, dtype=torch.long)
-        for i, ids in enumerate(token_ids):
-            tokens[i, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-        alphas = torch.ones(s.batch, dtype=torch.float32)
-        alphas[:n] = torch.as_tensor(alpha, dtype=torch.float32).expand(n)
-        if self.device.type == "cuda":  # from pinned memory: asynchronous, no staging copy
-            return tokens.pin_memory().to(self.device, non_blocking=True), alphas.pin_memory().to(
-                self.device, non_blocking=True
-            )
+        tokens = torch.empty(s.batch, s.max_in, dtype=torch.long)
+        alphas = torch.empty(s.batch, dtype=torch.float32)
+        fill_inputs(s, token_ids, alpha, tokens.numpy(), alphas.numpy())
         return tokens.to(self.device), alphas.to(self.device)
 
     def run(self, tokens: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The runner's outputs for a padded batch (`pad`); they may be buffers the next call reuses."""
         with torch.inference_mode():
             return self.runner(tokens, alphas)
+
+
+def check_inputs(spec: EngineSpec, token_ids: Sequence[Sequence[int]]) -> None:
+    """EngineError unless 1..batch texts of at most max_in tokens each."""
+    n = len(token_ids)
+    if not 1 <= n <= spec.batch:
+        raise EngineError(f"engine {spec.name} takes 1 to {spec.batch} texts per call, got {n}")
+    longest = max(map(len, token_ids))
+    if longest > spec.max_in:
+        raise EngineError(
+            f"input of {longest} tokens is longer than engine {spec.name} takes ({spec.max_in}); "
+            "use a larger engine= or split the text"
+        )
+
+
+def fill_inputs(
+    spec: EngineSpec,
+    token_ids: Sequence[Sequence[int]],
+    alpha: float | Sequence[float],
+    tokens: np.ndarray,
+    alphas: np.ndarray,
+) -> None:
+    """Write a call's inputs into host arrays, every element: tokens (batch, max_in) int64 zero-padded
+    (rows past the texts all zero), alphas (batch,) float32 (1.0 in unused rows).
+
+    Vectorized numpy writes (`np.fromiter` over all ids, then a row-length mask), not a tensor per
+    row: the host cost of a call is what `HostIO` keeps small.
+    """
+    check_inputs(spec, token_ids)
+    n = len(token_ids)
+    lens = np.fromiter(map(len, token_ids), dtype=np.int64, count=n)
+    flat = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lens.sum()))
+    tokens.fill(0)
+    if n == 1:
+        tokens[0, : len(flat)] = flat
+    else:
+        tokens[:n][np.arange(spec.max_in) < lens[:, None]] = flat
+    alphas[n:] = 1.0
+    if isinstance(alpha, (int, float)) or (isinstance(alpha, (list, tuple)) and len(alpha) in (1, n)):
+        alphas[:n] = alpha
+    else:  # a tensor, or a sequence of the wrong length: torch's rules and errors, as before
+        torch.from_numpy(alphas)[:n] = torch.as_tensor(alpha, dtype=torch.float32).expand(n)
+
+
+class _OutputSet:
+    """Host buffers for one call's outputs (batch rows), handed to the caller as views `[:n]`.
+
+    `extent[i]`: row i of mel and wav may be non-zero only in its first `extent[i]` frames (a fresh
+    set: all of them), so a later call zeroes just the stale part of a row's tail.
+    """
+
+    def __init__(self, outputs: Sequence[torch.Tensor], pin: bool):
+        self.buffers = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=pin) for t in outputs)
+        self.extent = np.full(outputs[0].shape[0], outputs[0].shape[1], dtype=np.int64)
+        self.base = tuple(_use_count(t) for t in self.buffers)
+
+    def free(self) -> bool:
+        """Nothing outside this set holds any of its buffers (no result, slice or view of one)."""
+        return all(_use_count(t) == base for t, base in zip(self.buffers, self.base))
+
+
+def _use_count(t: torch.Tensor) -> int:
+    """References to `t`'s memory: one per tensor viewing it (Inductor's cudagraph trees use the same
+    count to see whether a caller still holds a graph output). -1 (never free) where torch lacks it."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return count(t.untyped_storage()._cdata) if count is not None else -1
+
+
+class HostIO:
+    """The host side of an engine's calls: inputs staged once, outputs copied only as far as needed.
+
+    A call on CUDA: write the ids and alphas into pinned buffers allocated once (`fill_inputs`), two
+    asynchronous copies straight into the runner's static inputs (a runner with `inputs` and
+    `replay()`, i.e. a CUDA graph; other runners get the staged tensors copied to the device), the
+    replay, then with `to_host` asynchronous copies into a pinned output set and one wait.
+
+    Outputs: mel and wav are most of the bytes (batch 8, max_out 1024: 11 MB) and mostly padding.
+    When the n rows of mel + wav are at least `two_phase_bytes`, the small outputs (lengths,
+    durations) come first, one wait, then each row's mel and wav only up to its `mel_lens`, and the
+    host zeroes the rest of the row where an earlier call left data (`_OutputSet.extent`). Below that,
+    one phase copies the rows whole: the extra wait and per-row copies (~15 µs at batch 1, issued
+    after the replay ends instead of during it) cost more than the bytes they save (~50 GB/s: 2 MiB
+    ~ 40 µs, half of it padding on average). The default is reasoned, not measured:
+    `benchmarks/bench_engine_call.py` reports both rules.
+
+    Results are never overwritten: an output set is reused only when the caller holds nothing of
+    it (storage use counts); otherwise the next call takes another set (up to `max_sets` kept). The
+    router drops each result before its next call, so one or two sets serve a whole run.
+
+    Not thread-safe: one engine, one calling thread at a time (`fastspeech.batcher` runs every
+    engine of a set on one worker thread).
+    """
+
+    max_sets = 2
+
+    def __init__(self, spec: EngineSpec, device: torch.device, two_phase_bytes: int = 2 << 20):
+        self.spec, self.device, self.two_phase_bytes = spec, device, two_phase_bytes
+        self.cuda = device.type == "cuda"
+        self.tokens = torch.empty(spec.batch, spec.max_in, dtype=torch.long, pin_memory=self.cuda)
+        self.alphas = torch.empty(spec.batch, dtype=torch.float32, pin_memory=self.cuda)
+        self._arrays = (self.tokens.numpy(), self.alphas.numpy())  # views of the same memory
+        self.sets: list[_OutputSet] = []
+        self._inputs_read: torch.cuda.Event | None = None  # set when a call returned before its copies ran
+
+    def run(
+        self, runner: Runner, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float], wait: bool
+    ) -> tuple[torch.Tensor, ...]:
+        """Stage the inputs and run: the runner's outputs (its own buffers for a CUDA graph).
+
+        `wait`: the caller synchronizes after this call (`to_host`); otherwise an event marks when the
+        staging buffers have been read, and the next call waits for it before writing them.
+        """
+        if self._inputs_read is not None:
+            self._inputs_read.synchronize()
+            self._inputs_read = None
+        fill_inputs(self.spec, token_ids, alpha, *self._arrays)
+        with torch.inference_mode():
+            static, replay = getattr(runner, "inputs", None), getattr(runner, "replay", None)
+            if static is not None and replay is not None:
+                static[0].copy_(self.tokens, non_blocking=True)
+                static[1].copy_(self.alphas, non_blocking=True)
+                outputs = replay()
+            else:
+                outputs = runner(
+                    self.tokens.to(self.device, non_blocking=True),
+                    self.alphas.to(self.device, non_blocking=True),
+                )
+        if self.cuda and not wait:
+            self._inputs_read = torch.cuda.Event()
+            self._inputs_read.record()
+        return outputs
+
+    def to_host(self, outputs: Sequence[torch.Tensor], n: int) -> EngineOutput:
+        """The first n rows of (mel, mel_lens, frames, durations[, wav]) on the host; see the class doc."""
+        out = self._output_set(outputs)
+        host = out.buffers
+        for k in (1, 2, 3):  # lengths and durations: issued while the replay still runs
+            host[k][:n].copy_(outputs[k][:n], non_blocking=True)
+        wide = (0,) + tuple(range(4, len(outputs)))  # mel (B, To, num_mels), wav (B, To * hop): padded
+        if sum(outputs[k][:n].nbytes for k in wide) >= self.two_phase_bytes:
+            self._sync()
+            lens, stale = host[1][:n].tolist(), out.extent[:n].tolist()
+            for k in wide:
+                src, dst = outputs[k], host[k]
+                per = src.shape[1] // outputs[0].shape[1]  # 1 for mel, hop for wav
+                for i, (length, old) in enumerate(zip(lens, stale)):
+                    if length:
+                        dst[i, : length * per].copy_(src[i, : length * per], non_blocking=True)
+                    if old > length:  # what an earlier call left past this row's end
+                        dst[i, length * per : old * per].zero_()
+        else:
+            for k in wide:
+                host[k][:n].copy_(outputs[k][:n], non_blocking=True)
+        self._sync()
+        out.extent[:n] = host[1][:n].numpy()
+        return EngineOutput(*(t[:n] for t in host), *([None] * (5 - len(host))))
+
+    def _output_set(self, outputs: Sequence[torch.Tensor]) -> _OutputSet:
+        """A set nobody outside holds, else a new one (the oldest kept set is then let go)."""
+        for s in self.sets:
+            if s.free():
+                return s
+        s = _OutputSet(outputs, pin=self.cuda)
+        self.sets = (self.sets + [s])[-self.max_sets :]
+        return s
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.current_stream(self.device).synchronize()
 
 
 def model_on(model: FastSpeech, device: torch.device, dtype: torch.dtype) -> FastSpeech:

@@ -14,7 +14,9 @@ class Backend(ABC):
 
     `build` returns the runner and the bytes to store in the engine file; `load` turns those bytes
     back into a runner for the same graph. Padding, trimming, fingerprints and files are the
-    engine's job (`fastspeech.engine`), not the backend's.
+    engine's job (`fastspeech.engine`), not the backend's. A runner may also expose `inputs` (its
+    static input buffers, shaped like `example`) and `replay()` (run on what they hold): the engine
+    then copies a call's inputs from its pinned host buffers straight into them (`HostIO`).
     """
 
     name: str

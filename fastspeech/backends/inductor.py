@@ -60,6 +60,8 @@ class CudaGraphRunner:
 
     The outputs are the graph's own buffers, overwritten by the next call: the engine copies them
     out. Engines of one set can share a memory `pool` because they never run concurrently.
+    `inputs` are the static input buffers: the engine copies a call's staged host inputs straight
+    into them and calls `replay()` (no device-to-device copy); `__call__` is that for device tensors.
     """
 
     def __init__(self, fn: Runner, example: tuple[torch.Tensor, ...], pool=None):
@@ -79,6 +81,10 @@ class CudaGraphRunner:
     def __call__(self, tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self.inputs[0].copy_(tokens)
         self.inputs[1].copy_(alpha)
+        return self.replay()
+
+    def replay(self) -> tuple[torch.Tensor, ...]:
+        """Run the graph on what `inputs` hold now -> the output buffers."""
         self.graph.replay()
         return self.outputs
 
