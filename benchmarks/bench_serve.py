@@ -87,6 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Ray replicas (one GPU each); a list (1,2) runs one server per count, in this run, and "
         "reports the scale-out ratio at the largest client count",
     )
+    p.add_argument("--ray-ingress", default="haproxy", help="serve.ray_ingress: haproxy | proxy")
     p.add_argument("--no-long", action="store_true", help="skip the single-client long utterance")
     p.add_argument("--no-offline", action="store_true", help="skip the offline pipeline's yardstick")
     p.add_argument("--port", type=int, default=0, help="0: a free port")
@@ -191,6 +192,7 @@ class ServerProcess:
             "serve.max_chars=100000",
             f"serve.engine={'ray' if args.ray else 'uvicorn'}",
             f"serve.replicas={replicas}",
+            f"serve.ray_ingress={args.ray_ingress}",
             f"hydra.run.dir={workdir / 'hydra'}",
         ]
         self.cmd = [sys.executable, str(ROOT / "run.py"), *overrides(args, checkpoint), *serve]

