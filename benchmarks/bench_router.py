@@ -22,8 +22,9 @@ Measured, per batch size B (every engine of a run has batch B):
 - padded fraction: the share of computed token + frame slots that held no real token or frame
   (empty batch rows, padding, and the whole row of an output that overflowed and ran again);
 - engine latency: the median time of one engine call (padding, replay, copies out), per engine, and
-  of the replay alone (the device side); and the throughput the set would reach if nothing but
-  engine calls took time ("engines only");
+  of the replay alone (the device side), and their difference (`host_overhead_us`, the host's share
+  of a call; `benchmarks/bench_engine_call.py` measures it alone); and the throughput the set would
+  reach if nothing but engine calls took time ("engines only");
 - GPU memory after building (`torch.cuda.memory_reserved` after `empty_cache`: weights, CUDA graph
   pools, static buffers, cuBLAS workspaces) for the largest engine alone and for each whole set,
   and after each engine of a set; peak allocated too.
@@ -183,6 +184,8 @@ def measure(
     latencies: dict[str, list[float]] = {}
     for c in stats.calls:
         latencies.setdefault(c["engine"], []).append(c["latency_s"])
+    engine_ms = {k: 1e3 * float(np.median(v)) for k, v in latencies.items()}
+    replay = {e.spec.name: replay_ms(e, device) for e in router.engines}
     return {
         "wall_s": wall,
         "wall_s_all_runs": [r[0] for r in runs],
@@ -190,8 +193,11 @@ def measure(
         "audio_s": audio_s,
         "throughput": audio_s / wall,  # audio seconds per second
         "throughput_engines_only": audio_s / engine_s,
-        "engine_latency_ms": {k: 1e3 * float(np.median(v)) for k, v in latencies.items()},
-        "replay_latency_ms": {e.spec.name: replay_ms(e, device) for e in router.engines},
+        "engine_latency_ms": engine_ms,
+        "replay_latency_ms": replay,
+        # per call, over its replay: the host's share (issue 17: <= 50 µs; at B=1 the router's calls
+        # and the replay's padded batch are alike; benchmarks/bench_engine_call.py isolates it)
+        "host_overhead_us": {k: 1e3 * (v - replay[k]) for k, v in engine_ms.items() if k in replay},
         "padded_fraction": stats.padded_fraction,
         "padded_fraction_in": stats.padded_fraction_in,
         "padded_fraction_out": stats.padded_fraction_out,

@@ -9,7 +9,8 @@ is rebuilt, with a log line saying what changed. Writes are atomic; a truncated 
 reported and rebuilt.
 
 What the backends share lives here once: padding a batch up to the engine's shape, trimming it
-back, the too-long-input check, and the file format. A backend only compiles a graph
+back, the too-long-input check, the host side of a call (`HostIO`: pinned staging, copies back only
+as far as the speech goes), and the file format. A backend only compiles a graph
 (`fastspeech/backends/`).
 """
 
@@ -295,7 +296,7 @@ class HostIO:
                 )
         if self.cuda and not wait:
             self._inputs_read = torch.cuda.Event()
-            self._inputs_read.record()
+            self._inputs_read.record(torch.cuda.current_stream(self.device))
         return outputs
 
     def to_host(self, outputs: Sequence[torch.Tensor], n: int) -> EngineOutput:
@@ -321,6 +322,7 @@ class HostIO:
                 host[k][:n].copy_(outputs[k][:n], non_blocking=True)
         self._sync()
         out.extent[:n] = host[1][:n].numpy()
+        # Always views (`[:n]`), never the buffers themselves: a view is what `_OutputSet.free` counts.
         return EngineOutput(*(t[:n] for t in host), *([None] * (5 - len(host))))
 
     def _output_set(self, outputs: Sequence[torch.Tensor]) -> _OutputSet:

@@ -1,0 +1,194 @@
+"""Host overhead of an engine call: `Engine.__call__(..., to_host=True)` against its replay alone.
+
+    python -m benchmarks.bench_engine_call                                   # GPU: DLE-size, fp16, default set
+    python -m benchmarks.bench_engine_call --engines i32_o256,i128_o1024 --calls 300
+
+Issue 17's goal: a call costs at most 50 µs more than its replay. Per engine of `--engine-set` (or
+`--engines`), at batch `--batch` (1), with one text of `--fill` x max_in random token ids (the
+duration head calibrated to `--frames-per-token`, so the output is speech-length, not max_out):
+
+- replay: `engine.run` on tensors padded beforehand (the runner's input copies on the device and the
+  graph replay, then a synchronize): `replay_ms` of `bench_router`, the device side;
+- call: `engine(ids, alpha, to_host=True)`, which returns host results (staging, replay, copies,
+  one wait), with the output copy rule as configured (`two_phase_bytes`, `HostIO`), and with each
+  rule forced (two-phase: per-row copies up to mel_lens; one phase: whole rows);
+- unstaged: the call as it was before `HostIO` (pad with a tensor per row and pinned copies, run,
+  one pinned copy per whole output, one wait), for a before/after on the same machine.
+
+host_overhead_us = median call - median replay, per variant; the variants run interleaved, one
+call each per round, so drift hits all alike. Prints a markdown table; writes `--out` (JSON). CUDA
+only (the staged path pins memory and copies into the CUDA graph's own buffers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_router import compose, short
+from benchmarks.latency import calibrate_durations
+from fastspeech import pipeline
+from fastspeech.engine import Engine
+
+log = logging.getLogger("bench_engine_call")
+GOAL_US = 50.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="dle", help="conf/model/<name>.yaml")
+    p.add_argument("--checkpoint", default=None, help="trained weights; default: random, calibrated")
+    p.add_argument("--frames-per-token", type=float, default=4.9)
+    p.add_argument("--engine-set", default="default", help="conf/engine_set name")
+    p.add_argument(
+        "--engines", default=None, help="comma-separated subset of the set, e.g. i32_o256,i128_o1024"
+    )
+    p.add_argument("--precision", default="fp16")
+    p.add_argument("--compile-mode", default="default")
+    p.add_argument("--batch", type=int, default=1, help="engine batch (the call holds one text per row)")
+    p.add_argument("--fill", type=float, default=0.75, help="tokens per text as a fraction of max_in")
+    p.add_argument("--calls", type=int, default=200, help="timed calls per variant and engine")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine-dir", default="engines/bench_engine_call")
+    p.add_argument("--out", default="results/bench_engine_call.json")
+    return p.parse_args(argv)
+
+
+def unstaged_call(engine: Engine, ids: list[list[int]], alpha: list[float]) -> list[torch.Tensor]:
+    """`Engine.__call__(to_host=True)` before `HostIO`, line for line (the 'before' figure)."""
+    s, n = engine.spec, len(ids)
+    tokens = torch.zeros(s.batch, s.max_in, dtype=torch.long)
+    for i, one in enumerate(ids):
+        tokens[i, : len(one)] = torch.as_tensor(list(one), dtype=torch.long)
+    alphas = torch.ones(s.batch, dtype=torch.float32)
+    alphas[:n] = torch.as_tensor(alpha, dtype=torch.float32).expand(n)
+    tokens = tokens.pin_memory().to(engine.device, non_blocking=True)
+    alphas = alphas.pin_memory().to(engine.device, non_blocking=True)
+    outputs = engine.run(tokens, alphas)[:5]
+    if s.vocoder == "none":
+        outputs = outputs[:4]
+    host = [t[:n].to("cpu", non_blocking=True) for t in outputs]
+    torch.cuda.current_stream(engine.device).synchronize()
+    return host
+
+
+def measure(engine: Engine, ids: list[list[int]], calls: int) -> dict[str, Any]:
+    """Median ms of each variant (interleaved), and each call's host overhead over the replay, µs."""
+    alpha = [1.0] * len(ids)
+    tokens, alphas = engine.pad(ids, alpha)
+    default_rule = engine.io.two_phase_bytes
+
+    def call(rule: int):
+        def run():
+            engine.io.two_phase_bytes = rule
+            engine(ids, alpha, to_host=True)
+
+        return run
+
+    def replay():
+        engine.run(tokens, alphas)
+        torch.cuda.synchronize()
+
+    variants = {
+        "replay": replay,
+        "call": call(default_rule),
+        "call_two_phase": call(0),
+        "call_one_phase": call(1 << 60),
+        "unstaged_call": lambda: unstaged_call(engine, ids, alpha),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for round_ in range(calls + 20):  # 20 warm-up rounds
+        for name, fn in variants.items():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            if round_ >= 20:
+                times[name].append(dt)
+    engine.io.two_phase_bytes = default_rule
+    ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+    out = engine(ids, alpha, to_host=True)
+    return {
+        "median_ms": ms,
+        "p90_ms": {k: 1e3 * float(np.percentile(v, 90)) for k, v in times.items()},
+        "host_overhead_us": {k: 1e3 * (v - ms["replay"]) for k, v in ms.items() if k != "replay"},
+        "two_phase_bytes": default_rule,
+        "padded_output_bytes": sum(t.nbytes for t in (out.mel, out.wav) if t is not None),
+        "tokens": [len(one) for one in ids],
+        "frames": out.frames.tolist(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_engine_call measures the CUDA call path: it needs a CUDA GPU")
+    device = torch.device("cuda", torch.cuda.current_device())
+    opts = SimpleNamespace(
+        model=args.model,
+        precision=args.precision,
+        compile_mode=args.compile_mode,
+        engine_dir=args.engine_dir,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+    )
+    cfg = compose(opts, device, "inductor", args.batch, args.engine_set)
+    configs = pipeline.engine_set_configs(cfg)
+    if args.engines:
+        wanted = args.engines.split(",")
+        configs = [c for c in configs if f"i{c.max_in}_o{c.max_out}" in wanted]
+    model = pipeline.load_model(cfg)
+    rng = np.random.default_rng(args.seed)
+    if not args.checkpoint:
+        sample = torch.as_tensor(rng.integers(1, 148, size=(8, 96)))
+        calibrate_durations(model, sample, args.frames_per_token * sample.numel())
+    pool = torch.cuda.graph_pool_handle()
+    results: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "args": vars(args),
+        "goal_us": GOAL_US,
+        "engines": {},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for engine_cfg in configs:
+        engine = pipeline.open_engine(cfg, model, device, engine_cfg, pool=pool)
+        s = engine.spec
+        length = max(1, round(args.fill * s.max_in))
+        ids = [rng.integers(1, 148, size=length).tolist() for _ in range(s.batch)]
+        log.info("%s: %d calls per variant", s.name, args.calls)
+        results["engines"][s.name] = measure(engine, ids, args.calls)
+        out.write_text(json.dumps(results, indent=2))
+    rows = [
+        "| engine | frames | replay ms | call ms | host µs (goal <= 50) | two-phase µs | one-phase µs | unstaged µs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["engines"].items():
+        ms, us = r["median_ms"], r["host_overhead_us"]
+        rows.append(
+            f"| {short(name)} | {max(r['frames'])} | {ms['replay']:.3f} | {ms['call']:.3f} | {us['call']:.0f} "
+            f"| {us['call_two_phase']:.0f} | {us['call_one_phase']:.0f} | {us['unstaged_call']:.0f} |"
+        )
+    print(
+        f"\n{results['device']}, torch {torch.__version__}, {cfg.precision.name}, batch {args.batch}; JSON: {out}\n"
+    )
+    print("\n".join(rows))
+    return results
+
+
+if __name__ == "__main__":
+    main()
