@@ -225,14 +225,15 @@ class _OutputSet:
 
     def free(self) -> bool:
         """Nothing outside this set holds any of its buffers (no result, slice or view of one)."""
-        return all(_use_count(t) == base for t, base in zip(self.buffers, self.base))
+        return all(base is not None and _use_count(t) == base for t, base in zip(self.buffers, self.base))
 
 
-def _use_count(t: torch.Tensor) -> int:
+def _use_count(t: torch.Tensor) -> int | None:
     """References to `t`'s memory: one per tensor viewing it (Inductor's cudagraph trees use the same
-    count to see whether a caller still holds a graph output). -1 (never free) where torch lacks it."""
+    count to see whether a caller still holds a graph output). None where torch lacks the call: then
+    no set is ever reused, and every call takes a new one."""
     count = getattr(torch._C, "_storage_Use_Count", None)
-    return count(t.untyped_storage()._cdata) if count is not None else -1
+    return count(t.untyped_storage()._cdata) if count is not None else None
 
 
 class HostIO:
