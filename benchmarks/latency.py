@@ -34,6 +34,7 @@ Weights are random, with the duration head's bias set so the sample text predict
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.kernels.bench_conv1d import conv1d_time_last
 from fastspeech import model as model_module
 from fastspeech.engine import PRECISIONS, EngineSpec, load_or_build
 from fastspeech.model import FastSpeech, FastSpeechConfig
@@ -53,16 +55,18 @@ SAMPLE_TEXT = (
     "reasonable and a help to the shapeliness of the letters themselves."
 )
 HOP, SR = 256, 22050
-conv_matmul = model_module.conv1d_time_last
+conv_op = model_module.conv1d
 attention_op = model_module.self_attention
-# Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor switches).
+# Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor
+# switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout).
 OFF = {"enable_pdl": False, "combo_kernels": False}
 ABLATIONS = {
-    "ours_inductor_sdpa": (True, {}),
-    "ours_inductor_before": (True, OFF),
-    "ours_inductor_noswitch": (False, OFF),
-    "ours_inductor_pdl": (False, {"combo_kernels": False}),
-    "ours_inductor_combo": (False, {"enable_pdl": False}),
+    "ours_inductor_sdpa": (True, {}, True),
+    "ours_inductor_before": (True, OFF, True),
+    "ours_inductor_gemmconv": (False, {}, True),
+    "ours_inductor_noswitch": (False, OFF, False),
+    "ours_inductor_pdl": (False, {"combo_kernels": False}, False),
+    "ours_inductor_combo": (False, {"enable_pdl": False}, False),
 }
 log = logging.getLogger("benchmarks.latency")
 
@@ -111,9 +115,32 @@ def graph_flops(cfg: FastSpeechConfig, batch: int, max_in: int, max_out: int) ->
     return batch * total
 
 
-def plain_conv(x: torch.Tensor, conv: torch.nn.Conv1d) -> torch.Tensor:
-    """What a straightforward port does: transpose to (B, C, T), cuDNN Conv1d, transpose back."""
-    return conv(x.transpose(1, 2)).transpose(1, 2)
+def plain_conv(x: torch.Tensor, conv: torch.nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
+    """What a straightforward port does: transpose to (B, C, T), cuDNN Conv1d, transpose back (then
+    the relu and row mask the model's `conv1d` applies)."""
+    out = conv(x.transpose(1, 2)).transpose(1, 2)
+    return _relu_mask(out, lengths) if relu else out
+
+
+def gemm_conv(x: torch.Tensor, conv: torch.nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
+    """The model's conv before the `conv1d` op: unfold/taps + one cuBLAS GEMM (`conv1d_time_last`),
+    then relu * row mask as a separate pointwise step."""
+    out = conv1d_time_last(x, conv)
+    return _relu_mask(out, lengths) if relu else out
+
+
+def _relu_mask(out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    valid = torch.arange(out.shape[1], device=out.device)[None, :, None] < lengths[:, None, None]
+    return torch.relu(out) * valid.to(out.dtype)
+
+
+def plain_weights(model: FastSpeech) -> FastSpeech:
+    """A copy of `model` with DLE's own contiguous conv weights (the layout before `tap_major`)."""
+    copy_ = copy.deepcopy(model)
+    for m in copy_.modules():
+        if isinstance(m, torch.nn.Conv1d):
+            m.weight = torch.nn.Parameter(m.weight.detach().contiguous(), requires_grad=False)
+    return copy_
 
 
 def sync() -> None:
@@ -228,20 +255,24 @@ def main() -> None:
                         fn = partial(model, tokens, alpha, max_out=max_out)
                     elif variant == "compile_plain":  # conv and attention swapped while this variant runs
                         torch._dynamo.reset()
-                        model_module.conv1d_time_last = plain_conv
+                        model_module.conv1d = plain_conv
                         model_module.self_attention = attention_reference
-                        compiled = torch.compile(model, mode="reduce-overhead")
+                        compiled = torch.compile(plain_weights(model), mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
                     elif variant in ABLATIONS:  # the fingerprint can't see the swap: own folder, fresh build
                         # Dynamo's cache does not key on Inductor's config: without a reset, an engine of
                         # the same shape reuses the code compiled for the previous variant's options.
                         torch._dynamo.reset()
-                        sdpa, switches = ABLATIONS[variant]
+                        sdpa, switches, gemm = ABLATIONS[variant]
                         if sdpa:
                             model_module.self_attention = attention_reference
+                        built = model
+                        if gemm:
+                            model_module.conv1d = gemm_conv
+                            built = plain_weights(model)
                         spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
                         engine = load_or_build(
-                            model, spec, Path(args.engine_dir) / variant, dev, {"mode": args.mode, **switches},
+                            built, spec, Path(args.engine_dir) / variant, dev, {"mode": args.mode, **switches},
                             force_build=True,
                         )  # fmt: skip
                         fn = partial(engine.runner, tokens, alpha)
@@ -260,7 +291,7 @@ def main() -> None:
                         budget = None if batch == 1 else args.max_row_seconds
                         times = time_calls(fn, iters, warmup=10, max_seconds=budget)
                     finally:
-                        model_module.conv1d_time_last = conv_matmul
+                        model_module.conv1d = conv_op
                         model_module.self_attention = attention_op
                 r = row(
                     variant,

@@ -12,7 +12,8 @@ all, docs/dle_differences.md#padding).
 Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
 (`kernels.attention`: reads q, k, v straight from the fused projection, takes the lengths instead
-of a mask). Shapes never depend on data once `max_out` is given, so the whole forward compiles with
+of a mask), and every Conv1d is the fourth (`kernels.conv1d`: the k shifted rows read in place,
+bias, ReLU and row mask in one kernel). Shapes never depend on data once `max_out` is given, so the whole forward compiles with
 `torch.compile(fullgraph=True, dynamic=False)`.
 
 Shapes use the seed's letters: B batch, Ti input tokens, To output frames, H hidden (d_model).
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import kernels
@@ -115,14 +115,14 @@ class PositionwiseFeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_inner: int, kernel: int, padding: int):
         super().__init__()
-        self.w_1 = nn.Conv1d(d_model, d_inner, kernel, padding=padding)
+        self.w_1 = tap_major(nn.Conv1d(d_model, d_inner, kernel, padding=padding))
         self.w_2 = tap_major(nn.Conv1d(d_inner, d_model, kernel, padding=padding))
         self.layer_norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, row_valid: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
-        h = F.relu(conv1d_time_last(x, self.w_1)) * row_valid  # (B, T, d_inner)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
+        h = conv1d(x, self.w_1, lengths, relu=True)  # (B, T, d_inner), zero rows at padding
         record(acts, f"{name}.conv1", h)
-        h = conv1d_time_last(h, self.w_2)  # (B, T, H)
+        h = conv1d(h, self.w_2, lengths, relu=False)  # (B, T, H)
         record(acts, f"{name}.conv2", h)
         out = h + x
         record(acts, f"{name}.residual", out)
@@ -141,7 +141,7 @@ class FFTBlock(nn.Module):
 
     def forward(self, x, lengths, row_valid, acts: dict | None, name: str) -> torch.Tensor:
         x = self.slf_attn(x, lengths, acts, f"{name}.slf_attn") * row_valid
-        x = self.pos_ffn(x, row_valid, acts, f"{name}.pos_ffn") * row_valid
+        x = self.pos_ffn(x, lengths, acts, f"{name}.pos_ffn") * row_valid
         record(acts, name, x)
         return x
 
@@ -179,17 +179,15 @@ class DurationPredictor(nn.Module):
     def __init__(self, cfg: FastSpeechConfig):
         super().__init__()
         f, k = cfg.duration_predictor_filter_size, cfg.duration_predictor_kernel_size
-        self.conv1d_1 = nn.Conv1d(cfg.d_model, f, k, padding=1)  # DLE hard-codes padding=1
-        if cfg.d_model > f:  # multiplied first (`conv1d_time_last`): keep the weight tap-major
-            tap_major(self.conv1d_1)
+        self.conv1d_1 = tap_major(nn.Conv1d(cfg.d_model, f, k, padding=1))  # DLE hard-codes padding=1
         self.layer_norm_1 = nn.LayerNorm(f)
-        self.conv1d_2 = nn.Conv1d(f, f, k, padding=1)
+        self.conv1d_2 = tap_major(nn.Conv1d(f, f, k, padding=1))
         self.layer_norm_2 = nn.LayerNorm(f)
         self.linear_layer = nn.Linear(f, 1)
 
-    def forward(self, x: torch.Tensor, row_valid: torch.Tensor) -> torch.Tensor:
-        h = self.layer_norm_1(F.relu(conv1d_time_last(x * row_valid, self.conv1d_1))) * row_valid
-        h = self.layer_norm_2(F.relu(conv1d_time_last(h, self.conv1d_2)))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, row_valid: torch.Tensor) -> torch.Tensor:
+        h = self.layer_norm_1(conv1d(x * row_valid, self.conv1d_1, lengths, relu=True)) * row_valid
+        h = self.layer_norm_2(conv1d(h, self.conv1d_2, lengths, relu=True))
         return (self.linear_layer(h) * row_valid).squeeze(-1)  # (B, Ti)
 
 
@@ -209,7 +207,7 @@ class LengthRegulator(nn.Module):
         at least 1 frame and at most max_seq_len, as DLE crops.
         """
         row_valid = (torch.arange(x.shape[1], device=x.device)[None, :] < token_lens[:, None])[..., None]
-        log_dur = self.duration_predictor(x, row_valid.to(x.dtype))
+        log_dur = self.duration_predictor(x, token_lens, row_valid.to(x.dtype))
         frames = torch.clamp_min(torch.exp(log_dur.float()) - 1, 0) * alpha.float()[:, None]
         durations = torch.round(frames).long() * row_valid.squeeze(-1)
         if max_out is None:
@@ -266,41 +264,25 @@ class FastSpeech(nn.Module):
         return ModelOutput(mel, mel_lens, durations)
 
 
-def conv1d_time_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """`conv` applied to x (B, T, C_in) -> (B, T, C_out) as one GEMM, with no transposes.
+def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
+    """`conv` on time-last x (B, T, C_in) -> (B, T, C_out), ReLU'd if asked, rows t >= lengths[b] zero.
 
-    Our activations are (B, T, C); DLE's Conv1d wants (B, C, T). A k-tap conv is one matmul over
-    k shifted copies of something; which copies is chosen by what is narrower:
-    - C_in <= C_out (w_1: 384 -> 1536): unfold the input to (B, T, C_in, k); flattened, that is the
-      layout of the weight viewed as (C_out, C_in * k), so the weight needs no copy (2.4 -> 1.57 ms
-      at B=1 on our H100, GPU_NOTES.md).
-    - C_in > C_out (w_2: 1536 -> 384): multiply first, (B, T, k * C_out), then add the k outputs
-      shifted in time, which Inductor fuses into the epilogue. Unfolding the 1536-wide input
-      instead wrote 600 MB per layer at B=64 and took 40% of the forward (our H100 profile).
-    Zero padding as the conv's own (stride 1, dilation 1, `padding` rows each side).
+    DLE's Conv1d wants (B, C, T); our activations are (B, T, C). The `conv1d` op
+    (kernels/conv1d.py) is one implicit-GEMM kernel: it reads the k shifted rows of x itself (no
+    unfold copy, no transposes) and adds the bias, ReLU and row mask in its epilogue. Its weight is
+    `conv.weight.permute(2, 0, 1)`, (k, C_out, C_in), a free view of the tap-major storage
+    (`tap_major`). Zero padding as the conv's own (stride 1, dilation 1). A module-level function,
+    like `self_attention`, so benchmarks can swap in the previous GEMM path (benchmarks/latency.py).
     """
-    k, pad = conv.kernel_size[0], conv.padding[0]
-    B, T, c_in = x.shape
-    c_out = conv.out_channels
-    if c_in <= c_out:
-        padded = F.pad(x, (0, 0, pad, k - 1 - pad))  # (B, T + k - 1, C_in)
-        unfolded = torch.stack([padded[:, j : j + T] for j in range(k)], dim=-1)  # (B, T, C_in, k)
-        return F.linear(unfolded.flatten(2), conv.weight.reshape(c_out, -1), conv.bias)  # a view unless tap-major
-    # A view when the weight is stored tap-major (`tap_major`), else Inductor copies it every call.
-    taps = F.linear(x, conv.weight.permute(2, 0, 1).reshape(k * c_out, c_in))  # (B, T, k * C_out)
-    taps = F.pad(taps.view(B, T, k, c_out), (0, 0, 0, 0, pad, k - 1 - pad))  # (B, T + k - 1, k, C_out)
-    out = conv.bias
-    for j in range(k):  # y[t] = sum_j taps[t + j - pad, j]
-        out = out + taps[:, j : j + T, j]
-    return out
+    return kernels.conv1d(x, conv.weight.permute(2, 0, 1), conv.bias, lengths, conv.padding[0], relu)
 
 
 def tap_major(conv: nn.Conv1d) -> nn.Conv1d:
     """Store `conv.weight` in (k, C_out, C_in) memory order; its shape stays DLE's (C_out, C_in, k).
 
-    `conv1d_time_last` multiplies by `weight.permute(2, 0, 1)`: with this storage that is a free
-    view, not a copy that a compiled graph repeats on every call (parameters are graph inputs to
-    Inductor: 12 x 3.3 µs per call on the H100, docs/kernels.md). Names, shapes and values are
+    `conv1d` passes `weight.permute(2, 0, 1)` to the op: with this storage that is a free view, not
+    a copy that a compiled graph repeats on every call (parameters are graph inputs to Inductor: the
+    FFN's re-laid-out weight cost 12 x 3.3 µs per call on the H100, docs/kernels.md). Names, shapes and values are
     unchanged, so checkpoints load and save as they are: `load_state_dict` copies into the tensor
     in place, and `.to()`, `.clone()` and `deepcopy` preserve its strides (tests/test_model.py).
     """
@@ -315,7 +297,7 @@ def self_attention(qkv: torch.Tensor, lengths: torch.Tensor, n_head: int) -> tor
     """qkv (B, T, n_head * 3 * d_k) -> (B, T, n_head * d_k): the `attention` op (kernels/attention.py).
 
     Valid rows equal `F.scaled_dot_product_attention` with DLE's key-padding mask; padding rows are
-    zeros. A module-level function, like `conv1d_time_last`, so benchmarks can swap in the
+    zeros. A module-level function, like `conv1d`, so benchmarks can swap in the
     reference (`kernels.attention_reference`, SDPA + mask) to measure the op.
     """
     return kernels.attention(qkv, lengths, n_head)

@@ -198,21 +198,17 @@ def test_compiles_fullgraph_without_graph_breaks_and_matches_eager():
 
 
 def _tap_major_convs(model: FastSpeech) -> list[tuple[str, torch.nn.Conv1d]]:
-    return [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Conv1d) and m.in_channels > m.out_channels
-    ]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv1d)]
 
 
-def test_multiplied_first_conv_weights_stay_tap_major_through_load_cast_and_copy():
-    """`conv1d_time_last` multiplies by weight.permute(2, 0, 1); that must stay a view (no per-call
-    copy in compiled graphs) after everything the pipeline does to a model, with DLE's shapes and values."""
+def test_conv_weights_stay_tap_major_through_load_cast_and_copy():
+    """`conv1d` hands the op weight.permute(2, 0, 1); that must stay a view (no per-call copy in
+    compiled graphs) after everything the pipeline does to a model, with DLE's shapes and values."""
     import copy
 
     model = random_model(seed=3)
     convs = _tap_major_convs(model)
-    assert {n.rsplit(".", 1)[-1] for n, _ in convs} == {"w_2", "conv1d_1"}
+    assert {n.rsplit(".", 1)[-1] for n, _ in convs} == {"w_1", "w_2", "conv1d_1", "conv1d_2"}
     # A DLE checkpoint holds ordinary contiguous tensors: loading copies the values in place.
     plain = {k: v.contiguous().clone() for k, v in random_model(seed=4).state_dict().items()}
     model.load_state_dict(plain)
@@ -229,13 +225,16 @@ def test_multiplied_first_conv_weights_stay_tap_major_through_load_cast_and_copy
     assert all(tuple(saved[k].shape) == tuple(v.shape) for k, v in plain.items())
 
 
-def test_conv1d_time_last_equals_conv1d_for_both_weight_layouts():
-    from fastspeech.model import conv1d_time_last, tap_major
+def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask():
+    from fastspeech.model import conv1d, tap_major
 
     torch.manual_seed(0)
-    for c_in, c_out in ((8, 24), (24, 8)):
-        conv = torch.nn.Conv1d(c_in, c_out, 3, padding=1).double()
-        x = torch.randn(2, 9, c_in, dtype=torch.float64)
-        want = conv(x.transpose(1, 2)).transpose(1, 2)
-        torch.testing.assert_close(conv1d_time_last(x, conv), want)
-        torch.testing.assert_close(conv1d_time_last(x, tap_major(conv)), want)
+    for c_in, c_out, relu in ((8, 24, True), (24, 8, False)):
+        plain = torch.nn.Conv1d(c_in, c_out, 3, padding=1)
+        conv = tap_major(torch.nn.Conv1d(c_in, c_out, 3, padding=1))
+        conv.load_state_dict(plain.state_dict())
+        x = torch.randn(3, 9, c_in)
+        lengths = torch.tensor([9, 4, 0])
+        want = plain(x.transpose(1, 2)).transpose(1, 2)
+        want = (want.relu() if relu else want) * (torch.arange(9)[None, :, None] < lengths[:, None, None])
+        torch.testing.assert_close(conv1d(x, conv, lengths, relu), want, rtol=1e-5, atol=1e-5)

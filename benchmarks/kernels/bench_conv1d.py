@@ -1,4 +1,4 @@
-"""µs and TFLOP/s of `fastspeech::conv1d` vs the model's current conv path and vs the reference.
+"""µs and TFLOP/s of `fastspeech::conv1d` vs the model's previous conv path and vs the reference.
 
 Run on a CUDA GPU:  python -m benchmarks.kernels.bench_conv1d --dtypes fp16 --sweep --results results/kernels/conv1d.json
 Shapes: FastSpeech's k=3, padding 1 convs: the FFN's w_1 (384 -> 1536, relu) and w_2 (1536 -> 384), the
@@ -6,7 +6,7 @@ duration predictor's conv1d_1 (384 -> 256, relu) and conv1d_2 (256 -> 256, relu)
 lengths = 0.88 T (rows past the length are computed and zeroed like any other: the kernel's time does
 not depend on the lengths).
 Columns: `kernel` = the Triton launch into a preallocated output; `op` = the eager custom op (allocates
-the output); `model eager` / `model Inductor` = what `fastspeech/model.py` runs today for the same
+the output); `model eager` / `model Inductor` = what `fastspeech/model.py` ran before the op for the same
 step: `conv1d_time_last(x, conv)` on an nn.Conv1d (unfold copy + GEMM for C_in <= C_out, GEMM to
 taps + shifted sum otherwise), then relu * row mask where the model applies them (w_2: no relu, no
 mask), eagerly and under `torch.compile(fullgraph=True, dynamic=False)` as the engine compiles it
@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.kernels import common
-from fastspeech.model import conv1d_time_last
 from kernels.conv1d import Blocks, conv1d_reference, default_blocks, launch_conv1d
 
 CONVS = {  # name -> (C_in, C_out, relu); all k=3, padding 1
@@ -68,9 +67,36 @@ def make_inputs(B: int, T: int, name: str, dtype: torch.dtype):
     return x, conv, weight, conv.bias, lengths, row_valid
 
 
+def conv1d_time_last(x: torch.Tensor, conv: torch.nn.Conv1d) -> torch.Tensor:
+    """The model's conv before the `conv1d` op: `conv` on x (B, T, C_in) -> (B, T, C_out) as one
+    cuBLAS GEMM, no transposes, the bias added, no relu or mask. Which shifted copies the GEMM runs
+    over is chosen by what is narrower:
+    - C_in <= C_out (w_1: 384 -> 1536): unfold the input to (B, T, C_in, k); flattened, that is the
+      layout of a contiguous weight viewed as (C_out, C_in * k), so the weight needs no copy.
+    - C_in > C_out (w_2: 1536 -> 384): multiply first, (B, T, k * C_out), then add the k outputs
+      shifted in time (Inductor fuses the sum into the epilogue); the weight is re-laid-out to
+      (k * C_out, C_in), a copy on every call unless it is stored tap-major.
+    Zero padding as the conv's own (stride 1, dilation 1, `padding` rows each side).
+    """
+    k, pad = conv.kernel_size[0], conv.padding[0]
+    B, T, c_in = x.shape
+    c_out = conv.out_channels
+    if c_in <= c_out:
+        padded = F.pad(x, (0, 0, pad, k - 1 - pad))  # (B, T + k - 1, C_in)
+        unfolded = torch.stack([padded[:, j : j + T] for j in range(k)], dim=-1)  # (B, T, C_in, k)
+        return F.linear(unfolded.flatten(2), conv.weight.reshape(c_out, -1), conv.bias)
+    taps = F.linear(x, conv.weight.permute(2, 0, 1).reshape(k * c_out, c_in))  # (B, T, k * C_out)
+    taps = F.pad(taps.view(B, T, k, c_out), (0, 0, 0, 0, pad, k - 1 - pad))  # (B, T + k - 1, k, C_out)
+    out = conv.bias
+    for j in range(k):  # y[t] = sum_j taps[t + j - pad, j]
+        out = out + taps[:, j : j + T, j]
+    return out
+
+
 def model_path(x: torch.Tensor, conv: torch.nn.Conv1d, row_valid: torch.Tensor, relu: bool) -> torch.Tensor:
-    """What fastspeech/model.py runs for this conv today: the FFN's w_1 and the duration predictor's
-    convs are followed by relu * row mask; w_2's output is masked later, after the residual and LN."""
+    """What fastspeech/model.py ran for this conv before the op: the FFN's w_1 and the duration
+    predictor's convs are followed by relu * row mask; w_2's output is masked later, after the
+    residual and LN."""
     out = conv1d_time_last(x, conv)
     return F.relu(out) * row_valid if relu else out
 
