@@ -12,8 +12,8 @@ all, docs/dle_differences.md#padding).
 Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
 (`kernels.attention`: reads q, k, v straight from the fused projection, takes the lengths instead
-of a mask), and every Conv1d is the fourth (`kernels.conv1d`: the k shifted rows read in place,
-bias, ReLU and row mask in one kernel). Shapes never depend on data once `max_out` is given, so the whole forward compiles with
+of a mask), and the Conv1ds are the fourth (`kernels.conv1d`: the k shifted rows read in place,
+bias, ReLU and row mask in one kernel; the FFN's wide-to-narrow w_2 stays a cuBLAS GEMM, see `conv1d`). Shapes never depend on data once `max_out` is given, so the whole forward compiles with
 `torch.compile(fullgraph=True, dynamic=False)`.
 
 Shapes use the seed's letters: B batch, Ti input tokens, To output frames, H hidden (d_model).
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import kernels
@@ -267,14 +268,29 @@ class FastSpeech(nn.Module):
 def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
     """`conv` on time-last x (B, T, C_in) -> (B, T, C_out), ReLU'd if asked, rows t >= lengths[b] zero.
 
-    DLE's Conv1d wants (B, C, T); our activations are (B, T, C). The `conv1d` op
-    (kernels/conv1d.py) is one implicit-GEMM kernel: it reads the k shifted rows of x itself (no
-    unfold copy, no transposes) and adds the bias, ReLU and row mask in its epilogue. Its weight is
-    `conv.weight.permute(2, 0, 1)`, (k, C_out, C_in), a free view of the tap-major storage
-    (`tap_major`). Zero padding as the conv's own (stride 1, dilation 1). A module-level function,
-    like `self_attention`, so benchmarks can swap in the previous GEMM path (benchmarks/latency.py).
+    DLE's Conv1d wants (B, C, T); our activations are (B, T, C). Two ways, by shape, both reading the
+    tap-major weight `conv.weight.permute(2, 0, 1)` (k, C_out, C_in) as a free view (`tap_major`):
+    - the `conv1d` op (kernels/conv1d.py): one implicit-GEMM kernel that reads the k shifted rows of
+      x itself (no unfold copy, no transposes) and adds bias, ReLU and row mask in its epilogue;
+    - for a wide input into a narrow output (the FFN's w_2, 1536 -> 384: K = 4608 over only 384
+      columns, where the op's tiles lose to cuBLAS, docs/kernels.md): multiply first, one cuBLAS
+      GEMM to (B, T, k * C_out), then add the k outputs shifted in time with the bias and mask,
+      which Inductor fuses into the residual + LayerNorm kernel that follows.
+    Zero padding as the conv's own (stride 1, dilation 1). A module-level function, like
+    `self_attention`, so benchmarks can swap in the previous path (benchmarks/latency.py).
     """
-    return kernels.conv1d(x, conv.weight.permute(2, 0, 1), conv.bias, lengths, conv.padding[0], relu)
+    taps = conv.weight.permute(2, 0, 1)  # (k, C_out, C_in), contiguous
+    if conv.in_channels <= 2 * conv.out_channels:
+        return kernels.conv1d(x, taps, conv.bias, lengths, conv.padding[0], relu)
+    k, pad = conv.kernel_size[0], conv.padding[0]
+    B, T, _ = x.shape
+    y = F.linear(x, taps.flatten(0, 1))  # (B, T, k * C_out)
+    y = F.pad(y.view(B, T, k, -1), (0, 0, 0, 0, pad, k - 1 - pad))  # (B, T + k - 1, k, C_out)
+    out = conv.bias
+    for j in range(k):  # out[t] = sum_j y[t + j - pad, j]
+        out = out + y[:, j : j + T, j]
+    out = torch.relu(out) if relu else out
+    return out * (torch.arange(T, device=x.device)[None, :, None] < lengths[:, None, None]).to(out.dtype)
 
 
 def tap_major(conv: nn.Conv1d) -> nn.Conv1d:

@@ -229,7 +229,7 @@ def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask():
     from fastspeech.model import conv1d, tap_major
 
     torch.manual_seed(0)
-    for c_in, c_out, relu in ((8, 24, True), (24, 8, False)):
+    for c_in, c_out, relu in ((8, 24, True), (24, 8, False), (24, 8, True), (12, 8, False)):  # op, GEMM, op
         plain = torch.nn.Conv1d(c_in, c_out, 3, padding=1)
         conv = tap_major(torch.nn.Conv1d(c_in, c_out, 3, padding=1))
         conv.load_state_dict(plain.state_dict())
