@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine-set", default="default", help="conf/engine_set name ('none': --engine alone)")
     p.add_argument("--engine", default="i128_o1024", help="the engine when --engine-set none")
     p.add_argument("--batch", type=int, default=8, help="engine batch size (every engine of the set)")
+    p.add_argument(
+        "--batches", default=None, help="engine_set.batches, e.g. 1,8: each engine also at batch 1 (light load)"
+    )
     p.add_argument("--vocoder", default=None, help="conf/vocoder name (default: the config's)")
     p.add_argument("--vocoder-iters", type=int, default=None, help="Griffin-Lim iterations (vocoder.n_iter)")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when visible)")
@@ -137,6 +140,8 @@ def overrides(args, checkpoint: str) -> list[str]:
     if args.vocoder_iters:
         out.append(f"vocoder.n_iter={args.vocoder_iters}")
     out.append(f"engine={args.engine}" if args.engine_set == "none" else f"engine_set={args.engine_set}")
+    if args.batches and args.engine_set != "none":
+        out.append(f"engine_set.batches=[{args.batches}]")
     return out
 
 

@@ -265,22 +265,28 @@ class FastSpeech(nn.Module):
         return ModelOutput(mel, mel_lens, durations)
 
 
+OP_MIN_ROWS = 4096  # B * T from which `conv1d` runs the op (shapes are fixed per engine: one path each)
+
+
 def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
     """`conv` on time-last x (B, T, C_in) -> (B, T, C_out), ReLU'd if asked, rows t >= lengths[b] zero.
 
     DLE's Conv1d wants (B, C, T); our activations are (B, T, C). Two ways, by shape, both reading the
     tap-major weight `conv.weight.permute(2, 0, 1)` (k, C_out, C_in) as a free view (`tap_major`):
     - the `conv1d` op (kernels/conv1d.py): one implicit-GEMM kernel that reads the k shifted rows of
-      x itself (no unfold copy, no transposes) and adds bias, ReLU and row mask in its epilogue;
-    - for a wide input into a narrow output (the FFN's w_2, 1536 -> 384: K = 4608 over only 384
-      columns, where the op's tiles lose to cuBLAS, docs/kernels.md): multiply first, one cuBLAS
-      GEMM to (B, T, k * C_out), then add the k outputs shifted in time with the bias and mask,
-      which Inductor fuses into the residual + LayerNorm kernel that follows.
+      x itself (no unfold copy, no transposes) and adds bias, ReLU and row mask in its epilogue.
+      It saves the unfold and ReLU passes over memory, which is what counts at B * T >= OP_MIN_ROWS
+      (B=64, T=1024 on the H200: 8.67 -> 7.46 ms per engine call, docs/kernels.md);
+    - otherwise multiply first: one cuBLAS GEMM to (B, T, k * C_out), then the k outputs added
+      shifted in time with bias, ReLU and mask in one pointwise kernel that Inductor fuses (for
+      w_2, into the residual + LayerNorm that follows). cuBLAS wins for few rows (B=1: the op's
+      small tiles ran 16 µs where the GEMM path took ~14 µs in 3 kernels) and for the FFN's
+      wide-to-narrow w_2 (1536 -> 384, K = 4608 over 384 columns: the op 0.33-0.89x of it).
     Zero padding as the conv's own (stride 1, dilation 1). A module-level function, like
     `self_attention`, so benchmarks can swap in the previous path (benchmarks/latency.py).
     """
     taps = conv.weight.permute(2, 0, 1)  # (k, C_out, C_in), contiguous
-    if conv.in_channels <= 2 * conv.out_channels:
+    if conv.in_channels <= 2 * conv.out_channels and x.shape[0] * x.shape[1] >= OP_MIN_ROWS:
         return kernels.conv1d(x, taps, conv.bias, lengths, conv.padding[0], relu)
     k, pad = conv.kernel_size[0], conv.padding[0]
     B, T, _ = x.shape

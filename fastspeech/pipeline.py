@@ -138,9 +138,11 @@ def open_engine(
     allow_build: bool = True,
     pool: Any = None,
     vocoder: Vocoder | None = None,
+    batch: int | None = None,
 ) -> Engine:
     """Load (or build, with progress in the log) the engine `cfg.engine` describes: token ids -> mel
-    -> wav, the vocoder inside (`vocoder`, else the one `cfg.vocoder` names).
+    -> wav, the vocoder inside (`vocoder`, else the one `cfg.vocoder` names), `batch` rows per call
+    (default `cfg.batch_size`).
 
     `pool`: a CUDA graph memory pool shared by the engines of a set (Inductor CUDA graphs only).
     """
@@ -153,7 +155,7 @@ def open_engine(
     vocoder = vocoder or open_vocoder(cfg)  # load_or_build places it (shared when already placed)
     log.info("backend=%s (%s)", backend, why)
     spec = EngineSpec(
-        batch=int(cfg.batch_size),
+        batch=int(batch or cfg.batch_size),
         max_in=int(engine_cfg.max_in),
         max_out=int(engine_cfg.max_out),
         precision=precision,
@@ -197,6 +199,18 @@ def engine_set_configs(cfg: DictConfig) -> list[DictConfig]:
     return configs
 
 
+def set_batches(cfg: DictConfig) -> list[int]:
+    """The batch sizes each engine of the set is built at: `engine_set.batches`, else [batch_size]."""
+    batches = cfg.engine_set.get("batches") or [cfg.batch_size]
+    try:
+        sizes = sorted({int(b) for b in batches})
+    except (TypeError, ValueError):
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise ConfigError(f"engine_set.batches={list(batches)} must list batch sizes >= 1, e.g. [1,8]")
+    return sizes
+
+
 def open_engine_set(
     cfg: DictConfig, model: FastSpeech, device: torch.device, vocoder: Vocoder | None = None
 ) -> Router:
@@ -208,19 +222,26 @@ def open_engine_set(
     """
     pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
     vocoder = vocoder or open_vocoder(cfg)
-    vocoder = vocoder.on(device, PRECISIONS[resolve_precision(cfg.precision.name, device)])  # one copy for all
+    vocoder = vocoder.on(
+        device, PRECISIONS[resolve_precision(cfg.precision.name, device)]
+    )  # one copy for all
     build_missing = bool(cfg.engine_set.build_missing)
     engines, missing = [], []
     for engine_cfg in engine_set_configs(cfg):
-        try:
-            engines.append(
-                open_engine(cfg, model, device, engine_cfg, allow_build=build_missing, pool=pool, vocoder=vocoder)
-            )
-        except EngineError as exc:
-            if build_missing:
-                raise
-            log.warning("%s", exc)
-            missing.append(engine_cfg.name)
+        for batch in set_batches(cfg):
+            try:
+                engines.append(
+                    open_engine(
+                        cfg, model, device, engine_cfg, build_missing, pool=pool, vocoder=vocoder, batch=batch
+                    )
+                )
+            except EngineError as exc:
+                if build_missing:
+                    raise
+                log.warning("%s", exc)
+                missing.append(
+                    engine_cfg.name if batch == int(cfg.batch_size) else f"{engine_cfg.name} (b{batch})"
+                )
     if missing:
         raise EngineError(
             f"engine set {cfg.engine_set.name}: {len(missing)} engine(s) not built or stale "
@@ -237,7 +258,7 @@ def build_command(cfg: DictConfig, engines: list[str]) -> str:
         f"model={cfg.model.name}",
         f"precision={cfg.precision.name}",
         f"backend={cfg.backend.name}",
-        f"batch_size={cfg.batch_size}",
+        f"batch_size={','.join(str(b) for b in set_batches(cfg))}",
         f"engine_dir={cfg.engine_dir}",
     ]
     args += [f"checkpoint={cfg.checkpoint}"] if cfg.checkpoint else [f"seed={cfg.seed}"]
@@ -271,7 +292,9 @@ def read_texts(cfg: DictConfig) -> list[str]:
         else:
             path = Path(source)
             if path.is_dir():
-                raise ConfigError(f"input={path} is a folder; pass input=PATH to a text file (one utterance a line)")
+                raise ConfigError(
+                    f"input={path} is a folder; pass input=PATH to a text file (one utterance a line)"
+                )
             if not path.is_file():
                 raise ConfigError(f"input file not found: {path}; pass input=PATH to a text file")
             data, where = path.read_bytes(), f"input file {path}"
@@ -308,10 +331,16 @@ def encode_all(texts: list[str], on_unknown: str, max_tokens: int | None = None)
     kept = [texts[n - 1] for n in numbers]
     ids = check_texts(kept, on_unknown, numbers if len(texts) > 1 else None)
     labels = [f"line {n}" if len(texts) > 1 else "text" for n in numbers]
-    too_long = [f"{label} is {len(one)} tokens" for label, one in zip(labels, ids) if max_tokens and len(one) > max_tokens]
+    too_long = [
+        f"{label} is {len(one)} tokens"
+        for label, one in zip(labels, ids)
+        if max_tokens and len(one) > max_tokens
+    ]
     if too_long:
         raise TextError(f"{'; '.join(too_long[:10])}: longer than {max_tokens} tokens; shorten them")
-    return [Utterance(k, text, one, label=label) for k, (text, one, label) in enumerate(zip(kept, ids, labels))]
+    return [
+        Utterance(k, text, one, label=label) for k, (text, one, label) in enumerate(zip(kept, ids, labels))
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +356,9 @@ def open_router(
     cropped); with `engine_set.split=false` such a text is refused before any engine is loaded.
     """
     if cfg.get("engine_set") is None:
-        return Router([open_engine(cfg, model, device, vocoder=vocoder)], split=True, on_unknown=cfg.on_unknown)
+        return Router(
+            [open_engine(cfg, model, device, vocoder=vocoder)], split=True, on_unknown=cfg.on_unknown
+        )
     return open_engine_set(cfg, model, device, vocoder)
 
 
@@ -339,7 +370,9 @@ def synthesize(cfg: DictConfig) -> list[Utterance]:
     utterances = encode_all(texts, cfg.on_unknown)
     if cfg.get("engine_set") is not None and not bool(cfg.engine_set.split):
         largest = max(engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
-        check_lengths([u.ids for u in utterances], int(largest.max_in), [u.label for u in utterances], largest.name)
+        check_lengths(
+            [u.ids for u in utterances], int(largest.max_in), [u.label for u in utterances], largest.name
+        )
     vocoder = open_vocoder(cfg)
     out, run_dir = prepare_results(cfg)
     device = pick_device(cfg.device)
@@ -401,7 +434,9 @@ def write_results(
         stem = out / f"{u.index:04d}_{slug(u.text)}"
         # The engine's wav, in [-1, 1] (the vocoder contract): never a padded tail.
         wav = np.asarray(u.wav, dtype=np.float32)[: len(u.mel) * AudioConfig.hop_length]
-        _atomic(f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, AudioConfig.sample_rate, format="WAV"))
+        _atomic(
+            f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, AudioConfig.sample_rate, format="WAV")
+        )
         _atomic(f"{stem}.npy", lambda p, mel=u.mel: _save_npy(p, mel))
         u.files = [f"{stem}.wav", f"{stem}.npy"]
         log.info("wrote %s.wav (%.2f s): %s", stem, len(wav) / AudioConfig.sample_rate, u.text)

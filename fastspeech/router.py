@@ -176,10 +176,23 @@ class Router:
                 f"the engines of a set must share precision, backend and device (they share weights), "
                 f"got {sorted(kinds)}"
             )
-        self.engines = sorted(engines, key=lambda e: (e.spec.max_in, e.spec.max_out))
+        # A shape may come at several batch sizes (`engine_set.batches`): one queue per shape, and
+        # each call runs on the smallest of its engines that holds the call's pieces, so a lone
+        # request at light load does not pay for a full batch. `engines`: the largest per shape.
+        by_shape: dict[tuple[int, int], list[Engine]] = defaultdict(list)
+        for e in engines:
+            by_shape[(e.spec.max_in, e.spec.max_out)].append(e)
+        shapes = sorted(by_shape)
+        self.sizes = [sorted(by_shape[s], key=lambda e: e.spec.batch) for s in shapes]
+        self.engines = [sizes[-1] for sizes in self.sizes]
         self.split, self.on_unknown, self.progress = split, on_unknown, progress
         self.max_in = self.engines[-1].spec.max_in
         self.largest_out = max(self.engines, key=lambda e: (e.spec.max_out, e.spec.max_in))
+
+    @property
+    def all_engines(self) -> list[Engine]:
+        """Every engine of the set, each shape's batch sizes together."""
+        return [e for sizes in self.sizes for e in sizes]
 
     def __call__(
         self,
@@ -304,7 +317,7 @@ class Router:
     ) -> tuple[list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], dict]:
         """One call of engine `k` -> (per piece (mel, durations, wav) on the CPU, or its frame count
         if it overflowed; the call's stats dict)."""
-        engine = self.engines[k]
+        engine = next(e for e in self.sizes[k] if e.spec.batch >= len(batch))
         s = engine.spec
         t0 = time.perf_counter()
         out = engine([p.ids for p in batch], [p.alpha for p in batch], to_host=True)  # waits for the GPU

@@ -1,5 +1,6 @@
 """The model: DLE's parameter names and shapes, and outputs equal to a DLE-style reference."""
 
+import itertools
 import math
 
 import pytest
@@ -229,12 +230,14 @@ def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask():
     from fastspeech.model import conv1d, tap_major
 
     torch.manual_seed(0)
-    for c_in, c_out, relu in ((8, 24, True), (24, 8, False), (24, 8, True), (12, 8, False)):  # op, GEMM, op
+    # (C_in, C_out, T): the GEMM path for few rows or wide-to-narrow, the op from OP_MIN_ROWS rows
+    cases = [(8, 24, 9), (24, 8, 9), (12, 8, 9), (8, 24, 1400), (12, 8, 1400), (24, 8, 1400)]
+    for (c_in, c_out, T), relu in itertools.product(cases, (True, False)):
         plain = torch.nn.Conv1d(c_in, c_out, 3, padding=1)
         conv = tap_major(torch.nn.Conv1d(c_in, c_out, 3, padding=1))
         conv.load_state_dict(plain.state_dict())
-        x = torch.randn(3, 9, c_in)
-        lengths = torch.tensor([9, 4, 0])
+        x = torch.randn(3, T, c_in)
+        lengths = torch.tensor([T, 4, 0])
         want = plain(x.transpose(1, 2)).transpose(1, 2)
-        want = (want.relu() if relu else want) * (torch.arange(9)[None, :, None] < lengths[:, None, None])
+        want = (want.relu() if relu else want) * (torch.arange(T)[None, :, None] < lengths[:, None, None])
         torch.testing.assert_close(conv1d(x, conv, lengths, relu), want, rtol=1e-5, atol=1e-5)

@@ -191,6 +191,34 @@ def test_order_is_restored_across_buckets_and_batches(tmp_path):
     assert stats.padded_fraction == pytest.approx(padded) and 0 < padded < 1
 
 
+def test_a_shape_at_two_batch_sizes_runs_each_call_on_the_smallest_that_holds_it(tmp_path):
+    """engine_set.batches=[1,3]: one queue per shape; a lone piece runs on the batch-1 engine, a
+    call of 2 or 3 pieces on the batch-3 one, and every text equals its unpadded reference."""
+    from fastspeech.router import Scheduler
+
+    model = random_model(seed=6)
+    engines = [
+        load_or_build(model, EngineSpec(batch=b, max_in=i, max_out=o), tmp_path, "cpu")
+        for i, o in [(8, 40), (16, 80)]
+        for b in (3, 1)
+    ]
+    router = Router(engines, progress=False)
+    assert [e.spec.batch for e in router.engines] == [3, 3] and len(router.all_engines) == 4
+    routed, stats = router([text_of(5, seed=1)])  # alone: the batch-1 engine, no empty rows
+    check_routed(model, routed[0])
+    assert [(c["items"], c["token_slots"]) for c in stats.calls] == [(1, 8)]
+    texts = [text_of(n, seed=10 + n) for n in (3, 6, 7, 12, 14, 2, 16)]
+    routed, stats = router(texts, alpha=0.9)
+    for r in routed:
+        check_routed(model, r, alpha=0.9)
+    for c in stats.calls:  # items -> the batch that ran them: 1 -> 1, 2 or 3 -> 3
+        max_in = 8 if "i8." in c["engine"] else 16
+        assert c["token_slots"] == max_in * (1 if c["items"] == 1 else 3), c
+    assert sorted(c["items"] for c in stats.calls) == [1, 3, 3]
+    # The scheduler caps a call at the largest batch of the shape.
+    assert Scheduler(router).caps == [3, 3]
+
+
 @requires_cuda
 @pytest.mark.cuda
 def test_inductor_engines_sharing_one_cuda_graph_pool_equal_eager(tmp_path, monkeypatch):
@@ -351,3 +379,20 @@ def test_every_engine_set_names_engines_that_exist(name):
     assert [c.name for c in configs] == list(cfg.engine_set.engines)
     assert len({(c.max_in, c.max_out) for c in configs}) == len(configs), "two engines of the same size"
     assert all(c.max_out >= c.max_in >= 1 for c in configs)
+
+
+@pytest.mark.parametrize(
+    "batches, want", [(None, [4]), ([8, 1], [1, 8]), ([1, 1, 8], [1, 8]), ([], [4]), ([0, 8], None), (["x"], None)]
+)
+def test_engine_set_batches_are_checked_before_any_engine_loads(batches, want):
+    from omegaconf import OmegaConf
+
+    from fastspeech.errors import ConfigError
+    from fastspeech.pipeline import set_batches
+
+    cfg = OmegaConf.create({"batch_size": 4, "engine_set": {"name": "default", "batches": batches}})
+    if want is None:
+        with pytest.raises(ConfigError, match=r"engine_set.batches=.* must list batch sizes >= 1"):
+            set_batches(cfg)
+    else:
+        assert set_batches(cfg) == want

@@ -145,7 +145,7 @@ class Service:
         text_to_ids("On May 1st, Dr. Smith paid $3.50 for 12 eggs.")
         log.info("text frontend warm (%.2f s)", time.perf_counter() - t0)
         for voice in self.voices.values():
-            for engine in voice.router.engines:
+            for engine in voice.router.all_engines:
                 t0 = time.perf_counter()
                 engine([[1] * min(8, engine.spec.max_in)], 1.0, to_host=True)
                 log.info(
@@ -174,9 +174,9 @@ class Service:
             log.info(
                 "voice %s: %d engine(s) ready in %.1f s: %s",
                 name,
-                len(router.engines),
+                len(router.all_engines),
                 time.perf_counter() - t0,
-                ", ".join(e.spec.name for e in router.engines),
+                ", ".join(e.spec.name for e in router.all_engines),
             )
             voices[name] = Voice(name, router)
         service = cls(
