@@ -36,7 +36,9 @@ def tiny_config(**overrides):
 
     from fastspeech.model import FastSpeechConfig
 
-    merged = OmegaConf.merge(OmegaConf.load(f"{CONF}/model/dle.yaml"), OmegaConf.load(f"{CONF}/model/tiny.yaml"))
+    merged = OmegaConf.merge(
+        OmegaConf.load(f"{CONF}/model/dle.yaml"), OmegaConf.load(f"{CONF}/model/tiny.yaml")
+    )
     values = {k: v for k, v in OmegaConf.to_container(merged).items() if k != "defaults"}
     return FastSpeechConfig.from_dict({**values, **overrides})
 
@@ -94,3 +96,26 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def check_export_round_trip(model: torch.nn.Module, args: tuple, op: str) -> None:
+    """`torch.export` keeps the custom op `op` (e.g. "fastspeech.conv1d.default") as one node, and the
+    saved-then-loaded program equals the module."""
+    import io
+
+    program = torch.export.export(model, args)
+    assert op in {str(n.target) for n in program.graph.nodes}
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    with torch.no_grad():
+        got = torch.export.load(buffer).module()(*args)
+        torch.testing.assert_close(got, model(*args), atol=1e-5, rtol=1e-5)
+
+
+def check_compile_fullgraph(model: torch.nn.Module, args: tuple) -> None:
+    """`torch.compile(fullgraph=True)` of a module around a custom op equals the module."""
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*args), model(*args), atol=1e-5, rtol=1e-5)

@@ -7,11 +7,10 @@ rows (t >= length) are zeros; every output element is written (outputs start NaN
 from __future__ import annotations
 
 import importlib
-import io
 
 import pytest
 import torch
-from helpers import requires_cuda
+from helpers import check_compile_fullgraph, check_export_round_trip, requires_cuda
 
 from kernels import attention, attention_reference
 
@@ -162,26 +161,14 @@ class _Block(torch.nn.Module):
 
 
 def test_export_round_trip():
-    model = _Block().to(DEVICE)
     x, lengths = torch.randn(2, 9, 48, device=DEVICE), torch.tensor([9, 4], device=DEVICE)
-    program = torch.export.export(model, (x, lengths))
-    assert "fastspeech.attention.default" in {str(n.target) for n in program.graph.nodes}
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    buffer.seek(0)
-    with torch.no_grad():
-        got = torch.export.load(buffer).module()(x, lengths)
-        torch.testing.assert_close(got, model(x, lengths), atol=1e-5, rtol=1e-5)
+    check_export_round_trip(_Block().to(DEVICE), (x, lengths), "fastspeech.attention.default")
 
 
 @pytest.mark.slow
 def test_compile_fullgraph():
-    torch._dynamo.reset()
-    model = _Block().to(DEVICE)
     x, lengths = torch.randn(2, 9, 48, device=DEVICE), torch.tensor([9, 4], device=DEVICE)
-    compiled = torch.compile(model, fullgraph=True, dynamic=False)
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(x, lengths), model(x, lengths), atol=1e-5, rtol=1e-5)
+    check_compile_fullgraph(_Block().to(DEVICE), (x, lengths))
 
 
 @pytest.mark.slow

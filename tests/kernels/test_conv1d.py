@@ -9,12 +9,11 @@ tests run FastSpeech's own shapes.
 from __future__ import annotations
 
 import importlib
-import io
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import requires_cuda, run_without_interpreter
+from helpers import check_compile_fullgraph, check_export_round_trip, requires_cuda, run_without_interpreter
 
 from kernels import conv1d, conv1d_reference
 
@@ -226,26 +225,14 @@ class _FeedForward(torch.nn.Module):
 
 
 def test_export_round_trip():
-    model = _FeedForward().to(DEVICE)
     x, lengths = torch.randn(2, 9, 24, device=DEVICE), torch.tensor([9, 4], device=DEVICE)
-    program = torch.export.export(model, (x, lengths))
-    assert "fastspeech.conv1d.default" in {str(n.target) for n in program.graph.nodes}
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    buffer.seek(0)
-    with torch.no_grad():
-        got = torch.export.load(buffer).module()(x, lengths)
-        torch.testing.assert_close(got, model(x, lengths), atol=1e-5, rtol=1e-5)
+    check_export_round_trip(_FeedForward().to(DEVICE), (x, lengths), "fastspeech.conv1d.default")
 
 
 @pytest.mark.slow
 def test_compile_fullgraph():
-    torch._dynamo.reset()
-    model = _FeedForward().to(DEVICE)
     x, lengths = torch.randn(2, 9, 24, device=DEVICE), torch.tensor([9, 4], device=DEVICE)
-    compiled = torch.compile(model, fullgraph=True, dynamic=False)
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(x, lengths), model(x, lengths), atol=1e-5, rtol=1e-5)
+    check_compile_fullgraph(_FeedForward().to(DEVICE), (x, lengths))
 
 
 # ---------------------------------------------------------------------------------------------
