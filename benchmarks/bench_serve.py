@@ -439,12 +439,12 @@ def offline(args, checkpoint: str, texts: list[str]) -> dict[str, Any]:
     model = pipeline.load_model(cfg)
     router = pipeline.open_router(cfg, model, device)
     router.progress = False
-    for engine in router.engines:
+    for engine in router.all_engines:
         engine([[1] * engine.spec.max_in] * engine.spec.batch, 1.0, to_host=True)
     text_to_ids(
         "On May 1st, Dr. Smith paid $3.50 for 12 eggs."
     )  # the text frontend's start-up, as the server's
-    out = {"engines": [e.spec.name for e in router.engines]}
+    out = {"engines": [e.spec.name for e in router.all_engines]}
     for name, sentences in (("offline", False), ("offline_sentences", True)):
         runs = []
         for _ in range(args.repeat):

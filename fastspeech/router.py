@@ -512,7 +512,8 @@ class Scheduler:
         self.stats.calls += calls
         events: list[tuple[int, list[Part] | None | Exception]] = []
         touched: dict[int, None] = {}
-        name = self.router.engines[batch.engine].spec.name
+        # The engine that ran the call (the smallest of the shape that held it), else the shape's largest.
+        name = calls[0]["engine"] if len(calls) == 1 else self.router.engines[batch.engine].spec.name
         for piece, result in zip(batch.pieces, results):
             item = self.items.get(piece.key[0])
             if item is None:  # cancelled, or failed by an earlier piece

@@ -206,6 +206,7 @@ def test_a_shape_at_two_batch_sizes_runs_each_call_on_the_smallest_that_holds_it
     assert [e.spec.batch for e in router.engines] == [3, 3] and len(router.all_engines) == 4
     routed, stats = router([text_of(5, seed=1)])  # alone: the batch-1 engine, no empty rows
     check_routed(model, routed[0])
+    assert routed[0].engines == [stats.calls[0]["engine"]] and ".b1." in routed[0].engines[0]
     assert [(c["items"], c["token_slots"]) for c in stats.calls] == [(1, 8)]
     texts = [text_of(n, seed=10 + n) for n in (3, 6, 7, 12, 14, 2, 16)]
     routed, stats = router(texts, alpha=0.9)
