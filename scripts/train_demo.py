@@ -90,7 +90,7 @@ def teacher_forward(model: FastSpeech, tokens: torch.Tensor, durations: torch.Te
     x = model.word_emb(tokens)  # (B, Ti, H)
     x = model.phoneme_side(x, token_lens, None, "phoneme_side")
     row_valid = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] < token_lens[:, None])[..., None]
-    log_dur = model.length_regulator.duration_predictor(x, row_valid.to(x.dtype))  # (B, Ti)
+    log_dur = model.length_regulator.duration_predictor(x, token_lens, row_valid.to(x.dtype))  # (B, Ti)
     mel_lens = durations.sum(1)
     To = int(mel_lens.max())
     x = kernels.regulate_length(x, durations, To)  # (B, To, H)
