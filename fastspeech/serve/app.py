@@ -151,7 +151,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         wavs = []
         try:
             async for part in stream.parts():
-                wavs.append(await _wav(svc, voice, part))
+                wavs.append(svc.voices[voice].wav(part))
         except SynthesisFailed:
             raise
         except (TextError, EngineError) as exc:
@@ -241,13 +241,6 @@ def _check(svc: Service, body: SpeechRequest) -> tuple[str, float, str]:
     return voice, 1.0 / body.speed, fmt
 
 
-async def _wav(svc: Service, voice: str, part) -> np.ndarray:
-    """The piece's audio: the engine's (at hand), or vocoded here, off the event loop."""
-    if part.wav is not None:
-        return part.wav.numpy()
-    return await asyncio.to_thread(svc.voices[voice].wav, part)
-
-
 async def _first(svc: Service, stream: Stream, t0: float):
     """The first piece (or None for no pieces); its errors become 400s before the response starts."""
     parts = stream.parts()
@@ -276,7 +269,7 @@ async def _streamed(
         head = audio.wav_header() if fmt == "wav" else b""
         sent = False
         while part is not None:
-            pcm = audio.pcm16(await _wav(svc, voice, part))
+            pcm = audio.pcm16(svc.voices[voice].wav(part))
             if not sent:
                 svc.metrics.ttfb.observe(time.perf_counter() - t0)
                 sent = True
