@@ -13,8 +13,10 @@ G = torch.Generator().manual_seed(0)
 
 
 def random_ids(n_items, lo=1, hi=16):
-    return [torch.randint(1, 148, (int(torch.randint(lo, hi + 1, (1,), generator=G)),), generator=G).tolist()
-            for _ in range(n_items)]
+    return [
+        torch.randint(1, 148, (int(torch.randint(lo, hi + 1, (1,), generator=G)),), generator=G).tolist()
+        for _ in range(n_items)
+    ]
 
 
 def eager_reference(model, ids, max_out, alpha=1.0):
@@ -54,7 +56,9 @@ def test_frames_report_speech_that_did_not_fit(tmp_path):
 
 def test_too_long_input_is_an_error_naming_engine_and_length(tmp_path):
     engine = load_or_build(random_model(), EngineSpec(batch=2, max_in=8, max_out=32), tmp_path, "cpu")
-    with pytest.raises(EngineError, match=r"input of 9 tokens is longer than engine fastspeech\.fp32\.b2\.i8\.o32"):
+    with pytest.raises(
+        EngineError, match=r"input of 9 tokens is longer than engine fastspeech\.fp32\.b2\.i8\.o32"
+    ):
         engine([[5] * 3, [5] * 9])
     with pytest.raises(EngineError, match="1 to 2 texts"):
         engine([[5]] * 3)
@@ -109,7 +113,9 @@ def test_corrupt_engine_file_is_reported_and_rebuilt(tmp_path, caplog, damage):
 
 def test_building_can_be_refused(tmp_path):
     with pytest.raises(EngineError, match="mode=build"):
-        load_or_build(random_model(), EngineSpec(batch=1, max_in=8, max_out=32), tmp_path, "cpu", allow_build=False)
+        load_or_build(
+            random_model(), EngineSpec(batch=1, max_in=8, max_out=32), tmp_path, "cpu", allow_build=False
+        )
 
 
 @pytest.mark.slow
@@ -142,7 +148,9 @@ def test_inductor_cuda_graph_replays_equal_eager(tmp_path, precision):
         with torch.no_grad():
             refs = [cuda_model(torch.tensor([one], device="cuda"), alpha, max_out=96) for one in ids]
         for i, ref in enumerate(refs):
-            if precision == "fp16" and not torch.equal(out.durations[i, : ref.durations.shape[1]], ref.durations[0]):
+            if precision == "fp16" and not torch.equal(
+                out.durations[i, : ref.durations.shape[1]], ref.durations[0]
+            ):
                 # fp16 rounding may move a duration across .5 between two correct implementations:
                 # allow a one-frame flip on a few tokens, then there is no mel to compare row by row.
                 diff = (out.durations[i, : ref.durations.shape[1]] - ref.durations[0]).abs()
@@ -165,3 +173,12 @@ def test_inductor_engine_file_holds_only_its_own_artifacts(tmp_path):
         sizes.append(len(read_engine_file(tmp_path / f"{spec.name}.engine")[1]))
     assert sizes[0] > 0, "the first engine file holds no compiled artifacts"
     assert sizes[1] < 1.5 * sizes[0], f"the second engine file carries the first's artifacts too: {sizes}"
+
+
+def test_fingerprint_covers_every_op_kernel_and_converter():
+    """A change to any op's kernel or converter makes cached engines stale (conv1d once was not listed)."""
+    from fastspeech.engine import _ROOT, _SOURCES
+
+    for folder in ("kernels", "converters"):
+        files = {f"{folder}/{p.name}" for p in (_ROOT / folder).glob("*.py")}
+        assert f"{folder}/conv1d.py" in files and files <= set(_SOURCES)
