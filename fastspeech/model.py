@@ -13,8 +13,9 @@ Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
 (`kernels.attention`: reads q, k, v straight from the fused projection, takes the lengths instead
 of a mask), and the Conv1ds are the fourth (`kernels.conv1d`: the k shifted rows read in place,
-bias, ReLU and row mask in one kernel; the FFN's wide-to-narrow w_2 stays a cuBLAS GEMM, see `conv1d`). Shapes never depend on data once `max_out` is given, so the whole forward compiles with
-`torch.compile(fullgraph=True, dynamic=False)`.
+bias, ReLU and row mask in one kernel; small batches and the FFN's wide-to-narrow w_2 stay cuBLAS
+GEMMs, see `conv1d`). Shapes never depend on data once `max_out` is given, so the whole forward
+compiles with `torch.compile(fullgraph=True, dynamic=False)`.
 
 Shapes use the seed's letters: B batch, Ti input tokens, To output frames, H hidden (d_model).
 """
@@ -304,9 +305,10 @@ def tap_major(conv: nn.Conv1d) -> nn.Conv1d:
 
     `conv1d` passes `weight.permute(2, 0, 1)` to the op: with this storage that is a free view, not
     a copy that a compiled graph repeats on every call (parameters are graph inputs to Inductor: the
-    FFN's re-laid-out weight cost 12 x 3.3 µs per call on the H100, docs/kernels.md). Names, shapes and values are
-    unchanged, so checkpoints load and save as they are: `load_state_dict` copies into the tensor
-    in place, and `.to()`, `.clone()` and `deepcopy` preserve its strides (tests/test_model.py).
+    FFN's re-laid-out weight cost 12 x 3.3 µs per call on the H100, docs/kernels.md). Names, shapes
+    and values are unchanged, so checkpoints load and save as they are: `load_state_dict` copies
+    into the tensor in place, and `.to()`, `.clone()` and `deepcopy` preserve its strides
+    (tests/test_model.py).
     """
     w = conv.weight
     conv.weight = nn.Parameter(

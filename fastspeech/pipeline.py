@@ -222,9 +222,8 @@ def open_engine_set(
     """
     pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
     vocoder = vocoder or open_vocoder(cfg)
-    vocoder = vocoder.on(
-        device, PRECISIONS[resolve_precision(cfg.precision.name, device)]
-    )  # one copy for all
+    # One placed copy of the vocoder for every engine of the set.
+    vocoder = vocoder.on(device, PRECISIONS[resolve_precision(cfg.precision.name, device)])
     build_missing = bool(cfg.engine_set.build_missing)
     engines, missing = [], []
     for engine_cfg in engine_set_configs(cfg):

@@ -136,7 +136,7 @@ class _Piece:
     engine: int  # index into Router.engines
     alpha: float = 1.0
     since: float = 0.0  # when its item was queued (the scheduler's clock)
-    rank: int = 0  # its place among its item's pieces: every item's first piece runs before any second
+    rank: int = 0  # its place among its item's pieces: counted RANK_DELAY later per place (`priority`)
 
     @property
     def priority(self) -> tuple[float, tuple[int, ...]]:

@@ -95,10 +95,10 @@ class CudaGraphRunner:
 INDUCTOR_SWITCHES = {
     "enable_pdl": "triton.enable_pdl",  # programmatic dependent launch (Hopper): overlaps kernel prologues
     "combo_kernels": "combo_kernels",  # independent small kernels combined into one launch
-    # Weights become constants: the FFN's second-conv weight permute (12 x 3.3 µs per call on the H100
-    # at B=1, docs/kernels.md) is folded once at compile (checked in Inductor's CPU code; a CPU engine
-    # built with it equals eager). Inductor's FX cache skips frozen graphs: the engine file holds no
-    # artifacts and a load compiles afresh. Off until measured on a GPU.
+    # Weights become constants (a CPU engine built with it equals eager). It was meant to fold the FFN's
+    # per-call weight permute, which the tap-major weight storage (model.tap_major) now removes at the
+    # source. Inductor's FX cache skips frozen graphs: the engine file holds no artifacts and a load
+    # compiles afresh. Off; never measured on a GPU.
     "freezing": "freezing",
 }
 _PAYLOAD_MAGIC = b"FASTSPEECH-INDUCTOR 1\n"
