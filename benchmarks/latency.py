@@ -12,6 +12,9 @@ Variants (same weights, same 128-token sample text as the seed's perf_infer.py, 
                   replay per call
   ours_inductor_sdpa    the same engine with SDPA + mask attention instead of the attention op
   ours_inductor_before  the engine before issue 17: SDPA + mask attention, no Inductor switches
+  ours_inductor_gemmconv  the convs on the cuBLAS multiply-first path, DLE's plain weight layout
+  ours_inductor_unfused   the attention sublayer as three ops (attention, fc, residual + LayerNorm)
+                  instead of the `attention_ln` op: the engine before this round's fusion
   ours_inductor_noswitch / _pdl / _combo   the attention op with neither Inductor switch / only
                   enable_pdl / only combo_kernels
                   (these ablations build into their own engine folders, always afresh)
@@ -57,16 +60,19 @@ SAMPLE_TEXT = (
 HOP, SR = 256, 22050
 conv_op = model_module.conv1d
 attention_op = model_module.self_attention
+sublayer_op = model_module.attention_sublayer
 # Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor
-# switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout).
+# switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout, the attention
+# sublayer unfused). SDPA implies the unfused sublayer.
 OFF = {"enable_pdl": False, "combo_kernels": False}
 ABLATIONS = {
-    "ours_inductor_sdpa": (True, {}, True),
-    "ours_inductor_before": (True, OFF, True),
-    "ours_inductor_gemmconv": (False, {}, True),
-    "ours_inductor_noswitch": (False, OFF, False),
-    "ours_inductor_pdl": (False, {"combo_kernels": False}, False),
-    "ours_inductor_combo": (False, {"enable_pdl": False}, False),
+    "ours_inductor_sdpa": (True, {}, True, True),
+    "ours_inductor_before": (True, OFF, True, True),
+    "ours_inductor_gemmconv": (False, {}, True, True),
+    "ours_inductor_unfused": (False, {}, False, True),
+    "ours_inductor_noswitch": (False, OFF, False, True),
+    "ours_inductor_pdl": (False, {"combo_kernels": False}, False, True),
+    "ours_inductor_combo": (False, {"enable_pdl": False}, False, True),
 }
 log = logging.getLogger("benchmarks.latency")
 
@@ -200,6 +206,9 @@ def main() -> None:
         help="default: all four, and ours_tensorrt where TensorRT and Torch-TensorRT are installed",
     )
     p.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 32, 64])
+    p.add_argument(
+        "--shape", default="i128_o1024", help="engine shape i<max_in>_o<max_out> (the seed's: i128_o1024)"
+    )
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "bf16"])
     p.add_argument("--iters-b1", type=int, default=1000, help="timed runs at batch 1 (the seed: 1000)")
     p.add_argument("--iters", type=int, default=100, help="timed runs at larger batches")
@@ -231,9 +240,9 @@ def main() -> None:
     from benchmarks.dle_eager import DLEEager
 
     dev = torch.device(args.device)
-    max_in, max_out = 128, 1024
+    max_in, max_out = (int(n) for n in args.shape.removeprefix("i").split("_o"))
     ids = sample_tokens(max_in)
-    base = calibrated_model(ids, target_frames=900, device=dev)
+    base = calibrated_model(ids, target_frames=round(max_out * 900 / 1024), device=dev)
     rows, previous = [], previous_results(args)
     for precision in args.precisions:
         model = base.to(PRECISIONS[precision])
@@ -256,6 +265,7 @@ def main() -> None:
                     elif variant == "compile_plain":  # conv and attention swapped while this variant runs
                         torch._dynamo.reset()
                         model_module.conv1d = plain_conv
+                        model_module.attention_sublayer = model_module.attention_sublayer_unfused
                         model_module.self_attention = attention_reference
                         compiled = torch.compile(plain_weights(model), mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
@@ -263,7 +273,9 @@ def main() -> None:
                         # Dynamo's cache does not key on Inductor's config: without a reset, an engine of
                         # the same shape reuses the code compiled for the previous variant's options.
                         torch._dynamo.reset()
-                        sdpa, switches, gemm = ABLATIONS[variant]
+                        sdpa, switches, gemm, unfused = ABLATIONS[variant]
+                        if unfused:
+                            model_module.attention_sublayer = model_module.attention_sublayer_unfused
                         if sdpa:
                             model_module.self_attention = attention_reference
                         built = model
@@ -293,6 +305,7 @@ def main() -> None:
                     finally:
                         model_module.conv1d = conv_op
                         model_module.self_attention = attention_op
+                        model_module.attention_sublayer = sublayer_op
                 r = row(
                     variant,
                     batch,
@@ -316,7 +329,7 @@ def main() -> None:
     e2e = end_to_end(base, ids, args.precisions[0], args, dev) if args.e2e else None
     meta = save(rows, args, frames, previous, e2e)
     all_rows = json.loads((Path(args.out) / "latency.json").read_text())["rows"]
-    plot(all_rows, Path(args.out) / "latency.png")
+    plot(all_rows, Path(args.out) / "latency.png", args.shape)
     print_table(all_rows, meta)
     if e2e:
         print_e2e(e2e)
@@ -335,7 +348,7 @@ def merge(files: list[str], out: Path) -> None:
     doc["rows"] = sorted(rows.values(), key=lambda r: (order.get(r["precision"], 3), r["batch"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency.json").write_text(json.dumps(doc, indent=1))
-    plot(doc["rows"], out / "latency.png")
+    plot(doc["rows"], out / "latency.png", doc["meta"].get("shape", "i128_o1024"))
     print_table(doc["rows"], doc["meta"])
     if "end_to_end" in doc:
         print_e2e(doc["end_to_end"])
@@ -421,8 +434,7 @@ def save(rows: list[dict], args, frames: int, previous: dict, e2e: dict | None =
     meta = {
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
-        "max_in": 128,
-        "max_out": 1024,
+        "shape": args.shape,
         "mode": args.mode,
         "frames_per_item_last": frames,
     }
@@ -467,7 +479,7 @@ def profile(fn, path: Path, calls: int = 20) -> None:
     print(table[:6000])
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, shape: str) -> None:
     """Latency vs batch, one line per variant, one panel per precision (the README embeds it)."""
     import matplotlib
 
@@ -487,7 +499,7 @@ def plot(rows: list[dict], path: Path) -> None:
             )
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=variant)
-        ax.set(xscale="log", yscale="log", xlabel="batch", title=f"{precision}, i128/o1024")
+        ax.set(xscale="log", yscale="log", xlabel="batch", title=f"{precision}, {shape}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("latency per batch (ms)")
     axes[0][-1].legend(fontsize=8)
