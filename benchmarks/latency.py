@@ -3,7 +3,9 @@
     python -m benchmarks.latency --out results/bench            # all variants, batches, precisions
     python -m benchmarks.latency --variants ours_inductor --batches 1 64 --precisions fp16
 
-Variants (same weights, same 128-token sample text as the seed's perf_infer.py, i128/o1024):
+Variants (same weights, same 128-token sample text as the seed's perf_infer.py, i128/o1024; `--shape
+i32_o256` times another engine shape on the text's first 32 tokens, durations calibrated to ~88% of
+its frames, as the default's ~900 of 1024):
   dle_eager       the seed's PyTorch forward (bmm attention, per-item repeat_interleave + pad_sequence)
   compile_plain   torch.compile(mode="reduce-overhead") of a straightforward fixed-shape model
                   (cuDNN Conv1d with transposes, SDPA attention with a mask): today's "just compile it"
@@ -13,8 +15,6 @@ Variants (same weights, same 128-token sample text as the seed's perf_infer.py, 
   ours_inductor_sdpa    the same engine with SDPA + mask attention instead of the attention op
   ours_inductor_before  the engine before issue 17: SDPA + mask attention, no Inductor switches
   ours_inductor_gemmconv  the convs on the cuBLAS multiply-first path, DLE's plain weight layout
-  ours_inductor_unfused   the attention sublayer as three ops (attention, fc, residual + LayerNorm)
-                  instead of the `attention_ln` op: the engine before this round's fusion
   ours_inductor_noswitch / _pdl / _combo   the attention op with neither Inductor switch / only
                   enable_pdl / only combo_kernels
                   (these ablations build into their own engine folders, always afresh)
@@ -60,19 +60,16 @@ SAMPLE_TEXT = (
 HOP, SR = 256, 22050
 conv_op = model_module.conv1d
 attention_op = model_module.self_attention
-sublayer_op = model_module.attention_sublayer
 # Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor
-# switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout, the attention
-# sublayer unfused). SDPA implies the unfused sublayer.
+# switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout).
 OFF = {"enable_pdl": False, "combo_kernels": False}
 ABLATIONS = {
-    "ours_inductor_sdpa": (True, {}, True, True),
-    "ours_inductor_before": (True, OFF, True, True),
-    "ours_inductor_gemmconv": (False, {}, True, True),
-    "ours_inductor_unfused": (False, {}, False, True),
-    "ours_inductor_noswitch": (False, OFF, False, True),
-    "ours_inductor_pdl": (False, {"combo_kernels": False}, False, True),
-    "ours_inductor_combo": (False, {"enable_pdl": False}, False, True),
+    "ours_inductor_sdpa": (True, {}, True),
+    "ours_inductor_before": (True, OFF, True),
+    "ours_inductor_gemmconv": (False, {}, True),
+    "ours_inductor_noswitch": (False, OFF, False),
+    "ours_inductor_pdl": (False, {"combo_kernels": False}, False),
+    "ours_inductor_combo": (False, {"enable_pdl": False}, False),
 }
 log = logging.getLogger("benchmarks.latency")
 
@@ -265,7 +262,6 @@ def main() -> None:
                     elif variant == "compile_plain":  # conv and attention swapped while this variant runs
                         torch._dynamo.reset()
                         model_module.conv1d = plain_conv
-                        model_module.attention_sublayer = model_module.attention_sublayer_unfused
                         model_module.self_attention = attention_reference
                         compiled = torch.compile(plain_weights(model), mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
@@ -273,9 +269,7 @@ def main() -> None:
                         # Dynamo's cache does not key on Inductor's config: without a reset, an engine of
                         # the same shape reuses the code compiled for the previous variant's options.
                         torch._dynamo.reset()
-                        sdpa, switches, gemm, unfused = ABLATIONS[variant]
-                        if unfused:
-                            model_module.attention_sublayer = model_module.attention_sublayer_unfused
+                        sdpa, switches, gemm = ABLATIONS[variant]
                         if sdpa:
                             model_module.self_attention = attention_reference
                         built = model
@@ -305,7 +299,6 @@ def main() -> None:
                     finally:
                         model_module.conv1d = conv_op
                         model_module.self_attention = attention_op
-                        model_module.attention_sublayer = sublayer_op
                 r = row(
                     variant,
                     batch,

@@ -10,9 +10,7 @@ Follows:
   and its source (NVIDIA/TensorRT `python/packaging/bindings_wheel/tensorrt/plugin/`).
 
 One file per op (`converters/add_pos_enc.py`, `converters/regulate_length.py`, `converters/attention.py`,
-`converters/conv1d.py`, `converters/attention_ln.py`; conv1d and attention_ln are the exceptions:
-decompositions into TensorRT's own layers, no plugin of their own; attention_ln's keeps the attention op,
-which becomes attention's plugin).
+`converters/conv1d.py`; conv1d is the exception: a decomposition into TensorRT's own layers, no plugin).
 Importing this package needs no TensorRT: `register_all()` imports `tensorrt` and registers every
 plugin and converter; the TensorRT backend calls it. What needs no TensorRT lives here and in each op file as plain Python, so it
 is tested everywhere: shape rules, the op-argument -> plugin mapping, the AOT kernel's specialization
@@ -320,15 +318,14 @@ def _check(status: int, what: str) -> None:
 @functools.cache
 def register_all() -> None:
     """Register every plugin (shape descriptor, AOT and JIT implementations) and its converter, and
-    the conv1d and attention_ln decompositions.
+    conv1d's decomposition.
 
     Imports `tensorrt` and `torch_tensorrt`; idempotent. Called by `fastspeech.backends.tensorrt`
     before compiling and before loading an engine.
     """
-    from converters import add_pos_enc, attention, attention_ln, conv1d, regulate_length
+    from converters import add_pos_enc, attention, conv1d, regulate_length
 
     add_pos_enc.register()
     regulate_length.register()
     attention.register()
     conv1d.register()
-    attention_ln.register()

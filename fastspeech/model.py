@@ -80,9 +80,9 @@ class MultiHeadAttention(nn.Module):
     """DLE's post-LN self-attention with one fused projection, laid out head-major.
 
     `linear` maps H -> n_head * (d_k + d_k + d_v); within each head's chunk the columns are
-    [q | k | v]. The rest of the sublayer (attention over the first lengths[b] rows, `fc`, residual,
-    `layer_norm`) is one op, `attention_ln`, that reads that layout as it is (`attention_sublayer`).
-    The optional `acts` dict collects named activations for the verify mode.
+    [q | k | v]. `self_attention` (the `attention` op) reads that layout as it is and attends over
+    the first lengths[b] rows only; its padding rows are zeros. The optional `acts` dict collects
+    named activations for the verify mode.
     """
 
     def __init__(self, d_model: int, n_head: int, d_k: int):
@@ -95,7 +95,11 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
         qkv = self.linear(x)  # (B, T, n_head * 3 * d_k)
         record(acts, f"{name}.linear", qkv)
-        out = attention_sublayer(self, qkv, x, lengths, acts, name)  # (B, T, H), zeros at t >= lengths[b]
+        out = self_attention(qkv, lengths, self.n_head)  # (B, T, n_head * d_k), zeros at t >= lengths[b]
+        record(acts, f"{name}.scaled_dot", out)
+        out = self.fc(out) + x
+        record(acts, f"{name}.residual", out)
+        out = self.layer_norm(out)
         record(acts, f"{name}.ln", out)
         return out
 
@@ -311,46 +315,6 @@ def tap_major(conv: nn.Conv1d) -> nn.Conv1d:
         w.detach().permute(2, 0, 1).contiguous().permute(1, 2, 0), requires_grad=w.requires_grad
     )
     return conv
-
-
-def attention_sublayer(
-    attn: MultiHeadAttention,
-    qkv: torch.Tensor,
-    x: torch.Tensor,
-    lengths: torch.Tensor,
-    acts: dict | None,
-    name: str,
-) -> torch.Tensor:
-    """LayerNorm(attention(qkv) @ fc + x), rows t >= lengths[b] zero: the `attention_ln` op (one kernel).
-
-    The op saves the `fc` GEMM's and the LayerNorm's kernels and their launch gaps per layer
-    (docs/kernels.md). Its intermediates never reach memory, so for the verify mode (acts given) the
-    scaled dot product and the residual are computed beside it by the unfused ops and recorded only:
-    the sublayer's output is still the op's. A module-level function, like `conv1d`, so benchmarks can
-    swap in `attention_sublayer_unfused` (three kernels).
-    """
-    if acts is not None:
-        attention_sublayer_unfused(attn, qkv, x, lengths, acts, name)
-    ln = attn.layer_norm
-    return kernels.attention_ln(
-        qkv, x, lengths, attn.n_head, attn.fc.weight, attn.fc.bias, ln.weight, ln.bias, ln.eps
-    )
-
-
-def attention_sublayer_unfused(
-    attn: MultiHeadAttention,
-    qkv: torch.Tensor,
-    x: torch.Tensor,
-    lengths: torch.Tensor,
-    acts: dict | None,
-    name: str,
-) -> torch.Tensor:
-    """The same sublayer as three ops, recording the scaled dot product and the residual too."""
-    out = self_attention(qkv, lengths, attn.n_head)  # (B, T, n_head * d_k), zeros at t >= lengths[b]
-    record(acts, f"{name}.scaled_dot", out)
-    out = attn.fc(out) + x
-    record(acts, f"{name}.residual", out)
-    return attn.layer_norm(out)
 
 
 def self_attention(qkv: torch.Tensor, lengths: torch.Tensor, n_head: int) -> torch.Tensor:

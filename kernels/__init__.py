@@ -7,7 +7,6 @@ plain PyTorch reference.
 
 from kernels.add_pos_enc import add_pos_enc, add_pos_enc_reference, sinusoid_table
 from kernels.attention import attention, attention_reference
-from kernels.attention_ln import attention_ln, attention_ln_reference
 from kernels.conv1d import conv1d, conv1d_reference
 from kernels.regulate_length import regulate_length, regulate_length_reference
 
@@ -15,8 +14,6 @@ __all__ = [
     "add_pos_enc",
     "add_pos_enc_reference",
     "attention",
-    "attention_ln",
-    "attention_ln_reference",
     "attention_reference",
     "conv1d",
     "conv1d_reference",

@@ -92,9 +92,10 @@ def test_tile_sizes(block_m, block_n, num_warps):
 
 
 def test_strided_views_in_and_out():
-    """qkv read through its strides (a slice of a wider tensor, batch rows out of order); out likewise."""
-    wide = torch.randn(3, 21, 2 * 192 + 5, device=DEVICE)
-    qkv = wide[[2, 0, 1], :, 3 : 3 + 2 * 192]  # non-contiguous rows and batch
+    """qkv read through its strides (a channel slice of a time-major tensor); out likewise."""
+    wide = torch.randn(21, 3, 2 * 192 + 5, device=DEVICE)
+    qkv = wide.transpose(0, 1)[:, :, 3 : 3 + 2 * 192]  # a view: batch stride < time stride, offset 3
+    assert not qkv.is_contiguous() and qkv.stride() == (2 * 192 + 5, 3 * (2 * 192 + 5), 1)
     lengths = torch.tensor([21, 4, 13], device=DEVICE)
     out_wide = torch.full((3, 21, 200), float("nan"), device=DEVICE)
     out = out_wide[:, :, 7 : 7 + 128]

@@ -116,8 +116,9 @@ def test_rows_never_cross_batch_items():
 
 def test_strided_views_in_and_out():
     """x, weight and out read and written through their strides; nothing outside `out` is touched."""
-    x_wide = torch.randn(3, 10, 50, device=DEVICE)
-    x = x_wide[[2, 0, 1], :, 5:37]  # (3, 10, 32), batch rows out of order
+    x_wide = torch.randn(10, 3, 50, device=DEVICE)
+    x = x_wide.transpose(0, 1)[:, :, 5:37]  # (3, 10, 32), a view: batch stride < time stride, offset 5
+    assert not x.is_contiguous() and x.stride() == (50, 150, 1)
     conv = torch.nn.Conv1d(32, 24, 3).to(DEVICE)
     weight = conv.weight.detach().permute(2, 0, 1)  # nn.Conv1d's weight as a view: not contiguous
     lengths = torch.tensor([10, 3, 8], device=DEVICE)
