@@ -1,12 +1,14 @@
-"""The benchmarks' own logic (their figures need the GPU): the router's text mix and the table merge."""
+"""The benchmarks' own logic (their figures need the GPU): the router's text mix, the table merge, the
+Griffin-Lim ablation's method swap."""
 
 import json
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
-from benchmarks import bench_router, latency
+from benchmarks import bench_griffin_lim, bench_router, latency
 from fastspeech.text import clean_text, text_to_ids
 
 
@@ -66,7 +68,15 @@ def test_kernel_report_writes_every_row_and_judges_the_goal_shape_only(tmp_path,
     from benchmarks.kernels import common
 
     monkeypatch.setattr(common, "environment", lambda: {"device": "test"})
-    row = {"B": 64, "Ti": 128, "To": 1024, "dtype": "fp16", "kernel_us": 2.0, "dle_ref_us": 1.0, "correct": True}
+    row = {
+        "B": 64,
+        "Ti": 128,
+        "To": 1024,
+        "dtype": "fp16",
+        "kernel_us": 2.0,
+        "dle_ref_us": 1.0,
+        "correct": True,
+    }
     rows = [row | {"pct_of_peak_copy": 73.0}, row | {"B": 8, "pct_of_peak_copy": 10.0, "kernel_us": 0.5}]
     path = tmp_path / "k.json"
     common.report(
@@ -77,3 +87,24 @@ def test_kernel_report_writes_every_row_and_judges_the_goal_shape_only(tmp_path,
     assert "goal B=64: 73.0% of copy -> MISSED" in out and "goal B=8" not in out
     assert "rows slower than the DLE reference: 1; all correct: True" in out
     assert "| 8 | 10 |" in out
+
+
+def test_griffin_lim_bench_swaps_the_transforms_back_and_reports_every_row(tmp_path, monkeypatch, capsys):
+    """The CPU smoke run: three rows (mel only, the torch.stft path, ours), the methods restored after
+    the ablation row, and the ablation really ran torch.stft (the swap takes effect)."""
+    from fastspeech.vocoder.griffin_lim import GriffinLim
+
+    ours = GriffinLim._stft, GriffinLim._istft
+    seen = []
+    real_stft = torch.stft
+    monkeypatch.setattr(torch, "stft", lambda *a, **k: seen.append(1) or real_stft(*a, **k))
+    out = tmp_path / "gl.json"
+    argv = ["bench_griffin_lim", "--smoke", "--shapes", "i16_o24", "--batches", "1", "--out", str(out)]
+    monkeypatch.setattr("sys.argv", argv)
+    bench_griffin_lim.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["mel_only", "gl_torch_stft", "gl"]
+    assert all(r["ms"] > 0 for r in rows)
+    assert (GriffinLim._stft, GriffinLim._istft) == ours
+    assert seen, "the gl_torch_stft row did not call torch.stft"
+    assert "| i16_o24 | 1 | gl |" in capsys.readouterr().out

@@ -6,7 +6,9 @@ phase by Griffin-Lim with momentum (Perraudin et al. 2013's "fast Griffin-Lim", 
 0.99) over `n_iter` iterations. Shapes are fixed by To, the loop has a fixed count and the initial
 phase is a fixed function of (frequency bin, frame) (`hash_uniform`), so the output is reproducible,
 batch-invariant and the same code runs eagerly on the CPU and compiled inside an engine's CUDA
-graph (`torch.stft`/`torch.istft` capture under torch.compile; a hand-made capture of istft fails).
+graph. The STFT pair is written out (`_stft`, `_istft`: `torch.fft.rfft`/`irfft` plus pointwise
+framing and overlap-add) instead of `torch.stft`/`torch.istft`: equal to float rounding, and Inductor
+fuses the pointwise parts, 1.27x less Griffin-Lim time per engine call on an H100 (docs/kernels.md).
 
 Precision: always float32 inside, whatever the engine precision (fp16 phases drift over 32
 iterations and the pseudo-inverse needs the range); the model's fp16/bf16 mel is cast on entry.
@@ -105,17 +107,56 @@ class GriffinLim(Vocoder):
         return torch.nn.functional.pad(wav, (0, To * a.hop_length - length))  # DLE's length: To * hop
 
     def _stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """`torch.stft(center=True, pad_mode="constant")` of wav (B, L) as real pairs (B, F, frames, 2).
+
+        Written out (pad, frames as a strided view, window, `rfft`) so that Inductor fuses the
+        framing and windowing with the previous step into one kernel feeding cuFFT.
+        """
         a = self.audio
-        spec = torch.stft(
-            wav, a.n_fft, a.hop_length, a.win_length, self.window, center=True, pad_mode="constant",
-            return_complex=True,
-        )  # fmt: skip
-        return torch.view_as_real(spec)  # (B, F, frames, 2)
+        frames = torch.nn.functional.pad(wav, (a.n_fft // 2, a.n_fft // 2)).unfold(-1, a.n_fft, a.hop_length)
+        spec = torch.fft.rfft(frames * self._full_window(), dim=-1)  # (B, frames, F) complex
+        return torch.view_as_real(spec).transpose(1, 2)  # (B, F, frames, 2)
 
     def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """`torch.istft(center=True, length=length)` of real pairs (B, F, frames, 2) -> (B, length).
+
+        Written out: `irfft`, window, then the overlap-add as R = n_fft / hop shifted slices summed
+        (output block k gets frame k - j's block j), divided by the same sum of the squared window,
+        all of it pointwise for Inductor to fuse with the next STFT's framing (torch.istft adds its
+        own overlap-add and envelope kernels on every call).
+        """
         a = self.audio
-        spec = torch.view_as_complex(spec.contiguous())
-        return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, self.window, center=True, length=length)
+        n_fft, hop = a.n_fft, a.hop_length
+        if n_fft % hop:  # the shifted-slice overlap-add needs whole hops per frame
+            complex_spec = torch.view_as_complex(spec.contiguous())
+            return torch.istft(
+                complex_spec, n_fft, hop, a.win_length, self.window, center=True, length=length
+            )
+        window = self._full_window()
+        frames = torch.fft.irfft(torch.view_as_complex(spec.transpose(1, 2).contiguous()), n=n_fft, dim=-1)
+        B, n_frames, R = frames.shape[0], frames.shape[1], n_fft // hop
+        wav = overlap_add((frames * window).view(B, n_frames, R, hop))  # (B, (n_frames + R - 1) * hop)
+        envelope = overlap_add(window.square().view(1, 1, R, hop).expand(1, n_frames, R, hop))
+        start = n_fft // 2
+        return wav[:, start : start + length] / envelope[:, start : start + length]
+
+    def _full_window(self) -> torch.Tensor:
+        """The window centred in n_fft samples (zeros around a shorter win_length), as torch.stft pads it."""
+        a = self.audio
+        left = (a.n_fft - a.win_length) // 2
+        return torch.nn.functional.pad(self.window, (left, a.n_fft - a.win_length - left))
+
+
+def overlap_add(blocks: torch.Tensor) -> torch.Tensor:
+    """(B, frames, R, hop) -> (B, (frames + R - 1) * hop): block k of the output sums blocks[k - j, j].
+
+    R shifted copies of the frames axis added together: plain pad + add, which Inductor fuses.
+    """
+    B, n_frames, R, hop = blocks.shape
+    out = 0
+    for j in range(R):
+        out = out + torch.nn.functional.pad(blocks[:, :, j], (0, 0, j, R - 1 - j))  # (B, frames + R - 1, hop)
+    return out.reshape(B, (n_frames + R - 1) * hop)
 
 
 def librosa_griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0, audio: AudioConfig | None = None):

@@ -90,6 +90,40 @@ def test_shapes_one_frame_and_fp16_input():
     assert half.dtype == torch.float32 and half.shape == (1, 9 * HOP)
 
 
+@pytest.mark.parametrize(
+    "audio",
+    [
+        AudioConfig(),  # DLE's: n_fft 1024, hop 256, win 1024
+        AudioConfig(n_fft=512, hop_length=128, win_length=400),  # a shorter window, centred in n_fft
+        AudioConfig(n_fft=512, hop_length=160, win_length=512),  # hop does not divide n_fft: torch.istft
+    ],
+    ids=["dle", "short_window", "uneven_hop"],
+)
+@pytest.mark.parametrize("hops", [1, 2, 7, 100])
+def test_written_out_transforms_equal_torch_stft_and_istft(audio, hops):
+    """`_stft` / `_istft` (pad + strided frames + rfft; irfft + shifted-slice overlap-add) are
+    torch.stft / torch.istft (center=True, constant padding) on random signals and spectra."""
+    voc = GriffinLim(n_iter=1, audio=audio)
+    a, generator = voc.audio, torch.Generator().manual_seed(hops)
+    length = hops * a.hop_length
+    wav = torch.randn(3, length, generator=generator)
+    want = torch.stft(
+        wav, a.n_fft, a.hop_length, a.win_length, voc.window, center=True, pad_mode="constant",
+        return_complex=True,
+    )  # fmt: skip
+    got = voc._stft(wav)
+    assert got.shape == (3, a.n_fft // 2 + 1, hops + 1, 2)
+    torch.testing.assert_close(got, torch.view_as_real(want), atol=1e-5, rtol=1e-5)
+    spec = torch.randn(got.shape, generator=generator)
+    want_wav = torch.istft(
+        torch.view_as_complex(spec), a.n_fft, a.hop_length, a.win_length, voc.window, center=True,
+        length=length,
+    )  # fmt: skip
+    got_wav = voc._istft(spec, length)
+    assert got_wav.shape == (3, length)
+    torch.testing.assert_close(got_wav, want_wav, atol=1e-6, rtol=1e-5)
+
+
 def test_tone_round_trip_stays_close():
     t = np.arange(SR) / SR
     wav = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1234 * t)
