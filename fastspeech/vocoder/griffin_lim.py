@@ -78,6 +78,16 @@ class GriffinLim(Vocoder):
         # The least-squares inverse of the filterbank: (n_fft // 2 + 1, num_mels).
         self.register_buffer("inverse", torch.from_numpy(np.linalg.pinv(filters)).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(a.win_length), persistent=False)
+        # The inverse STFT divides by the overlapped squared windows: they must not vanish (NOLA),
+        # or the division gives inf where torch.istft would refuse.
+        if a.n_fft % a.hop_length == 0:
+            R = a.n_fft // a.hop_length
+            steady = self._full_window().square().view(R, a.hop_length).sum(0)  # any sample past the edges
+            if float(steady.min()) < 1e-11:
+                raise VocoderError(
+                    f"audio n_fft={a.n_fft}, hop_length={a.hop_length}, win_length={a.win_length}: the Hann "
+                    "windows do not overlap everywhere, so the STFT cannot be inverted; use a smaller hop"
+                )
 
     def vocode(
         self, mel: torch.Tensor, valid: torch.Tensor, acts: dict[str, torch.Tensor] | None

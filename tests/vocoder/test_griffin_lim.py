@@ -124,6 +124,13 @@ def test_written_out_transforms_equal_torch_stft_and_istft(audio, hops):
     torch.testing.assert_close(got_wav, want_wav, atol=1e-6, rtol=1e-5)
 
 
+def test_windows_that_do_not_overlap_are_refused_in_one_line():
+    """hop = n_fft with a Hann window: the overlapped squared windows are 0 at every frame edge, so
+    the inverse STFT would divide by zero; refused when the vocoder is made, not NaN later."""
+    with pytest.raises(VocoderError, match="hop_length=512.*use a smaller hop"):
+        GriffinLim(n_iter=1, audio=AudioConfig(n_fft=512, hop_length=512, win_length=512))
+
+
 def test_tone_round_trip_stays_close():
     t = np.arange(SR) / SR
     wav = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1234 * t)
