@@ -280,7 +280,9 @@ class Router:
         if n == 1:
             raise EngineError(
                 f"{label}: a single token is predicted to last {frames} frames, longer than the largest "
-                f"engine of the set takes ({largest.max_out} frames, {largest.name}); lower alpha"
+                f"engine of the set takes ({largest.max_out} frames, {largest.name}); lower alpha, or "
+                "use an engine with a larger max_out (a token this long usually means the checkpoint does "
+                "not match the text frontend)"
             )
         # Pieces of about the share of tokens that fits, with a margin (durations vary along a text).
         max_tokens = max(1, min(n - 1, int(0.9 * n * largest.max_out / frames)))
