@@ -38,13 +38,17 @@ class EngineGraph(nn.Module):
         super().__init__()
         self.model, self.max_out, self.vocoder = model, max_out, vocoder
         self.activation_names = activation_names(model, vocoder) if debug else ()
-        # Eager engines only (data-dependent shapes): vocode the frames that exist, plus the
-        # vocoder's `context_frames` of silence, not all of max_out; the samples are the same.
-        self.trim = trim and not debug and vocoder is not None and vocoder.context_frames is not None
+        # Eager engines only (data-dependent shapes): the mel side runs on the batch's longest
+        # predicted length (padded back to max_out after), and the vocoder on the frames that exist
+        # plus its `context_frames` of silence, not all of max_out; the outputs are the same.
+        self.trim_model = trim and not debug
+        self.trim = self.trim_model and vocoder is not None and vocoder.context_frames is not None
 
     def forward(self, tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
         acts: dict[str, torch.Tensor] | None = {} if self.activation_names else None
-        mel, mel_lens, durations = self.model(tokens, alpha, self.max_out, acts)
+        mel, mel_lens, durations = self.model(tokens, alpha, self.max_out, acts, trim=self.trim_model)
+        if self.trim_model:  # back to the engine's fixed (B, max_out, num_mels), zeros past To
+            mel = torch.nn.functional.pad(mel, (0, 0, 0, self.max_out - mel.shape[1]))
         if self.trim:  # a 1 s sentence in a 1024-frame engine: 12x less Griffin-Lim on the CPU
             n = min(self.max_out, int(mel_lens.max()) + self.vocoder.context_frames)
             wav = self.vocoder(mel[:, :n], mel_lens)

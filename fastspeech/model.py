@@ -200,20 +200,26 @@ class LengthRegulator(nn.Module):
         self.duration_predictor = DurationPredictor(cfg)
 
     def forward(
-        self, x: torch.Tensor, token_lens: torch.Tensor, alpha: torch.Tensor, max_out: int | None
+        self,
+        x: torch.Tensor,
+        token_lens: torch.Tensor,
+        alpha: torch.Tensor,
+        max_out: int | None,
+        trim: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, Ti, H) -> expanded (B, To, H) and the integer durations (B, Ti).
 
         durations = round(clamp(exp(pred) - 1, min=0) * alpha), half-to-even like DLE's torch.round;
         padding tokens get 0. With max_out None (eager only) To is the longest predicted length,
-        at least 1 frame and at most max_seq_len, as DLE crops.
+        at least 1 frame and at most max_seq_len, as DLE crops; with `trim` (eager only) the longest
+        predicted length, at least 1 frame and at most max_out.
         """
         row_valid = (torch.arange(x.shape[1], device=x.device)[None, :] < token_lens[:, None])[..., None]
         log_dur = self.duration_predictor(x, token_lens, row_valid.to(x.dtype))
         frames = torch.clamp_min(torch.exp(log_dur.float()) - 1, 0) * alpha.float()[:, None]
         durations = torch.round(frames).long() * row_valid.squeeze(-1)
-        if max_out is None:
-            max_out = int(durations.sum(1).max().clamp(1, self.max_seq_len))
+        if max_out is None or trim:
+            max_out = int(durations.sum(1).max().clamp(1, max_out or self.max_seq_len))
         return kernels.regulate_length(x, durations, max_out), durations
 
 
@@ -239,12 +245,15 @@ class FastSpeech(nn.Module):
         alpha: torch.Tensor | float = 1.0,
         max_out: int | None = None,
         acts: dict[str, torch.Tensor] | None = None,
+        trim: bool = False,
     ) -> ModelOutput:
         """tokens (B, Ti) int, 0 = padding at the end; alpha: speed factor, scalar or (B,).
 
         max_out fixes To (engines pass it; the graph then has static shapes). Left as None, To is
         the longest predicted length in the batch (capped at max_seq_len): an eager-only,
-        data-dependent shape.
+        data-dependent shape. `trim` with max_out: To is the longest predicted length capped at
+        max_out (eager engines: a 1 s sentence in a 1024-frame engine runs the mel side on its ~90
+        frames; outputs are those of To = max_out cut there, as they do not depend on padding).
         """
         B = tokens.shape[0]
         alpha = torch.as_tensor(alpha, dtype=torch.float32, device=tokens.device).expand(B)
@@ -253,7 +262,7 @@ class FastSpeech(nn.Module):
         record(acts, "emb", x)
         x = self.phoneme_side(x, token_lens, acts, "phoneme_side")
         record(acts, "phoneme_side.seq", x)
-        x, durations = self.length_regulator(x, token_lens, alpha, max_out)  # x: (B, To, H)
+        x, durations = self.length_regulator(x, token_lens, alpha, max_out, trim)  # x: (B, To, H)
         record(acts, "length_regulator.seq", x)
         record(acts, "length_regulator.dur", durations)
         max_out = x.shape[1]

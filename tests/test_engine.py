@@ -47,6 +47,30 @@ def test_eager_engine_pads_batch_and_trims_back(tmp_path):
     check_equal(out, eager_reference(model, ids, 96))
 
 
+def test_eager_engine_runs_the_mel_side_on_the_longest_text_only(tmp_path):
+    """An eager engine trims the mel side to the batch's longest predicted length (not max_out),
+    and its outputs are still those of the full max_out run: the same frames, zeros after them."""
+    model = random_model(seed=4)
+    spec = EngineSpec(batch=3, max_in=16, max_out=400, backend="eager")
+    engine = load_or_build(model, spec, tmp_path, "cpu")
+    seen = []
+    hook = model.mel_side.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    try:
+        ids = random_ids(3)
+        out = engine(ids, 1.0)
+    finally:
+        hook.remove()
+    longest = int(out.mel_lens.max())
+    assert seen == [longest] and longest < 400  # the mel side saw T = the longest text's frames
+    assert out.mel.shape == (3, 400, 80)
+    check_equal(out, eager_reference(model, ids, 400))  # each text alone at To = max_out
+    with torch.no_grad():  # and the batch at To = max_out, untrimmed
+        full = model(
+            torch.nn.utils.rnn.pad_sequence([torch.tensor(i) for i in ids], batch_first=True), 1.0, 400
+        )
+    torch.testing.assert_close(out.mel, full.mel, rtol=1e-4, atol=1e-4)
+
+
 def test_frames_report_speech_that_did_not_fit(tmp_path):
     model = random_model(seed=2, duration_bias=3.0)  # ~20 frames per token
     engine = load_or_build(model, EngineSpec(batch=1, max_in=16, max_out=32), tmp_path, "cpu")
