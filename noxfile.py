@@ -36,7 +36,7 @@ def bench(session: nox.Session) -> None:
     """The README's performance tables on a CUDA GPU, in the current environment (its CUDA torch;
     `pip install -e .` first). Arguments go to `benchmarks.latency`; without any, the whole grid
     (3 precisions x 5 batches x 4 variants, ~16 min on an H100) plus the end-to-end split, then the
-    router, text-to-wav and server benchmarks with the demo voice."""
+    router, text-to-wav, Griffin-Lim and server benchmarks with the demo voice."""
     out = "benchmarks/results/run"
     session.run("python", "-m", "benchmarks.latency", *(session.posargs or ["--e2e", "--profile", "--out", out]))
     if not session.posargs:
@@ -46,4 +46,7 @@ def bench(session: nox.Session) -> None:
             "--batch", "1,8", "--n", "1000", "--out", f"{out}/bench_router_demo.json",
         )  # fmt: skip
         session.run("python", "-m", "benchmarks.e2e", "--out", f"{out}/e2e.json")
+        session.run(
+            "python", "-m", "benchmarks.bench_griffin_lim", "--profile", "--out", f"{out}/bench_griffin_lim.json"
+        )
         session.run("python", "-m", "benchmarks.bench_serve", "--out", f"{out}/bench_serve.json")
