@@ -43,13 +43,6 @@ def torch_stft(self: GriffinLim, wav: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(spec)
 
 
-def torch_istft(self: GriffinLim, spec: torch.Tensor, length: int) -> torch.Tensor:
-    """The previous `GriffinLim._istft`: `torch.istft` of real pairs."""
-    a = self.audio
-    spec = torch.view_as_complex(spec.contiguous())
-    return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, self.window, center=True, length=length)
-
-
 def make_model(ids: list[int], frames: int, device: torch.device, smoke: bool) -> FastSpeech:
     """benchmarks/latency.py's calibrated DLE-size model; for --smoke a one-layer 64-wide one."""
     if not smoke:
@@ -123,7 +116,7 @@ def main() -> None:
                 torch._dynamo.reset()  # Dynamo's cache does not see the swapped methods
                 saved = GriffinLim._stft, GriffinLim._istft
                 if variant == "gl_torch_stft":
-                    GriffinLim._stft, GriffinLim._istft = torch_stft, torch_istft
+                    GriffinLim._stft, GriffinLim._istft = torch_stft, GriffinLim._torch_istft
                 try:
                     vocoder = None if variant == "mel_only" else GriffinLim()
                     kind = "none" if vocoder is None else vocoder.kind
