@@ -8,7 +8,7 @@ phase is a fixed function of (frequency bin, frame) (`hash_uniform`), so the out
 batch-invariant and the same code runs eagerly on the CPU and compiled inside an engine's CUDA
 graph. The STFT pair is written out (`_stft`, `_istft`: `torch.fft.rfft`/`irfft` plus pointwise
 framing and overlap-add) instead of `torch.stft`/`torch.istft`: equal to float rounding, and Inductor
-fuses the pointwise parts, 1.27x less Griffin-Lim time per engine call on an H100 (docs/kernels.md).
+fuses the pointwise parts: 1.30-1.42x less Griffin-Lim time per engine call on an H100 (docs/kernels.md).
 
 Precision: always float32 inside, whatever the engine precision (fp16 phases drift over 32
 iterations and the pseudo-inverse needs the range); the model's fp16/bf16 mel is cast on entry.
