@@ -1,4 +1,4 @@
-"""Griffin-Lim inside the engine: the written-out STFT/ISTFT against torch.stft/istft, per engine call.
+"""Griffin-Lim inside the engine: its written-out STFT/ISTFT against earlier paths, per engine call.
 
     python -m benchmarks.bench_griffin_lim --shapes i32_o256,i128_o1024 --batches 1,32 --profile
     python -m benchmarks.bench_griffin_lim --smoke            # CPU: tiny model, checks the script
@@ -6,12 +6,14 @@
 Rows, per engine shape and batch (fp16 Inductor engines, one CUDA graph replay per call, the same
 random DLE-size model as benchmarks/latency.py calibrated to ~88% of max_out frames):
   mel_only        the model alone (no vocoder): what Griffin-Lim adds is the difference
-  gl_torch_stft   Griffin-Lim (32 iterations) with `torch.stft` / `torch.istft`: the previous path
-  gl              Griffin-Lim as `fastspeech/vocoder/griffin_lim.py` runs it: pad + strided frames +
-                  `rfft`, `irfft` + a shifted-slice overlap-add, so that Inductor fuses each
-                  iteration's framing, windowing, overlap-add, envelope and magnitude step
+  gl_torch_stft   Griffin-Lim (32 iterations) with `torch.stft` / `torch.istft` (its own fallback)
+  gl_rfft         run 8's transforms: strided frames + `torch.fft.rfft`; `torch.fft.irfft` + the
+                  shifted-slice overlap-add (irfft adds a copy of its input and a scaling kernel)
+  gl              Griffin-Lim as `fastspeech/vocoder/griffin_lim.py` runs it: each real FFT of
+                  n_fft points as a complex FFT of n_fft / 2 sample pairs, packed and unpacked by
+                  pointwise math that Inductor fuses with the framing, overlap-add and magnitude step
 Times: median of `--calls` replays (`engine.runner`, device-synchronized), ms per call. `--profile`
-adds kernels per call and kernel time (torch.profiler over 20 calls) for batch 1.
+adds kernels per call, kernel time and the largest kernels (torch.profiler over 20 calls) at batch 1.
 """
 
 from __future__ import annotations
@@ -31,16 +33,18 @@ from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.vocoder.griffin_lim import GriffinLim
 
 log = logging.getLogger("benchmarks.bench_griffin_lim")
+VARIANTS = ("mel_only", "gl_torch_stft", "gl_rfft", "gl")
 
 
-def torch_stft(self: GriffinLim, wav: torch.Tensor) -> torch.Tensor:
-    """The previous `GriffinLim._stft`: `torch.stft` as real pairs (B, F, frames, 2)."""
-    a = self.audio
-    spec = torch.stft(
-        wav, a.n_fft, a.hop_length, a.win_length, self.window, center=True, pad_mode="constant",
-        return_complex=True,
-    )  # fmt: skip
-    return torch.view_as_real(spec)
+def rfft_stft(self: GriffinLim, wav: torch.Tensor) -> torch.Tensor:
+    """Run 8's `GriffinLim._stft`: the windowed frames' `torch.fft.rfft`, as real pairs (B, frames, F, 2)."""
+    return torch.view_as_real(torch.fft.rfft(self._frames(wav), dim=-1))
+
+
+def irfft_istft(self: GriffinLim, spec: torch.Tensor, length: int) -> torch.Tensor:
+    """Run 8's `GriffinLim._istft`: `torch.fft.irfft` of each frame, then the same overlap-add."""
+    frames = torch.fft.irfft(torch.view_as_complex(spec.contiguous()), n=self.audio.n_fft, dim=-1)
+    return self._overlap_add(frames, length)
 
 
 def make_model(ids: list[int], frames: int, device: torch.device, smoke: bool) -> FastSpeech:
@@ -81,9 +85,12 @@ def kernel_profile(fn, calls: int = 20) -> dict:
             fn()
         sync()
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    top = sorted(events, key=lambda e: -e.device_time_total)[:12]
     return {
         "kernels": sum(e.count for e in events) / calls,
         "kernel_ms": sum(e.device_time_total for e in events) / calls / 1e3,
+        # the largest kernels: [name, launches per call, µs per call]
+        "top": [[e.key[:90], e.count / calls, e.device_time_total / calls] for e in top],
     }
 
 
@@ -92,6 +99,7 @@ def main() -> None:
     p.add_argument("--shapes", default="i32_o256,i128_o1024", help="engine shapes i<max_in>_o<max_out>")
     p.add_argument("--batches", default="1,32")
     p.add_argument("--precision", default="fp16")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="a comma list of: " + " ".join(VARIANTS))
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--profile", action="store_true", help="kernel counts and kernel time at batch 1")
     p.add_argument("--engine-dir", default="engines/bench_griffin_lim")
@@ -112,13 +120,15 @@ def main() -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             tokens = torch.tensor([ids] * batch, device=device)
             alpha = torch.ones(batch, device=device)
-            for variant in ("mel_only", "gl_torch_stft", "gl"):
+            for variant in args.variants.split(","):
                 torch._dynamo.reset()  # Dynamo's cache does not see the swapped methods
                 saved = GriffinLim._stft, GriffinLim._istft
-                if variant == "gl_torch_stft":
-                    GriffinLim._stft, GriffinLim._istft = torch_stft, GriffinLim._torch_istft
+                if variant == "gl_rfft":
+                    GriffinLim._stft, GriffinLim._istft = rfft_stft, irfft_istft
                 try:
                     vocoder = None if variant == "mel_only" else GriffinLim()
+                    if variant == "gl_torch_stft":
+                        vocoder.written_out = False  # torch.stft / torch.istft, GriffinLim's own fallback
                     kind = "none" if vocoder is None else vocoder.kind
                     spec = EngineSpec(batch, max_in, max_out, precision, backend, vocoder=kind)
                     engine = load_or_build(
@@ -151,21 +161,20 @@ def main() -> None:
 
 def report(rows: list[dict], args, device: torch.device) -> None:
     """Markdown table (with the Griffin-Lim share = row - mel_only) and the JSON file."""
-    base = {(r["shape"], r["batch"]): r["ms"] for r in rows if r["variant"] == "mel_only"}
-    prev = {(r["shape"], r["batch"]): r["ms"] for r in rows if r["variant"] == "gl_torch_stft"}
-    print(
-        "\n| shape | batch | variant | ms per call | Griffin-Lim ms | vs torch.stft path | kernels | kernel ms |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    ms = {(r["shape"], r["batch"], r["variant"]): r["ms"] for r in rows}
+    print("\n| shape | batch | variant | ms per call | Griffin-Lim ms | gl vs gl_rfft | gl vs gl_torch_stft | kernels | kernel ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        key = (r["shape"], r["batch"])
-        gl = "" if r["variant"] == "mel_only" else f"{r['ms'] - base[key]:.3f}"
-        ratio = f"{prev[key] / r['ms']:.2f}x" if r["variant"] == "gl" else ""
+        shape, batch, variant = r["shape"], r["batch"], r["variant"]
+        base = ms.get((shape, batch, "mel_only"))
+        share = f"{r['ms'] - base:.3f}" if base is not None and variant != "mel_only" else ""
+        ratios = [
+            f"{ms[(shape, batch, other)] / r['ms']:.2f}x" if variant == "gl" and (shape, batch, other) in ms else ""
+            for other in ("gl_rfft", "gl_torch_stft")
+        ]
         kernels = f"{r['kernels']:.0f}" if "kernels" in r else ""
         kernel_ms = f"{r['kernel_ms']:.3f}" if "kernel_ms" in r else ""
-        print(
-            f"| {r['shape']} | {r['batch']} | {r['variant']} | {r['ms']:.3f} | {gl} | {ratio} | {kernels} | {kernel_ms} |"
-        )
+        print(f"| {shape} | {batch} | {variant} | {r['ms']:.3f} | {share} | {' | '.join(ratios)} | {kernels} | {kernel_ms} |")
     meta = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
