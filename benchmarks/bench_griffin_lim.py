@@ -162,19 +162,25 @@ def main() -> None:
 def report(rows: list[dict], args, device: torch.device) -> None:
     """Markdown table (with the Griffin-Lim share = row - mel_only) and the JSON file."""
     ms = {(r["shape"], r["batch"], r["variant"]): r["ms"] for r in rows}
-    print("\n| shape | batch | variant | ms per call | Griffin-Lim ms | gl vs gl_rfft | gl vs gl_torch_stft | kernels | kernel ms |")
+    print(
+        "\n| shape | batch | variant | ms per call | Griffin-Lim ms | gl vs gl_rfft | gl vs gl_torch_stft | kernels | kernel ms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         shape, batch, variant = r["shape"], r["batch"], r["variant"]
         base = ms.get((shape, batch, "mel_only"))
         share = f"{r['ms'] - base:.3f}" if base is not None and variant != "mel_only" else ""
         ratios = [
-            f"{ms[(shape, batch, other)] / r['ms']:.2f}x" if variant == "gl" and (shape, batch, other) in ms else ""
+            f"{ms[(shape, batch, other)] / r['ms']:.2f}x"
+            if variant == "gl" and (shape, batch, other) in ms
+            else ""
             for other in ("gl_rfft", "gl_torch_stft")
         ]
         kernels = f"{r['kernels']:.0f}" if "kernels" in r else ""
         kernel_ms = f"{r['kernel_ms']:.3f}" if "kernel_ms" in r else ""
-        print(f"| {shape} | {batch} | {variant} | {r['ms']:.3f} | {share} | {' | '.join(ratios)} | {kernels} | {kernel_ms} |")
+        print(
+            f"| {shape} | {batch} | {variant} | {r['ms']:.3f} | {share} | {' | '.join(ratios)} | {kernels} | {kernel_ms} |"
+        )
     meta = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,

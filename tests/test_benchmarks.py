@@ -98,10 +98,14 @@ def test_griffin_lim_bench_swaps_the_transforms_back_and_reports_every_row(tmp_p
     seen = []
     for name in ("stft", "istft"):
         real = getattr(torch, name)
-        monkeypatch.setattr(torch, name, lambda *a, real=real, name=name, **k: seen.append(name) or real(*a, **k))
+        monkeypatch.setattr(
+            torch, name, lambda *a, real=real, name=name, **k: seen.append(name) or real(*a, **k)
+        )
     for name in ("rfft", "irfft"):
         real = getattr(torch.fft, name)
-        monkeypatch.setattr(torch.fft, name, lambda *a, real=real, name=name, **k: seen.append(name) or real(*a, **k))
+        monkeypatch.setattr(
+            torch.fft, name, lambda *a, real=real, name=name, **k: seen.append(name) or real(*a, **k)
+        )
     out = tmp_path / "gl.json"
     argv = ["bench_griffin_lim", "--smoke", "--shapes", "i16_o24", "--batches", "1", "--out", str(out)]
     monkeypatch.setattr("sys.argv", argv)

@@ -198,7 +198,9 @@ def rfft_twiddle(n_fft: int) -> torch.Tensor:
 
 def _mul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Complex product of real pairs (..., 2)."""
-    return torch.stack([x[..., 0] * y[..., 0] - x[..., 1] * y[..., 1], x[..., 0] * y[..., 1] + x[..., 1] * y[..., 0]], -1)
+    return torch.stack(
+        [x[..., 0] * y[..., 0] - x[..., 1] * y[..., 1], x[..., 0] * y[..., 1] + x[..., 1] * y[..., 0]], -1
+    )
 
 
 def _conj(x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,13 @@ import torch
 
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder import AudioConfig, GriffinLim, build_vocoder, load_vocoder, wav_to_mel
-from fastspeech.vocoder.griffin_lim import librosa_griffin_lim, pack_irfft, rfft_twiddle, slaney_mel_filters, unpack_rfft
+from fastspeech.vocoder.griffin_lim import (
+    librosa_griffin_lim,
+    pack_irfft,
+    rfft_twiddle,
+    slaney_mel_filters,
+    unpack_rfft,
+)
 
 librosa = pytest.importorskip("librosa", reason="librosa is the test reference (pip install -e '.[dev]')")
 SR, HOP = 22050, 256
