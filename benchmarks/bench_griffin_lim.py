@@ -7,11 +7,9 @@ Rows, per engine shape and batch (fp16 Inductor engines, one CUDA graph replay p
 random DLE-size model as benchmarks/latency.py calibrated to ~88% of max_out frames):
   mel_only        the model alone (no vocoder): what Griffin-Lim adds is the difference
   gl_torch_stft   Griffin-Lim (32 iterations) with `torch.stft` / `torch.istft` (its own fallback)
-  gl_rfft         run 8's transforms: strided frames + `torch.fft.rfft`; `torch.fft.irfft` + the
-                  shifted-slice overlap-add (irfft adds a copy of its input and a scaling kernel)
-  gl              Griffin-Lim as `fastspeech/vocoder/griffin_lim.py` runs it: each real FFT of
-                  n_fft points as a complex FFT of n_fft / 2 sample pairs, packed and unpacked by
-                  pointwise math that Inductor fuses with the framing, overlap-add and magnitude step
+  gl              Griffin-Lim as `fastspeech/vocoder/griffin_lim.py` runs it: pad + strided frames +
+                  `rfft`, unscaled `irfft` + a shifted-slice overlap-add, so that Inductor fuses each
+                  iteration's framing, windowing, overlap-add, envelope and magnitude step
 Times: median of `--calls` replays (`engine.runner`, device-synchronized), ms per call. `--profile`
 adds kernels per call, kernel time and the largest kernels (torch.profiler over 20 calls) at batch 1.
 """
@@ -33,18 +31,7 @@ from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.vocoder.griffin_lim import GriffinLim
 
 log = logging.getLogger("benchmarks.bench_griffin_lim")
-VARIANTS = ("mel_only", "gl_torch_stft", "gl_rfft", "gl")
-
-
-def rfft_stft(self: GriffinLim, wav: torch.Tensor) -> torch.Tensor:
-    """Run 8's `GriffinLim._stft`: the windowed frames' `torch.fft.rfft`, as real pairs (B, frames, F, 2)."""
-    return torch.view_as_real(torch.fft.rfft(self._frames(wav), dim=-1))
-
-
-def irfft_istft(self: GriffinLim, spec: torch.Tensor, length: int) -> torch.Tensor:
-    """Run 8's `GriffinLim._istft`: `torch.fft.irfft` of each frame, then the same overlap-add."""
-    frames = torch.fft.irfft(torch.view_as_complex(spec.contiguous()), n=self.audio.n_fft, dim=-1)
-    return self._overlap_add(frames, length)
+VARIANTS = ("mel_only", "gl_torch_stft", "gl")
 
 
 def make_model(ids: list[int], frames: int, device: torch.device, smoke: bool) -> FastSpeech:
@@ -110,6 +97,11 @@ def main() -> None:
     device = torch.device("cpu" if args.smoke else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_griffin_lim needs a CUDA GPU (or --smoke for the CPU check)")
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(
+            f"--variants: unknown {', '.join(sorted(unknown))}; choose from {','.join(VARIANTS)}"
+        )
     backend, precision = ("eager", "fp32") if args.smoke else ("inductor", args.precision)
     calls = 3 if args.smoke else args.calls
     rows = []
@@ -121,39 +113,33 @@ def main() -> None:
             tokens = torch.tensor([ids] * batch, device=device)
             alpha = torch.ones(batch, device=device)
             for variant in args.variants.split(","):
-                torch._dynamo.reset()  # Dynamo's cache does not see the swapped methods
-                saved = GriffinLim._stft, GriffinLim._istft
-                if variant == "gl_rfft":
-                    GriffinLim._stft, GriffinLim._istft = rfft_stft, irfft_istft
-                try:
-                    vocoder = None if variant == "mel_only" else GriffinLim()
-                    if variant == "gl_torch_stft":
-                        vocoder.written_out = False  # torch.stft / torch.istft, GriffinLim's own fallback
-                    kind = "none" if vocoder is None else vocoder.kind
-                    spec = EngineSpec(batch, max_in, max_out, precision, backend, vocoder=kind)
-                    engine = load_or_build(
-                        model,
-                        spec,
-                        Path(args.engine_dir) / variant,
-                        device,
-                        force_build=True,
-                        vocoder=vocoder,
-                    )
+                torch._dynamo.reset()  # each variant compiles afresh (Dynamo's cache ignores `written_out`)
+                vocoder = None if variant == "mel_only" else GriffinLim()
+                if variant == "gl_torch_stft":
+                    vocoder.written_out = False  # torch.stft / torch.istft, GriffinLim's own fallback
+                kind = "none" if vocoder is None else vocoder.kind
+                spec = EngineSpec(batch, max_in, max_out, precision, backend, vocoder=kind)
+                engine = load_or_build(
+                    model,
+                    spec,
+                    Path(args.engine_dir) / variant,
+                    device,
+                    force_build=True,
+                    vocoder=vocoder,
+                )
 
-                    def call(engine=engine, tokens=tokens, alpha=alpha):
-                        with torch.inference_mode():
-                            return engine.runner(tokens, alpha)
+                def call(engine=engine, tokens=tokens, alpha=alpha):
+                    with torch.inference_mode():
+                        return engine.runner(tokens, alpha)
 
-                    row = {
-                        "shape": shape,
-                        "batch": batch,
-                        "variant": variant,
-                        "ms": time_replays(call, calls),
-                    }
-                    if args.profile and batch == 1 and device.type == "cuda":
-                        row |= kernel_profile(call)
-                finally:
-                    GriffinLim._stft, GriffinLim._istft = saved
+                row = {
+                    "shape": shape,
+                    "batch": batch,
+                    "variant": variant,
+                    "ms": time_replays(call, calls),
+                }
+                if args.profile and batch == 1 and device.type == "cuda":
+                    row |= kernel_profile(call)
                 log.info(json.dumps(row))
                 rows.append(row)
     report(rows, args, device)
@@ -163,23 +149,19 @@ def report(rows: list[dict], args, device: torch.device) -> None:
     """Markdown table (with the Griffin-Lim share = row - mel_only) and the JSON file."""
     ms = {(r["shape"], r["batch"], r["variant"]): r["ms"] for r in rows}
     print(
-        "\n| shape | batch | variant | ms per call | Griffin-Lim ms | gl vs gl_rfft | gl vs gl_torch_stft | kernels | kernel ms |"
+        "\n| shape | batch | variant | ms per call | Griffin-Lim ms | vs torch.stft path | kernels | kernel ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         shape, batch, variant = r["shape"], r["batch"], r["variant"]
         base = ms.get((shape, batch, "mel_only"))
         share = f"{r['ms'] - base:.3f}" if base is not None and variant != "mel_only" else ""
-        ratios = [
-            f"{ms[(shape, batch, other)] / r['ms']:.2f}x"
-            if variant == "gl" and (shape, batch, other) in ms
-            else ""
-            for other in ("gl_rfft", "gl_torch_stft")
-        ]
+        previous = ms.get((shape, batch, "gl_torch_stft"))
+        ratio = f"{previous / r['ms']:.2f}x" if variant == "gl" and previous is not None else ""
         kernels = f"{r['kernels']:.0f}" if "kernels" in r else ""
         kernel_ms = f"{r['kernel_ms']:.3f}" if "kernel_ms" in r else ""
         print(
-            f"| {shape} | {batch} | {variant} | {r['ms']:.3f} | {share} | {' | '.join(ratios)} | {kernels} | {kernel_ms} |"
+            f"| {shape} | {batch} | {variant} | {r['ms']:.3f} | {share} | {ratio} | {kernels} | {kernel_ms} |"
         )
     meta = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

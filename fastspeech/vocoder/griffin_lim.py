@@ -83,7 +83,6 @@ class GriffinLim(Vocoder):
         # The STFT pair is written out where whole hops divide n_fft (DLE's 1024 / 256 and every
         # common setting); otherwise torch.stft / torch.istft run it.
         self.written_out = a.n_fft % a.hop_length == 0
-        self.register_buffer("twiddle", rfft_twiddle(a.n_fft), persistent=False)
         # The inverse STFT divides by the overlapped squared windows: they must not vanish (NOLA),
         # or the division gives inf where torch.istft would refuse.
         if a.n_fft % a.hop_length == 0:
@@ -125,10 +124,9 @@ class GriffinLim(Vocoder):
     def _stft(self, wav: torch.Tensor) -> torch.Tensor:
         """`torch.stft(center=True, pad_mode="constant")` of wav (B, L) as real pairs (B, frames, F, 2).
 
-        Written out: pad, frames as a strided view, window (Inductor fuses these with the previous
-        step), then the real FFT of n_fft points as one complex FFT of n_fft / 2 points of the frame
-        read as (even, odd) sample pairs (a free view), its spectrum untangled by `unpack_rfft`
-        (pointwise, fused with the next step). `torch.fft.rfft` would add cuFFT's own pre/post passes.
+        Written out (pad, frames as a strided view, window, `rfft`) so that Inductor fuses the
+        framing and windowing with the previous step into one kernel feeding cuFFT; frame-major, the
+        layout cuFFT reads and writes, so no step transposes.
         """
         a = self.audio
         if not self.written_out:
@@ -137,25 +135,24 @@ class GriffinLim(Vocoder):
                 return_complex=True,
             )  # fmt: skip
             return torch.view_as_real(spec).transpose(1, 2)
-        frames = self._frames(wav)  # (B, frames, n_fft)
-        pairs = torch.view_as_complex(frames.reshape(*frames.shape[:2], a.n_fft // 2, 2))
-        return unpack_rfft(torch.view_as_real(torch.fft.fft(pairs, dim=-1)), self.twiddle)
+        return torch.view_as_real(torch.fft.rfft(self._frames(wav), dim=-1))
 
     def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """`torch.istft(center=True, length=length)` of real pairs (B, frames, F, 2) -> (B, length).
 
-        Written out: `pack_irfft` (pointwise, fused with the magnitude step before it) turns the
-        n_fft-point inverse real FFT into one unnormalized complex inverse FFT of n_fft / 2 points
-        whose (real, imag) pairs are the frame's (even, odd) samples; then the window and the
-        overlap-add as R = n_fft / hop shifted slices summed (output block k gets frame k - j's block
-        j), divided by the same sum of the squared window, all of it pointwise for Inductor to fuse
-        with the next STFT's framing. (`torch.fft.irfft` copies its input and scales its output in
-        two more kernels; torch.istft adds its own overlap-add and envelope kernels.)
+        Written out: `irfft`, window, then the overlap-add as R = n_fft / hop shifted slices summed
+        (output block k gets frame k - j's block j), divided by the same sum of the squared window,
+        all of it pointwise for Inductor to fuse with the next STFT's framing (torch.istft adds its
+        own overlap-add and envelope kernels on every call). The irfft's 1 / n_fft goes into that
+        division (`norm="forward"` leaves the inverse unscaled): irfft's own scaling is one more
+        kernel per call.
         """
         if not self.written_out:
             return self._torch_istft(spec, length)
-        pairs = torch.fft.ifft(torch.view_as_complex(pack_irfft(spec, self.twiddle)), dim=-1, norm="forward")
-        return self._overlap_add(torch.view_as_real(pairs).flatten(-2), length)  # pair m: samples 2m, 2m + 1
+        frames = torch.fft.irfft(
+            torch.view_as_complex(spec.contiguous()), n=self.audio.n_fft, dim=-1, norm="forward"
+        )
+        return self._overlap_add(frames, length, scale=1 / self.audio.n_fft)
 
     def _frames(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, L) -> the centred STFT's windowed frames (B, L // hop + 1, n_fft): pad + a strided view."""
@@ -163,16 +160,16 @@ class GriffinLim(Vocoder):
         frames = torch.nn.functional.pad(wav, (a.n_fft // 2, a.n_fft // 2)).unfold(-1, a.n_fft, a.hop_length)
         return frames * self._full_window()
 
-    def _overlap_add(self, frames: torch.Tensor, length: int) -> torch.Tensor:
-        """Inverse-transformed frames (B, frames, n_fft) -> wav (B, length): window, overlap-add,
-        divide by the overlapped squared windows, drop the centring pad."""
+    def _overlap_add(self, frames: torch.Tensor, length: int, scale: float = 1.0) -> torch.Tensor:
+        """Inverse-transformed frames (B, frames, n_fft), times `scale` -> wav (B, length): window,
+        overlap-add, divide by the overlapped squared windows, drop the centring pad."""
         a = self.audio
         window, R, hop = self._full_window(), a.n_fft // a.hop_length, a.hop_length
         B, n_frames = frames.shape[:2]
         wav = overlap_add((frames * window).view(B, n_frames, R, hop))  # (B, (n_frames + R - 1) * hop)
         envelope = overlap_add(window.square().view(1, 1, R, hop).expand(1, n_frames, R, hop))
         start = a.n_fft // 2
-        return wav[:, start : start + length] / envelope[:, start : start + length]
+        return wav[:, start : start + length] * scale / envelope[:, start : start + length]
 
     def _torch_istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """`torch.istft` of real pairs (B, frames, F, 2): `_istft`'s path for a hop that does not
@@ -188,48 +185,6 @@ class GriffinLim(Vocoder):
         a = self.audio
         left = (a.n_fft - a.win_length) // 2
         return torch.nn.functional.pad(self.window, (left, a.n_fft - a.win_length - left))
-
-
-def rfft_twiddle(n_fft: int) -> torch.Tensor:
-    """exp(-2πik / n_fft) for k = 0 .. n_fft / 2 as real pairs (n_fft / 2 + 1, 2), built in float64."""
-    angle = -2 * math.pi * torch.arange(n_fft // 2 + 1, dtype=torch.float64) / n_fft
-    return torch.stack([angle.cos(), angle.sin()], -1).float()
-
-
-def _mul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Complex product of real pairs (..., 2)."""
-    return torch.stack(
-        [x[..., 0] * y[..., 0] - x[..., 1] * y[..., 1], x[..., 0] * y[..., 1] + x[..., 1] * y[..., 0]], -1
-    )
-
-
-def _conj(x: torch.Tensor) -> torch.Tensor:
-    return torch.stack([x[..., 0], -x[..., 1]], -1)
-
-
-def unpack_rfft(z: torch.Tensor, twiddle: torch.Tensor) -> torch.Tensor:
-    """The real FFT X (..., M + 1, 2) of n = 2M samples from Z (..., M, 2), the complex FFT of the M
-    pairs z[m] = x[2m] + i x[2m + 1]: with Zc[k] = conj(Z[(M - k) mod M]), the even samples' spectrum
-    is (Z + Zc) / 2, the odd ones' (Z - Zc) / 2i, and X[k] = even[k] + twiddle[k] * odd[k]."""
-    z = torch.cat([z, z[..., :1, :]], -2)  # Z[k mod M] for k = 0 .. M
-    zc = _conj(z.flip(-2))  # conj(Z[M - k])
-    even, diff = (z + zc) / 2, (z - zc) / 2
-    odd = torch.stack([diff[..., 1], -diff[..., 0]], -1)  # diff / i
-    return even + _mul(twiddle, odd)
-
-
-def pack_irfft(x: torch.Tensor, twiddle: torch.Tensor) -> torch.Tensor:
-    """`unpack_rfft`'s inverse: Z (..., M, 2) from a half spectrum X (..., M + 1, 2) such that the
-    unnormalized inverse FFT of Z has the pairs (x[2m], x[2m + 1]) of x = irfft(X, n=2M).
-
-    As irfft, the imaginary parts of X[0] and X[M] are ignored (a real signal has none)."""
-    M = x.shape[-2] - 1
-    k = torch.arange(M + 1, device=x.device)
-    x = torch.stack([x[..., 0], x[..., 1] * ((k > 0) & (k < M))], -1)  # drop imag(X[0]), imag(X[M])
-    xc = _conj(x.flip(-2))[..., :M, :]  # conj(X[M - k])
-    x = x[..., :M, :]
-    even, odd = (x + xc) / 2, _mul((x - xc) / 2, _conj(twiddle[:M]))
-    return torch.stack([even[..., 0] - odd[..., 1], even[..., 1] + odd[..., 0]], -1) / M  # even + i odd
 
 
 def overlap_add(blocks: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,7 @@ from fastspeech.errors import VocoderError
 from fastspeech.vocoder import AudioConfig, GriffinLim, build_vocoder, load_vocoder, wav_to_mel
 from fastspeech.vocoder.griffin_lim import (
     librosa_griffin_lim,
-    pack_irfft,
-    rfft_twiddle,
     slaney_mel_filters,
-    unpack_rfft,
 )
 
 librosa = pytest.importorskip("librosa", reason="librosa is the test reference (pip install -e '.[dev]')")
@@ -107,8 +104,8 @@ def test_shapes_one_frame_and_fp16_input():
 )
 @pytest.mark.parametrize("hops", [1, 2, 7, 100])
 def test_written_out_transforms_equal_torch_stft_and_istft(audio, hops):
-    """`_stft` / `_istft` (frames + a half-length complex FFT; its inverse + shifted-slice
-    overlap-add) are torch.stft / torch.istft (center=True, constant padding) on random signals and
+    """`_stft` / `_istft` (pad + strided frames + rfft; unscaled irfft + shifted-slice overlap-add
+    that divides by n_fft) are torch.stft / torch.istft (center=True, constant padding) on random signals and
     spectra, in the frame-major layout (B, frames, F, 2)."""
     voc = GriffinLim(n_iter=1, audio=audio)
     a, generator = voc.audio, torch.Generator().manual_seed(hops)
@@ -130,23 +127,6 @@ def test_written_out_transforms_equal_torch_stft_and_istft(audio, hops):
     got_wav = voc._istft(spec, length)
     assert got_wav.shape == (3, length)
     torch.testing.assert_close(got_wav, want_wav, atol=1e-6, rtol=1e-5)
-
-
-@pytest.mark.parametrize("n", [2, 4, 6, 16, 1024])
-def test_half_length_fft_packing_is_rfft_and_irfft(n):
-    """`unpack_rfft` after a complex FFT of the n / 2 sample pairs is `torch.fft.rfft`; an inverse
-    complex FFT after `pack_irfft` is `torch.fft.irfft`, which ignores imag(X[0]) and imag(X[n/2])
-    (the random spectra here have them)."""
-    generator = torch.Generator().manual_seed(n)
-    twiddle = rfft_twiddle(n).double()
-    x = torch.randn(2, 3, n, dtype=torch.float64, generator=generator)
-    pairs = torch.view_as_complex(x.reshape(2, 3, n // 2, 2))
-    got = torch.view_as_complex(unpack_rfft(torch.view_as_real(torch.fft.fft(pairs)), twiddle).contiguous())
-    torch.testing.assert_close(got, torch.fft.rfft(x), atol=1e-6 * n, rtol=0)  # the twiddle is float32
-    spec = torch.randn(2, 3, n // 2 + 1, 2, dtype=torch.float64, generator=generator)
-    back = torch.fft.ifft(torch.view_as_complex(pack_irfft(spec, twiddle)), norm="forward")
-    want = torch.fft.irfft(torch.view_as_complex(spec), n=n)
-    torch.testing.assert_close(torch.view_as_real(back).reshape(2, 3, n), want, atol=1e-7, rtol=0)
 
 
 def test_odd_n_fft_is_refused_in_one_line():
