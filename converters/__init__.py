@@ -10,7 +10,8 @@ Follows:
   and its source (NVIDIA/TensorRT `python/packaging/bindings_wheel/tensorrt/plugin/`).
 
 One file per op (`converters/add_pos_enc.py`, `converters/regulate_length.py`, `converters/attention.py`,
-`converters/conv1d.py`; conv1d is the exception: a decomposition into TensorRT's own layers, no plugin).
+`converters/conv1d.py`, `converters/griffin_lim_step.py`; conv1d and griffin_lim_step are the
+exceptions: decompositions into TensorRT's own layers, no plugin).
 Importing this package needs no TensorRT: `register_all()` imports `tensorrt` and registers every
 plugin and converter; the TensorRT backend calls it. What needs no TensorRT lives here and in each op file as plain Python, so it
 is tested everywhere: shape rules, the op-argument -> plugin mapping, the AOT kernel's specialization
@@ -315,17 +316,31 @@ def _check(status: int, what: str) -> None:
 # Registration (imports TensorRT)
 
 
+def register_decomposition(op: torch._ops.OpOverload, fn: Any) -> None:
+    """Add `fn` as `op`'s decomposition to Torch-TensorRT's registry (idempotent; imports torch_tensorrt).
+
+    The lowering mechanism Torch-TensorRT documents for "a higher-level op replaced by an equivalent
+    subgraph of Core ATen ops" (https://docs.pytorch.org/TensorRT/contributors/lowering.html).
+    """
+    from torch_tensorrt.dynamo.lowering._decomposition_groups import TORCH_TRT_DECOMPOSITIONS
+    from torch_tensorrt.dynamo.lowering._decompositions import register_torch_trt_decomposition
+
+    if op not in TORCH_TRT_DECOMPOSITIONS:  # torch's registry refuses a second registration
+        register_torch_trt_decomposition(op, registry=TORCH_TRT_DECOMPOSITIONS)(fn)
+
+
 @functools.cache
 def register_all() -> None:
     """Register every plugin (shape descriptor, AOT and JIT implementations) and its converter, and
-    conv1d's decomposition.
+    the decompositions of conv1d and griffin_lim_step.
 
     Imports `tensorrt` and `torch_tensorrt`; idempotent. Called by `fastspeech.backends.tensorrt`
     before compiling and before loading an engine.
     """
-    from converters import add_pos_enc, attention, conv1d, regulate_length
+    from converters import add_pos_enc, attention, conv1d, griffin_lim_step, regulate_length
 
     add_pos_enc.register()
     regulate_length.register()
     attention.register()
     conv1d.register()
+    griffin_lim_step.register()

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from converters import register_decomposition
 from kernels.conv1d import conv1d_layers  # importing kernels.conv1d registers the op
 
 OP = "fastspeech::conv1d"
@@ -46,8 +47,4 @@ def decomposition_table() -> dict[torch._ops.OpOverload, Callable[..., torch.Ten
 
 def register() -> None:
     """Add the decomposition to Torch-TensorRT's registry (idempotent; imports torch_tensorrt)."""
-    from torch_tensorrt.dynamo.lowering._decomposition_groups import TORCH_TRT_DECOMPOSITIONS
-    from torch_tensorrt.dynamo.lowering._decompositions import register_torch_trt_decomposition
-
-    if op_overload() not in TORCH_TRT_DECOMPOSITIONS:  # torch's registry refuses a second registration
-        register_torch_trt_decomposition(op_overload(), registry=TORCH_TRT_DECOMPOSITIONS)(conv1d_layers)
+    register_decomposition(op_overload(), conv1d_layers)

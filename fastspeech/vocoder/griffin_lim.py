@@ -28,6 +28,7 @@ import torch
 
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder.base import AudioConfig, Vocoder, hash_uniform, record
+from kernels.griffin_lim_step import griffin_lim_step, pack_irfft, unpack_rfft
 
 
 def slaney_mel_filters(audio: AudioConfig) -> np.ndarray:
@@ -83,6 +84,9 @@ class GriffinLim(Vocoder):
         # The STFT pair is written out where whole hops divide n_fft (DLE's 1024 / 256 and every
         # common setting); otherwise torch.stft / torch.istft run it.
         self.written_out = a.n_fft % a.hop_length == 0
+        # Packed spectra and the fused magnitude step (`griffin_lim_step`): on CUDA (None), where
+        # they save kernels; the CPU's FFTs are faster with rfft/irfft. Tests force either.
+        self.packed: bool | None = None
         # The inverse STFT divides by the overlapped squared windows: they must not vanish (NOLA),
         # or the division gives inf where torch.istft would refuse.
         if a.n_fft % a.hop_length == 0:
@@ -107,62 +111,83 @@ class GriffinLim(Vocoder):
         phase = 2 * math.pi * hash_uniform(bins, frames)  # (To, F): fixed, batch-invariant
         # Complex numbers as (..., 2) real pairs between the transforms: Inductor fuses real
         # element-wise math but falls back to eager for complex operators.
-        magnitude = magnitude[..., None]  # (B, To, F, 1)
-        spec = magnitude * torch.stack([phase.cos(), phase.sin()], -1)  # (B, To, F, 2)
+        spec = magnitude[..., None] * torch.stack([phase.cos(), phase.sin()], -1)  # (B, To, F, 2)
         # A centred STFT of (To - 1) hops has exactly To frames (To = 1: one hop, first frame kept).
         length = max(To - 1, 1) * a.hop_length
         keep = self.momentum / (1 + self.momentum)
-        previous = None
-        for _ in range(self.n_iter):
-            rebuilt = self._stft(self._istft(spec, length))[:, :To]
-            update = rebuilt if previous is None else rebuilt - keep * previous
-            spec = magnitude * update / (update.square().sum(-1, keepdim=True).sqrt() + 1e-16)
-            previous = rebuilt
-        wav = self._istft(spec, length)
+        if self.written_out and (mel.is_cuda if self.packed is None else self.packed):
+            # The spectra stay packed for half-length complex FFTs (kernels/griffin_lim_step.py).
+            packed, z_prev = pack_irfft(spec), None
+            for _ in range(self.n_iter):
+                z = self._stft_packed(self._istft_packed(packed, length))[:, :To]
+                first = z_prev is None
+                packed = griffin_lim_step(z, z if first else z_prev, magnitude, 0.0 if first else keep)
+                z_prev = z
+            wav = self._istft_packed(packed, length)
+        else:
+            previous = None
+            for _ in range(self.n_iter):
+                rebuilt = self._stft(self._istft(spec, length))[:, :To]
+                update = rebuilt if previous is None else rebuilt - keep * previous
+                spec = magnitude[..., None] * update / (update.square().sum(-1, keepdim=True).sqrt() + 1e-16)
+                previous = rebuilt
+            wav = self._istft(spec, length)
         return torch.nn.functional.pad(wav, (0, To * a.hop_length - length))  # DLE's length: To * hop
 
     def _stft(self, wav: torch.Tensor) -> torch.Tensor:
-        """`torch.stft(center=True, pad_mode="constant")` of wav (B, L) as real pairs (B, frames, F, 2).
-
-        Written out (pad, frames as a strided view, window, `rfft`) so that Inductor fuses the
-        framing and windowing with the previous step into one kernel feeding cuFFT; frame-major, the
-        layout cuFFT reads and writes, so no step transposes.
-        """
+        """`torch.stft(center=True, pad_mode="constant")` of wav (B, L) as real pairs (B, frames, F, 2):
+        written out as the windowed frames' `rfft`, or torch.stft itself where hops do not divide n_fft."""
         a = self.audio
-        if not self.written_out:
-            spec = torch.stft(
-                wav, a.n_fft, a.hop_length, a.win_length, self.window, center=True, pad_mode="constant",
-                return_complex=True,
-            )  # fmt: skip
-            return torch.view_as_real(spec).transpose(1, 2)
-        return torch.view_as_real(torch.fft.rfft(self._frames(wav), dim=-1))
+        if self.written_out:
+            return torch.view_as_real(torch.fft.rfft(self._frames(wav), dim=-1))
+        spec = torch.stft(
+            wav, a.n_fft, a.hop_length, a.win_length, self.window, center=True, pad_mode="constant",
+            return_complex=True,
+        )  # fmt: skip
+        return torch.view_as_real(spec).transpose(1, 2)
 
     def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        """`torch.istft(center=True, length=length)` of real pairs (B, frames, F, 2) -> (B, length).
-
-        Written out: `irfft`, window, then the overlap-add as R = n_fft / hop shifted slices summed
-        (output block k gets frame k - j's block j), divided by the same sum of the squared window,
-        all of it pointwise for Inductor to fuse with the next STFT's framing (torch.istft adds its
-        own overlap-add and envelope kernels on every call). The irfft's 1 / n_fft goes into that
-        division (`norm="forward"` leaves the inverse unscaled): irfft's own scaling is one more
-        kernel per call.
-        """
-        if not self.written_out:
-            return self._torch_istft(spec, length)
-        frames = torch.fft.irfft(
-            torch.view_as_complex(spec.contiguous()), n=self.audio.n_fft, dim=-1, norm="forward"
+        """`torch.istft(center=True, length=length)` of real pairs (B, frames, F, 2) -> (B, length):
+        written out as an unscaled `irfft` and `_overlap_add`, or torch.istft itself where hops do not
+        divide n_fft."""
+        a = self.audio
+        if self.written_out:
+            frames = torch.fft.irfft(
+                torch.view_as_complex(spec.contiguous()), n=a.n_fft, dim=-1, norm="forward"
+            )
+            return self._overlap_add(frames, length, scale=1 / a.n_fft)
+        complex_spec = torch.view_as_complex(spec.transpose(1, 2).contiguous())
+        return torch.istft(
+            complex_spec, a.n_fft, a.hop_length, a.win_length, self.window, center=True, length=length
         )
-        return self._overlap_add(frames, length, scale=1 / self.audio.n_fft)
+
+    def _stft_packed(self, wav: torch.Tensor) -> torch.Tensor:
+        """The STFT of wav (B, L) with each frame's real FFT of n_fft points left as the complex FFT of
+        its n_fft / 2 sample pairs, (B, frames, n_fft / 2, 2): `unpack_rfft` of it is `_stft(wav)`.
+        The pairs are a free view of the windowed frames."""
+        frames = self._frames(wav)  # (B, frames, n_fft)
+        pairs = torch.view_as_complex(frames.reshape(*frames.shape[:2], -1, 2))
+        return torch.view_as_real(torch.fft.fft(pairs, dim=-1))
+
+    def _istft_packed(self, packed: torch.Tensor, length: int) -> torch.Tensor:
+        """The inverse STFT (B, length) of a packed spectrum (B, frames, n_fft / 2, 2), `pack_irfft`'s
+        form: the unnormalized inverse complex FFT of each frame is its sample pairs (1 / n_fft packed in)."""
+        pairs = torch.fft.ifft(torch.view_as_complex(packed), dim=-1, norm="forward")
+        return self._overlap_add(torch.view_as_real(pairs).flatten(-2), length)  # pair m: samples 2m, 2m + 1
 
     def _frames(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, L) -> the centred STFT's windowed frames (B, L // hop + 1, n_fft): pad + a strided view."""
+        """wav (B, L) -> the centred STFT's windowed frames (B, L // hop + 1, n_fft): pad + a strided
+        view + the window, which Inductor fuses with the step before into one kernel feeding cuFFT."""
         a = self.audio
         frames = torch.nn.functional.pad(wav, (a.n_fft // 2, a.n_fft // 2)).unfold(-1, a.n_fft, a.hop_length)
         return frames * self._full_window()
 
     def _overlap_add(self, frames: torch.Tensor, length: int, scale: float = 1.0) -> torch.Tensor:
-        """Inverse-transformed frames (B, frames, n_fft), times `scale` -> wav (B, length): window,
-        overlap-add, divide by the overlapped squared windows, drop the centring pad."""
+        """Inverse-transformed frames (B, frames, n_fft) times `scale` -> wav (B, length): the window,
+        the overlap-add as R = n_fft / hop shifted slices summed (output block k gets frame k - j's
+        block j), divided by the same sum of the squared window, the centring pad dropped. All of it
+        pointwise, for Inductor to fuse with the next STFT's framing (torch.istft adds its own
+        overlap-add and envelope kernels on every call)."""
         a = self.audio
         window, R, hop = self._full_window(), a.n_fft // a.hop_length, a.hop_length
         B, n_frames = frames.shape[:2]
@@ -170,15 +195,6 @@ class GriffinLim(Vocoder):
         envelope = overlap_add(window.square().view(1, 1, R, hop).expand(1, n_frames, R, hop))
         start = a.n_fft // 2
         return wav[:, start : start + length] * scale / envelope[:, start : start + length]
-
-    def _torch_istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        """`torch.istft` of real pairs (B, frames, F, 2): `_istft`'s path for a hop that does not
-        divide n_fft, and the `gl_torch_stft` row of `benchmarks/bench_griffin_lim.py`."""
-        a = self.audio
-        complex_spec = torch.view_as_complex(spec.transpose(1, 2).contiguous())
-        return torch.istft(
-            complex_spec, a.n_fft, a.hop_length, a.win_length, self.window, center=True, length=length
-        )
 
     def _full_window(self) -> torch.Tensor:
         """The window centred in n_fft samples (zeros around a shorter win_length), as torch.stft pads it."""

@@ -12,10 +12,8 @@ import torch
 
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder import AudioConfig, GriffinLim, build_vocoder, load_vocoder, wav_to_mel
-from fastspeech.vocoder.griffin_lim import (
-    librosa_griffin_lim,
-    slaney_mel_filters,
-)
+from fastspeech.vocoder.griffin_lim import librosa_griffin_lim, slaney_mel_filters
+from kernels.griffin_lim_step import pack_irfft, unpack_rfft
 
 librosa = pytest.importorskip("librosa", reason="librosa is the test reference (pip install -e '.[dev]')")
 SR, HOP = 22050, 256
@@ -105,7 +103,8 @@ def test_shapes_one_frame_and_fp16_input():
 @pytest.mark.parametrize("hops", [1, 2, 7, 100])
 def test_written_out_transforms_equal_torch_stft_and_istft(audio, hops):
     """`_stft` / `_istft` (pad + strided frames + rfft; unscaled irfft + shifted-slice overlap-add
-    that divides by n_fft) are torch.stft / torch.istft (center=True, constant padding) on random signals and
+    that divides by n_fft), and the packed pair through `unpack_rfft` / `pack_irfft`, are torch.stft /
+    torch.istft (center=True, constant padding) on random signals and
     spectra, in the frame-major layout (B, frames, F, 2)."""
     voc = GriffinLim(n_iter=1, audio=audio)
     a, generator = voc.audio, torch.Generator().manual_seed(hops)
@@ -127,6 +126,27 @@ def test_written_out_transforms_equal_torch_stft_and_istft(audio, hops):
     got_wav = voc._istft(spec, length)
     assert got_wav.shape == (3, length)
     torch.testing.assert_close(got_wav, want_wav, atol=1e-6, rtol=1e-5)
+    if voc.written_out:  # the packed pair (CUDA's path): half-length complex FFTs, packed and unpacked
+        torch.testing.assert_close(unpack_rfft(voc._stft_packed(wav)), got, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            voc._istft_packed(pack_irfft(spec), length), want_wav, atol=1e-6, rtol=1e-5
+        )
+
+
+@pytest.mark.parametrize("B, To, n_iter", [(1, 1, 3), (2, 37, 8)])
+def test_packed_loop_equals_the_rfft_loop(B, To, n_iter):
+    """CUDA's loop (packed spectra, `griffin_lim_step`), forced on the CPU, gives the wav of the CPU's
+    rfft/irfft loop and of torch.stft/istft, padding frames included."""
+    mel = torch.randn(B, To, 80, generator=torch.Generator().manual_seed(To)) - 4
+    lens = torch.tensor([To, max(1, To // 2)][:B])
+    wavs = {}
+    for packed, written_out in ((True, True), (False, True), (False, False)):
+        voc = GriffinLim(n_iter=n_iter)
+        voc.packed, voc.written_out = packed, written_out
+        wavs[packed, written_out] = voc(mel, lens)
+    torch.testing.assert_close(wavs[True, True], wavs[False, True], atol=1e-5, rtol=0)
+    torch.testing.assert_close(wavs[True, True], wavs[False, False], atol=1e-5, rtol=0)
+    assert wavs[True, True].abs().max() > 1e-3  # not silence
 
 
 def test_odd_n_fft_is_refused_in_one_line():
