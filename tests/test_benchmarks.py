@@ -115,3 +115,27 @@ def test_griffin_lim_bench_swaps_the_transforms_back_and_reports_every_row(tmp_p
     with pytest.raises(SystemExit, match="--variants: unknown nope; choose from mel_only,gl_torch_stft,gl"):
         bench_griffin_lim.main()
     assert "| i16_o24 | 1 | gl |" in capsys.readouterr().out
+
+
+def test_engines_taking_turns_are_timed_round_robin_each_on_its_own_inputs(monkeypatch):
+    """bench_engine_call's taking-turns row: each round replays every engine once, in order, on the
+    inputs that engine padded; the medians come back per engine (fake engines, no GPU)."""
+    from benchmarks import bench_engine_call
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    order = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def pad(self, ids, alpha):
+            return (self.name, len(ids[0]))
+
+        def run(self, tag, n):
+            order.append((self.name, tag, n))
+
+    engines = {"a": (Fake("a"), [[1, 2, 3]]), "b": (Fake("b"), [[4]])}
+    ms = bench_engine_call.taking_turns(engines, calls=3)
+    assert set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
+    assert order == [("a", "a", 3), ("b", "b", 1)] * 23  # 20 warm-up rounds + 3 timed
