@@ -6,9 +6,15 @@ phase by Griffin-Lim with momentum (Perraudin et al. 2013's "fast Griffin-Lim", 
 0.99) over `n_iter` iterations. Shapes are fixed by To, the loop has a fixed count and the initial
 phase is a fixed function of (frequency bin, frame) (`hash_uniform`), so the output is reproducible,
 batch-invariant and the same code runs eagerly on the CPU and compiled inside an engine's CUDA
-graph. The STFT pair is written out (`_stft`, `_istft`: `torch.fft.rfft`/`irfft` plus pointwise
-framing and overlap-add) instead of `torch.stft`/`torch.istft`: equal to float rounding, and Inductor
-fuses the pointwise parts: 1.30-1.42x less Griffin-Lim time per engine call on an H100 (docs/kernels.md).
+graph. The STFT pair is written out rather than `torch.stft`/`torch.istft` (equal to float rounding):
+pad + strided frames + window before the forward FFT, and the overlap-add divided by the summed
+squared windows after the inverse, pointwise work Inductor fuses. On CUDA the spectra stay *packed*:
+each real FFT of n_fft points is a complex FFT of the frame's n_fft / 2 sample pairs, and what lies
+between the forward and the next inverse FFT (unpacking, the momentum and magnitude step, packing)
+is one Triton kernel, `kernels/griffin_lim_step.py`: 7 kernels per iteration became 5 (no irfft
+input copy or scaling kernel). Against torch.stft/istft an engine call is 1.25-1.28x faster (run 8,
+H100); these two steps made it another 1.23x (i32_o256, batch 1) / 1.23x (i128_o1024, batch 32) on an
+H200 (docs/kernels.md, runs 9-10). The CPU keeps `torch.fft.rfft`/`irfft` (faster there).
 
 Precision: always float32 inside, whatever the engine precision (fp16 phases drift over 32
 iterations and the pseudo-inverse needs the range); the model's fp16/bf16 mel is cast on entry.
