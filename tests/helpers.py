@@ -119,3 +119,31 @@ def check_compile_fullgraph(model: torch.nn.Module, args: tuple) -> None:
     compiled = torch.compile(model, fullgraph=True, dynamic=False)
     with torch.no_grad():
         torch.testing.assert_close(compiled(*args), model(*args), atol=1e-5, rtol=1e-5)
+
+
+def fake_trt_decomposition_registry(monkeypatch) -> dict:
+    """Stand-ins for the two Torch-TensorRT modules `converters.register_decomposition` imports (no
+    TensorRT here): returns the registry dict that `register()` fills. A second registration of an
+    op raises, as torch's register_decomposition does."""
+    import types
+
+    registry: dict = {}
+
+    def register_torch_trt_decomposition(op, registry=None):
+        def add(fn):
+            if op in registry:
+                raise RuntimeError(f"duplicate registrations for {op}")
+            registry[op] = fn
+            return fn
+
+        return add
+
+    groups = types.ModuleType("torch_tensorrt.dynamo.lowering._decomposition_groups")
+    groups.TORCH_TRT_DECOMPOSITIONS = registry
+    decomps = types.ModuleType("torch_tensorrt.dynamo.lowering._decompositions")
+    decomps.register_torch_trt_decomposition = register_torch_trt_decomposition
+    for name in ("torch_tensorrt", "torch_tensorrt.dynamo", "torch_tensorrt.dynamo.lowering"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, groups.__name__, groups)
+    monkeypatch.setitem(sys.modules, decomps.__name__, decomps)
+    return registry

@@ -34,7 +34,7 @@ import torch
 
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder.base import AudioConfig, Vocoder, hash_uniform, record
-from kernels.griffin_lim_step import griffin_lim_step, pack_irfft, unpack_rfft
+from kernels.griffin_lim_step import griffin_lim_step, pack_irfft
 
 
 def slaney_mel_filters(audio: AudioConfig) -> np.ndarray:

@@ -7,13 +7,10 @@ Torch-TensorRT's registry. With TensorRT (`requires_tensorrt`; never run so far)
 Torch-TensorRT engine against the reference.
 """
 
-import sys
-import types
-
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import needs_tensorrt, requires_cuda
+from helpers import fake_trt_decomposition_registry, needs_tensorrt, requires_cuda
 
 from converters import conv1d as converter
 from kernels import conv1d_reference
@@ -111,33 +108,10 @@ def test_decomposition_keeps_half_precision():
 
 def test_register_hands_the_layers_to_the_registry_once(monkeypatch):
     """`register()` against stand-ins of the two Torch-TensorRT modules it uses (no TensorRT here)."""
-    registry: dict = {}
-    calls = []
-
-    def register_torch_trt_decomposition(op, registry=None):
-        calls.append(op)
-
-        def add(fn):
-            if op in registry:  # what torch's register_decomposition does with a duplicate
-                raise RuntimeError(f"duplicate registrations for {op}")
-            registry[op] = fn
-            return fn
-
-        return add
-
-    groups = types.ModuleType("torch_tensorrt.dynamo.lowering._decomposition_groups")
-    groups.TORCH_TRT_DECOMPOSITIONS = registry
-    decomps = types.ModuleType("torch_tensorrt.dynamo.lowering._decompositions")
-    decomps.register_torch_trt_decomposition = register_torch_trt_decomposition
-    for name in ("torch_tensorrt", "torch_tensorrt.dynamo", "torch_tensorrt.dynamo.lowering"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, groups.__name__, groups)
-    monkeypatch.setitem(sys.modules, decomps.__name__, decomps)
-
+    registry = fake_trt_decomposition_registry(monkeypatch)
     converter.register()
     converter.register()  # idempotent
     assert registry == {torch.ops.fastspeech.conv1d.default: conv1d_layers}
-    assert calls == [torch.ops.fastspeech.conv1d.default]
 
 
 # ---------------------------------------------------------------------------------------------

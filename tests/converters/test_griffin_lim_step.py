@@ -5,10 +5,8 @@ elementwise ATen layers that TensorRT converts (no float64, which TensorRT lacks
 op's numbers; `register()` hands the reference to Torch-TensorRT's registry once.
 """
 
-import sys
-import types
-
 import torch
+from helpers import fake_trt_decomposition_registry
 
 from converters import griffin_lim_step as converter
 from kernels.griffin_lim_step import griffin_lim_step_reference
@@ -69,25 +67,7 @@ def test_decomposed_export_holds_only_tensorrt_layers():
 
 def test_register_hands_the_reference_to_the_registry_once(monkeypatch):
     """`register()` against stand-ins of the two Torch-TensorRT modules it uses (no TensorRT here)."""
-    registry: dict = {}
-
-    def register_torch_trt_decomposition(op, registry=None):
-        def add(fn):
-            if op in registry:  # what torch's register_decomposition does with a duplicate
-                raise RuntimeError(f"duplicate registrations for {op}")
-            registry[op] = fn
-            return fn
-
-        return add
-
-    groups = types.ModuleType("torch_tensorrt.dynamo.lowering._decomposition_groups")
-    groups.TORCH_TRT_DECOMPOSITIONS = registry
-    decomps = types.ModuleType("torch_tensorrt.dynamo.lowering._decompositions")
-    decomps.register_torch_trt_decomposition = register_torch_trt_decomposition
-    for name in ("torch_tensorrt", "torch_tensorrt.dynamo", "torch_tensorrt.dynamo.lowering"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, groups.__name__, groups)
-    monkeypatch.setitem(sys.modules, decomps.__name__, decomps)
+    registry = fake_trt_decomposition_registry(monkeypatch)
     converter.register()
     converter.register()  # idempotent
     assert registry == {torch.ops.fastspeech.griffin_lim_step.default: griffin_lim_step_reference}
