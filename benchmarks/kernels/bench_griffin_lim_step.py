@@ -21,18 +21,6 @@ KEEP = 0.99 / 1.99  # the vocoder's momentum 0.99 as Griffin-Lim applies it
 SHAPES = [(1, 256), (1, 1024), (32, 256), (32, 1024)]
 
 
-def count_kernels(fn) -> int:
-    """CUDA kernels one call of fn launches (torch.profiler)."""
-    from torch.profiler import ProfilerActivity
-
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return sum(e.count for e in prof.key_averages() if e.device_type.name == "CUDA")
-
-
 def measure(B: int, T: int, peak: float) -> dict:
     z, z_prev = torch.randn(2, B, T, M, 2, device="cuda").unbind(0)
     magnitude = torch.rand(B, T, M + 1, device="cuda")
@@ -51,7 +39,7 @@ def measure(B: int, T: int, peak: float) -> dict:
     return {
         "B": B, "T": T, "M": M, "MB": nbytes / 1e6, "correct": correct,
         "kernel_us": t_kernel, "reference_us": t_ref, "inductor_us": t_ind,
-        "inductor_kernels": count_kernels(lambda: compiled(z, z_prev, magnitude, KEEP)),
+        "inductor_kernels": common.count_kernels(lambda: compiled(z, z_prev, magnitude, KEEP)),
         "kernel_gbps": gbps, "pct_of_peak_copy": 100 * gbps / peak,
         "speedup_vs_reference": t_ref / t_kernel, "speedup_vs_inductor": t_ind / t_kernel,
     }  # fmt: skip
@@ -62,14 +50,11 @@ def main() -> None:
     torch.manual_seed(0)
     peak = common.peak_copy_gbps()
     rows = [measure(B, T, peak) for B, T in SHAPES]
-    common.write_json(args.results, {"env": common.environment(), "peak_copy_gbps": peak, "rows": rows})
-    print(f"\n{common.environment()}  peak device-to-device copy: {peak:.0f} GB/s; all correct: "
-          f"{all(r['correct'] for r in rows)}\n")  # fmt: skip
-    print(common.markdown_table(rows, [
+    common.report_rows(args.results, peak, rows, [
         ("B", "B"), ("T", "T"), ("MB", "MB moved"), ("kernel_us", "kernel µs"), ("reference_us", "reference µs"),
         ("inductor_us", "Inductor µs"), ("inductor_kernels", "Inductor kernels"), ("kernel_gbps", "kernel GB/s"),
         ("pct_of_peak_copy", "% peak copy"), ("speedup_vs_inductor", "x vs Inductor"), ("correct", "correct"),
-    ]))  # fmt: skip
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -78,6 +78,18 @@ def time_us(fn: Callable[[], Any], reps: int = 100, warmup: int = 5) -> float:
     return 1e3 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
+def count_kernels(fn: Callable[[], Any]) -> int:
+    """CUDA kernels one call of fn launches (torch.profiler, after one warm-up call)."""
+    from torch.profiler import ProfilerActivity
+
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(e.count for e in prof.key_averages() if e.device_type.name == "CUDA")
+
+
 def copy_gbps(nbytes: int) -> float:
     """Device-to-device copy bandwidth moving `nbytes` in total (nbytes / 2 read, nbytes / 2 written)."""
     src = torch.empty(max(1, nbytes // 2), dtype=torch.uint8, device="cuda").random_(0, 255)
@@ -119,6 +131,17 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")
+
+
+def report_rows(
+    results: str, peak: float, rows: list[dict[str, Any]], columns: list[tuple[str, str]]
+) -> None:
+    """The JSON, the environment line with the copy ceiling and whether every row was correct, the table."""
+    write_json(results, {"env": environment(), "peak_copy_gbps": peak, "rows": rows})
+    print(
+        f"\n{environment()}  peak device-to-device copy: {peak:.0f} GB/s; all correct: {all(r['correct'] for r in rows)}\n"
+    )
+    print(markdown_table(rows, columns))
 
 
 def report(
