@@ -13,8 +13,8 @@ each real FFT of n_fft points is a complex FFT of the frame's n_fft / 2 sample p
 between the forward and the next inverse FFT (unpacking, the momentum and magnitude step, packing)
 is one Triton kernel, `kernels/griffin_lim_step.py`: 7 kernels per iteration became 5 (no irfft
 input copy or scaling kernel). Against torch.stft/istft an engine call is 1.25-1.28x faster (run 8,
-H100); these two steps made it another 1.23x (i32_o256, batch 1) / 1.23x (i128_o1024, batch 32) on an
-H200 (docs/kernels.md, runs 9-10). The CPU keeps `torch.fft.rfft`/`irfft` (faster there).
+H100); frame-major spectra and this op made it another ~1.28x (i32_o256, batch 1) / ~1.23x
+(i128_o1024, batch 32) on an H200 (docs/kernels.md, runs 9-10). The CPU keeps `torch.fft.rfft`/`irfft` (faster there).
 
 Precision: always float32 inside, whatever the engine precision (fp16 phases drift over 32
 iterations and the pseudo-inverse needs the range); the model's fp16/bf16 mel is cast on entry.
