@@ -29,6 +29,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -99,26 +100,14 @@ def measure(engine: Engine, ids: list[list[int]], calls: int) -> dict[str, Any]:
 
         return run
 
-    def replay():
-        engine.run(tokens, alphas)
-        torch.cuda.synchronize()
-
     variants = {
-        "replay": replay,
+        "replay": replay(engine, (tokens, alphas)),
         "call": call(default_rule),
         "call_two_phase": call(0),
         "call_one_phase": call(1 << 60),
         "unstaged_call": lambda: unstaged_call(engine, ids, alpha),
     }
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for round_ in range(calls + 20):  # 20 warm-up rounds
-        for name, fn in variants.items():
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            if round_ >= 20:
-                times[name].append(dt)
+    times = interleaved(variants, calls)
     engine.io.two_phase_bytes = default_rule
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     out = engine(ids, alpha, to_host=True)
@@ -133,19 +122,37 @@ def measure(engine: Engine, ids: list[list[int]], calls: int) -> dict[str, Any]:
     }
 
 
-def taking_turns(engines: dict[str, tuple[Engine, list[list[int]]]], calls: int) -> dict[str, float]:
-    """Median ms of each engine's replay when the engines replay in turn (round-robin)."""
-    padded = {name: engine.pad(ids, [1.0] * len(ids)) for name, (engine, ids) in engines.items()}
-    times: dict[str, list[float]] = {name: [] for name in engines}
-    for round_ in range(calls + 20):  # 20 warm-up rounds
-        for name, (engine, _) in engines.items():
+def replay(engine: Engine, padded: tuple[torch.Tensor, ...]) -> Callable[[], None]:
+    """The device side of a call: the graph replay on inputs padded beforehand, then a synchronize."""
+
+    def run() -> None:
+        engine.run(*padded)
+        torch.cuda.synchronize()
+
+    return run
+
+
+def interleaved(variants: dict[str, Callable[[], Any]], calls: int) -> dict[str, list[float]]:
+    """Seconds of each call of each variant, the variants taking turns (one call each per round, after
+    20 warm-up rounds), so that drift hits all alike; the device is idle when each call starts."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(calls + 20):
+        for name, fn in variants.items():
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            engine.run(*padded[name])
-            torch.cuda.synchronize()
+            fn()
+            dt = time.perf_counter() - t0
             if round_ >= 20:
-                times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * float(np.median(v)) for name, v in times.items()}
+                times[name].append(dt)
+    return times
+
+
+def taking_turns(engines: dict[str, tuple[Engine, list[list[int]]]], calls: int) -> dict[str, float]:
+    """Median ms of each engine's replay when the engines replay in turn (round-robin)."""
+    variants = {
+        name: replay(engine, engine.pad(ids, [1.0] * len(ids))) for name, (engine, ids) in engines.items()
+    }
+    return {name: 1e3 * float(np.median(v)) for name, v in interleaved(variants, calls).items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.kernels.common import kernel_profile
 from benchmarks.latency import calibrate_durations, calibrated_model, sample_tokens, sync
 from fastspeech.engine import PRECISIONS, EngineSpec, load_or_build
 from fastspeech.model import FastSpeech, FastSpeechConfig
@@ -60,25 +61,6 @@ def time_replays(fn, calls: int) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return float(np.median(times)) * 1e3
-
-
-def kernel_profile(fn, calls: int = 20) -> dict:
-    """Kernels per call and kernel ms per call under torch.profiler."""
-    from torch.profiler import ProfilerActivity
-
-    sync()
-    with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        sync()
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-    top = sorted(events, key=lambda e: -e.device_time_total)[:12]
-    return {
-        "kernels": sum(e.count for e in events) / calls,
-        "kernel_ms": sum(e.device_time_total for e in events) / calls / 1e3,
-        # the largest kernels: [name, launches per call, µs per call]
-        "top": [[e.key[:90], e.count / calls, e.device_time_total / calls] for e in top],
-    }
 
 
 def main() -> None:

@@ -78,16 +78,23 @@ def time_us(fn: Callable[[], Any], reps: int = 100, warmup: int = 5) -> float:
     return 1e3 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
-def count_kernels(fn: Callable[[], Any]) -> int:
-    """CUDA kernels one call of fn launches (torch.profiler, after one warm-up call)."""
+def kernel_profile(fn: Callable[[], Any], calls: int = 20) -> dict[str, Any]:
+    """Kernels per call, kernel ms per call and the largest kernels, under torch.profiler (fn warm)."""
     from torch.profiler import ProfilerActivity
 
-    fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
+        for _ in range(calls):
+            fn()
         torch.cuda.synchronize()
-    return sum(e.count for e in prof.key_averages() if e.device_type.name == "CUDA")
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    top = sorted(events, key=lambda e: -e.device_time_total)[:12]
+    return {
+        "kernels": sum(e.count for e in events) / calls,
+        "kernel_ms": sum(e.device_time_total for e in events) / calls / 1e3,
+        # the largest kernels: [name, launches per call, µs per call]
+        "top": [[e.key[:90], e.count / calls, e.device_time_total / calls] for e in top],
+    }
 
 
 def copy_gbps(nbytes: int) -> float:

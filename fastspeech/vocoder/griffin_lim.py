@@ -95,7 +95,7 @@ class GriffinLim(Vocoder):
         self.packed: bool | None = None
         # The inverse STFT divides by the overlapped squared windows: they must not vanish (NOLA),
         # or the division gives inf where torch.istft would refuse.
-        if a.n_fft % a.hop_length == 0:
+        if self.written_out:
             R = a.n_fft // a.hop_length
             steady = self._full_window().square().view(R, a.hop_length).sum(0)  # any sample past the edges
             if float(steady.min()) < 1e-11:
