@@ -7,11 +7,16 @@ Rows, per engine shape and batch (fp16 Inductor engines, one CUDA graph replay p
 random DLE-size model as benchmarks/latency.py calibrated to ~88% of max_out frames):
   mel_only        the model alone (no vocoder): what Griffin-Lim adds is the difference
   gl_torch_stft   Griffin-Lim (32 iterations) with `torch.stft` / `torch.istft` (its own fallback)
-  gl              Griffin-Lim as `fastspeech/vocoder/griffin_lim.py` runs it: pad + strided frames +
-                  `rfft`, unscaled `irfft` + a shifted-slice overlap-add, so that Inductor fuses each
-                  iteration's framing, windowing, overlap-add, envelope and magnitude step
-Times: median of `--calls` replays (`engine.runner`, device-synchronized), ms per call. `--profile`
-adds kernels per call, kernel time and the largest kernels (torch.profiler over 20 calls) at batch 1.
+  gl_stored_signal  `gl` with the overlap-add op's plain PyTorch reference in its place: Inductor's
+                  two kernels (overlap-add into a stored signal, then the next STFT's framing), the
+                  path before `kernels/overlap_add_frames.py`
+  gl              Griffin-Lim as `fastspeech/vocoder/griffin_lim.py` runs it: on CUDA half-length
+                  complex FFTs with the `griffin_lim_step` and `overlap_add_frames` ops between them
+                  (4 kernels per iteration)
+Times: the variants of a shape and batch are built first, then timed in `--rounds` rounds of `--calls`
+replays each (`engine.runner`, device-synchronized), the variants taking turns round by round so that
+drift hits all alike; ms per call is the median of all of a variant's replays. `--profile` adds
+kernels per call, kernel time and the largest kernels (torch.profiler over 20 calls) at batch 1.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +38,7 @@ from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.vocoder.griffin_lim import GriffinLim
 
 log = logging.getLogger("benchmarks.bench_griffin_lim")
-VARIANTS = ("mel_only", "gl_torch_stft", "gl")
+VARIANTS = ("mel_only", "gl_torch_stft", "gl_stored_signal", "gl")
 
 
 def make_model(ids: list[int], frames: int, device: torch.device, smoke: bool) -> FastSpeech:
@@ -49,18 +55,45 @@ def make_model(ids: list[int], frames: int, device: torch.device, smoke: bool) -
     return model
 
 
-def time_replays(fn, calls: int) -> float:
-    """Median ms of one synchronized call."""
-    for _ in range(10):
-        fn()
-    sync()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+def time_replays(fns: dict[str, Callable[[], object]], calls: int, rounds: int) -> dict[str, float]:
+    """Median ms of one synchronized call of each fn: `rounds` rounds of `calls` calls (after 10
+    warm-up calls) per fn, the fns taking turns round by round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(10 if not times[name] else 0):
+                fn()
+            sync()
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+
+
+def build(model, variant, tokens, alpha, max_in, max_out, precision, args) -> Callable[[], object]:
+    """One variant's engine for tokens (batch, max_in), built afresh; returns one replay of it."""
+    torch._dynamo.reset()  # each variant compiles afresh (Dynamo's cache ignores the switches below)
+    vocoder = None if variant == "mel_only" else GriffinLim()
+    if variant == "gl_torch_stft":
+        vocoder.written_out = False  # torch.stft / torch.istft, GriffinLim's own fallback
+    kind = "none" if vocoder is None else vocoder.kind
+    backend = "eager" if args.smoke else "inductor"
+    spec = EngineSpec(tokens.shape[0], max_in, max_out, precision, backend, vocoder=kind)
+    if variant == "gl_stored_signal":
+        vocoder.fused_overlap_add = False  # the op's plain PyTorch reference, which Inductor fuses
+    if vocoder is not None and args.smoke:
+        vocoder.packed = True  # the CUDA loop's code, on the CPU
+    engine = load_or_build(
+        model, spec, Path(args.engine_dir) / variant, tokens.device, force_build=True, vocoder=vocoder
+    )
+
+    def call():
+        with torch.inference_mode():
+            return engine.runner(tokens, alpha)
+
+    return call
 
 
 def main() -> None:
@@ -69,7 +102,8 @@ def main() -> None:
     p.add_argument("--batches", default="1,32")
     p.add_argument("--precision", default="fp16")
     p.add_argument("--variants", default=",".join(VARIANTS), help="a comma list of: " + " ".join(VARIANTS))
-    p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--calls", type=int, default=50, help="timed replays per variant and round")
+    p.add_argument("--rounds", type=int, default=4, help="rounds of --calls replays, variants taking turns")
     p.add_argument("--profile", action="store_true", help="kernel counts and kernel time at batch 1")
     p.add_argument("--engine-dir", default="engines/bench_griffin_lim")
     p.add_argument("--out", default="benchmarks/results/bench_griffin_lim.json")
@@ -84,8 +118,8 @@ def main() -> None:
         raise SystemExit(
             f"--variants: unknown {', '.join(sorted(unknown))}; choose from {','.join(VARIANTS)}"
         )
-    backend, precision = ("eager", "fp32") if args.smoke else ("inductor", args.precision)
-    calls = 3 if args.smoke else args.calls
+    precision = "fp32" if args.smoke else args.precision
+    calls, rounds = (3, 1) if args.smoke else (args.calls, args.rounds)
     rows = []
     for shape in args.shapes.split(","):
         max_in, max_out = (int(n) for n in shape.removeprefix("i").split("_o"))
@@ -94,32 +128,13 @@ def main() -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             tokens = torch.tensor([ids] * batch, device=device)
             alpha = torch.ones(batch, device=device)
-            for variant in args.variants.split(","):
-                torch._dynamo.reset()  # each variant compiles afresh (Dynamo's cache ignores `written_out`)
-                vocoder = None if variant == "mel_only" else GriffinLim()
-                if variant == "gl_torch_stft":
-                    vocoder.written_out = False  # torch.stft / torch.istft, GriffinLim's own fallback
-                kind = "none" if vocoder is None else vocoder.kind
-                spec = EngineSpec(batch, max_in, max_out, precision, backend, vocoder=kind)
-                engine = load_or_build(
-                    model,
-                    spec,
-                    Path(args.engine_dir) / variant,
-                    device,
-                    force_build=True,
-                    vocoder=vocoder,
-                )
-
-                def call(engine=engine, tokens=tokens, alpha=alpha):
-                    with torch.inference_mode():
-                        return engine.runner(tokens, alpha)
-
-                row = {
-                    "shape": shape,
-                    "batch": batch,
-                    "variant": variant,
-                    "ms": time_replays(call, calls),
-                }
+            calls_of = {
+                variant: build(model, variant, tokens, alpha, max_in, max_out, precision, args)
+                for variant in args.variants.split(",")
+            }
+            ms = time_replays(calls_of, calls, rounds)
+            for variant, call in calls_of.items():
+                row = {"shape": shape, "batch": batch, "variant": variant, "ms": ms[variant]}
                 if args.profile and batch == 1 and device.type == "cuda":
                     row |= kernel_profile(call)
                 log.info(json.dumps(row))
@@ -131,19 +146,25 @@ def report(rows: list[dict], args, device: torch.device) -> None:
     """Markdown table (with the Griffin-Lim share = row - mel_only) and the JSON file."""
     ms = {(r["shape"], r["batch"], r["variant"]): r["ms"] for r in rows}
     print(
-        "\n| shape | batch | variant | ms per call | Griffin-Lim ms | vs torch.stft path | kernels | kernel ms |"
+        "\n| shape | batch | variant | ms per call | Griffin-Lim ms | vs torch.stft path | vs stored signal "
+        "| kernels | kernel ms |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         shape, batch, variant = r["shape"], r["batch"], r["variant"]
         base = ms.get((shape, batch, "mel_only"))
         share = f"{r['ms'] - base:.3f}" if base is not None and variant != "mel_only" else ""
-        previous = ms.get((shape, batch, "gl_torch_stft"))
-        ratio = f"{previous / r['ms']:.2f}x" if variant == "gl" and previous is not None else ""
+        ratio, ratio_stored = (
+            f"{ms[(shape, batch, before)] / r['ms']:.2f}x"
+            if variant == "gl" and (shape, batch, before) in ms
+            else ""
+            for before in ("gl_torch_stft", "gl_stored_signal")
+        )
         kernels = f"{r['kernels']:.0f}" if "kernels" in r else ""
         kernel_ms = f"{r['kernel_ms']:.3f}" if "kernel_ms" in r else ""
         print(
-            f"| {shape} | {batch} | {variant} | {r['ms']:.3f} | {share} | {ratio} | {kernels} | {kernel_ms} |"
+            f"| {shape} | {batch} | {variant} | {r['ms']:.3f} | {share} | {ratio} | {ratio_stored} | {kernels} "
+            f"| {kernel_ms} |"
         )
     meta = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -99,20 +99,33 @@ def test_griffin_lim_bench_swaps_the_transforms_back_and_reports_every_row(tmp_p
         monkeypatch.setattr(
             torch, name, lambda *a, real=real, name=name, **k: seen.append(name) or real(*a, **k)
         )
+    from fastspeech.vocoder import griffin_lim
+
+    reframes = []
+    for name in ("overlap_add_frames", "overlap_add_frames_reference"):
+        real = getattr(griffin_lim, name)
+        monkeypatch.setattr(
+            griffin_lim, name, lambda *a, real=real, name=name: reframes.append(name) or real(*a)
+        )
     out = tmp_path / "gl.json"
     argv = ["bench_griffin_lim", "--smoke", "--shapes", "i16_o24", "--batches", "1", "--out", str(out)]
     monkeypatch.setattr("sys.argv", argv)
     bench_griffin_lim.main()
     rows = json.loads(out.read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["mel_only", "gl_torch_stft", "gl"]
+    assert [r["variant"] for r in rows] == ["mel_only", "gl_torch_stft", "gl_stored_signal", "gl"]
     assert all(r["ms"] > 0 for r in rows)
     assert set(seen) == {"stft", "istft"}, "the gl_torch_stft row did not run torch.stft / torch.istft"
     seen.clear()
-    monkeypatch.setattr("sys.argv", argv + ["--variants", "gl"])
-    bench_griffin_lim.main()
-    assert not seen, "the gl row ran torch.stft"
+    for variant, want in (("gl", "overlap_add_frames"), ("gl_stored_signal", "overlap_add_frames_reference")):
+        reframes.clear()
+        monkeypatch.setattr("sys.argv", argv + ["--variants", variant])
+        bench_griffin_lim.main()
+        assert not seen, f"the {variant} row ran torch.stft"
+        assert reframes and set(reframes) == {want}, f"the {variant} row ran {set(reframes)}"
     monkeypatch.setattr("sys.argv", argv + ["--variants", "gl,nope"])
-    with pytest.raises(SystemExit, match="--variants: unknown nope; choose from mel_only,gl_torch_stft,gl"):
+    with pytest.raises(
+        SystemExit, match="--variants: unknown nope; choose from mel_only,gl_torch_stft,gl_stored_signal,gl"
+    ):
         bench_griffin_lim.main()
     assert "| i16_o24 | 1 | gl |" in capsys.readouterr().out
 

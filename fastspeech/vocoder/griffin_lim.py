@@ -11,10 +11,12 @@ pad + strided frames + window before the forward FFT, and the overlap-add divide
 squared windows after the inverse, pointwise work Inductor fuses. On CUDA the spectra stay *packed*:
 each real FFT of n_fft points is a complex FFT of the frame's n_fft / 2 sample pairs, and what lies
 between the forward and the next inverse FFT (unpacking, the momentum and magnitude step, packing)
-is one Triton kernel, `kernels/griffin_lim_step.py`: 7 kernels per iteration became 5 (no irfft
-input copy or scaling kernel). Against torch.stft/istft an engine call is 1.25-1.28x faster (run 8,
-H100); frame-major spectra and this op made it another ~1.28x (i32_o256, batch 1) / ~1.23x
-(i128_o1024, batch 32) on an H200 (docs/kernels.md, runs 9-10). The CPU keeps `torch.fft.rfft`/`irfft` (faster there).
+is one Triton kernel, `kernels/griffin_lim_step.py`; the overlap-add, the envelope division and the
+next STFT's framing are another, `kernels/overlap_add_frames.py` (no stored signal in between): 7
+kernels per iteration became 4 (no irfft input copy or scaling kernel). Against torch.stft/istft an
+engine call is 1.25-1.28x faster (run 8, H100); frame-major spectra and the step op made it another
+~1.28x (i32_o256, batch 1) / ~1.23x (i128_o1024, batch 32) on an H200 (docs/kernels.md, runs 9-10;
+the overlap-add op: run 13). The CPU keeps `torch.fft.rfft`/`irfft` (faster there).
 
 Precision: always float32 inside, whatever the engine precision (fp16 phases drift over 32
 iterations and the pseudo-inverse needs the range); the model's fp16/bf16 mel is cast on entry.
@@ -35,6 +37,12 @@ import torch
 from fastspeech.errors import VocoderError
 from fastspeech.vocoder.base import AudioConfig, Vocoder, hash_uniform, record
 from kernels.griffin_lim_step import griffin_lim_step, pack_irfft
+from kernels.overlap_add_frames import (
+    istft_tail,
+    overlap_add_frames,
+    overlap_add_frames_reference,
+    stft_frames,
+)
 
 
 def slaney_mel_filters(audio: AudioConfig) -> np.ndarray:
@@ -93,6 +101,9 @@ class GriffinLim(Vocoder):
         # Packed spectra and the fused magnitude step (`griffin_lim_step`): on CUDA (None), where
         # they save kernels; the CPU's FFTs are faster with rfft/irfft. Tests force either.
         self.packed: bool | None = None
+        # In the packed loop, the overlap-add + next framing as the `overlap_add_frames` op (one
+        # kernel) or as its plain PyTorch reference (two Inductor kernels; benchmarks compare them).
+        self.fused_overlap_add = True
         # The inverse STFT divides by the overlapped squared windows: they must not vanish (NOLA),
         # or the division gives inf where torch.istft would refuse.
         if self.written_out:
@@ -124,8 +135,11 @@ class GriffinLim(Vocoder):
         if self.written_out and (mel.is_cuda if self.packed is None else self.packed):
             # The spectra stay packed for half-length complex FFTs (kernels/griffin_lim_step.py).
             packed, z_prev = pack_irfft(spec), None
+            window, hop = self._full_window(), a.hop_length
+            reframe = overlap_add_frames if self.fused_overlap_add else overlap_add_frames_reference
             for _ in range(self.n_iter):
-                z = self._stft_packed(self._istft_packed(packed, length))[:, :To]
+                # inverse FFT -> overlap-add -> the next STFT's frames (one kernel) -> forward FFT
+                z = self._fft_pairs(reframe(self._ifft_pairs(packed), window, hop, length))[:, :To]
                 first = z_prev is None
                 packed = griffin_lim_step(z, z if first else z_prev, magnitude, 0.0 if first else keep)
                 z_prev = z
@@ -169,24 +183,31 @@ class GriffinLim(Vocoder):
 
     def _stft_packed(self, wav: torch.Tensor) -> torch.Tensor:
         """The STFT of wav (B, L) with each frame's real FFT of n_fft points left as the complex FFT of
-        its n_fft / 2 sample pairs, (B, frames, n_fft / 2, 2): `unpack_rfft` of it is `_stft(wav)`.
-        The pairs are a free view of the windowed frames."""
-        frames = self._frames(wav)  # (B, frames, n_fft)
+        its n_fft / 2 sample pairs, (B, frames, n_fft / 2, 2): `unpack_rfft` of it is `_stft(wav)`."""
+        return self._fft_pairs(self._frames(wav))
+
+    def _istft_packed(self, packed: torch.Tensor, length: int) -> torch.Tensor:
+        """The inverse STFT (B, length) of a packed spectrum (B, frames, n_fft / 2, 2), `pack_irfft`'s form."""
+        return istft_tail(self._ifft_pairs(packed), self._full_window(), self.audio.hop_length, length)
+
+    @staticmethod
+    def _fft_pairs(frames: torch.Tensor) -> torch.Tensor:
+        """Windowed frames (B, n, n_fft) -> the complex FFT of their n_fft / 2 sample pairs (a free view)
+        as real pairs (B, n, n_fft / 2, 2)."""
         pairs = torch.view_as_complex(frames.reshape(*frames.shape[:2], -1, 2))
         return torch.view_as_real(torch.fft.fft(pairs, dim=-1))
 
-    def _istft_packed(self, packed: torch.Tensor, length: int) -> torch.Tensor:
-        """The inverse STFT (B, length) of a packed spectrum (B, frames, n_fft / 2, 2), `pack_irfft`'s
-        form: the unnormalized inverse complex FFT of each frame is its sample pairs (1 / n_fft packed in)."""
+    @staticmethod
+    def _ifft_pairs(packed: torch.Tensor) -> torch.Tensor:
+        """A packed spectrum (B, n, n_fft / 2, 2) -> the frames (B, n, n_fft): the unnormalized inverse
+        complex FFT's pair m is samples 2m, 2m + 1 (1 / n_fft is packed in)."""
         pairs = torch.fft.ifft(torch.view_as_complex(packed), dim=-1, norm="forward")
-        return self._overlap_add(torch.view_as_real(pairs).flatten(-2), length)  # pair m: samples 2m, 2m + 1
+        return torch.view_as_real(pairs).flatten(-2)
 
     def _frames(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, L) -> the centred STFT's windowed frames (B, L // hop + 1, n_fft): pad + a strided
         view + the window, which Inductor fuses with the step before into one kernel feeding cuFFT."""
-        a = self.audio
-        frames = torch.nn.functional.pad(wav, (a.n_fft // 2, a.n_fft // 2)).unfold(-1, a.n_fft, a.hop_length)
-        return frames * self._full_window()
+        return stft_frames(wav, self._full_window(), self.audio.hop_length)
 
     def _overlap_add(self, frames: torch.Tensor, length: int, scale: float = 1.0) -> torch.Tensor:
         """Inverse-transformed frames (B, frames, n_fft) times `scale` -> wav (B, length): the window,
@@ -194,31 +215,13 @@ class GriffinLim(Vocoder):
         block j), divided by the same sum of the squared window, the centring pad dropped. All of it
         pointwise, for Inductor to fuse with the next STFT's framing (torch.istft adds its own
         overlap-add and envelope kernels on every call)."""
-        a = self.audio
-        window, R, hop = self._full_window(), a.n_fft // a.hop_length, a.hop_length
-        B, n_frames = frames.shape[:2]
-        wav = overlap_add((frames * window).view(B, n_frames, R, hop))  # (B, (n_frames + R - 1) * hop)
-        envelope = overlap_add(window.square().view(1, 1, R, hop).expand(1, n_frames, R, hop))
-        start = a.n_fft // 2
-        return wav[:, start : start + length] * scale / envelope[:, start : start + length]
+        return istft_tail(frames, self._full_window(), self.audio.hop_length, length) * scale
 
     def _full_window(self) -> torch.Tensor:
         """The window centred in n_fft samples (zeros around a shorter win_length), as torch.stft pads it."""
         a = self.audio
         left = (a.n_fft - a.win_length) // 2
         return torch.nn.functional.pad(self.window, (left, a.n_fft - a.win_length - left))
-
-
-def overlap_add(blocks: torch.Tensor) -> torch.Tensor:
-    """(B, frames, R, hop) -> (B, (frames + R - 1) * hop): block k of the output sums blocks[k - j, j].
-
-    R shifted copies of the frames axis added together: plain pad + add, which Inductor fuses.
-    """
-    B, n_frames, R, hop = blocks.shape
-    out = 0
-    for j in range(R):
-        out = out + torch.nn.functional.pad(blocks[:, :, j], (0, 0, j, R - 1 - j))  # (B, frames + R - 1, hop)
-    return out.reshape(B, (n_frames + R - 1) * hop)
 
 
 def librosa_griffin_lim(mel: np.ndarray, n_iter: int = 32, seed: int = 0, audio: AudioConfig | None = None):
