@@ -18,7 +18,9 @@ duration head calibrated to `--frames-per-token`, so the output is speech-length
 host_overhead_us = median call - median replay, per variant; the variants run interleaved, one
 call each per round, so drift hits all alike. Then, with two or more engines, each engine's replay
 with the engines taking turns (one replay each per round, as a set serves mixed lengths) against
-its replay alone: what switching engines costs the device side. Prints a markdown table; writes `--out` (JSON). CUDA
+its replay alone: what switching engines costs the device side; and each engine's replays 1-4 after
+one replay of another engine, wall and device (CUDA event) time: whether that cost is one-off and
+where it lands. Prints a markdown table; writes `--out` (JSON). CUDA
 only (the staged path pins memory and copies into the CUDA graph's own buffers).
 """
 
@@ -155,6 +157,44 @@ def taking_turns(engines: dict[str, tuple[Engine, list[list[int]]]], calls: int)
     return {name: 1e3 * float(np.median(v)) for name, v in interleaved(variants, calls).items()}
 
 
+def after_switch(
+    engines: dict[str, tuple[Engine, list[list[int]]]], calls: int, runs: int = 4
+) -> dict[str, dict[str, Any]]:
+    """Where the cost of taking turns lands: per engine X (and Y, the set's next engine), `calls` rounds
+    of one replay of Y then `runs` replays of X; X's median wall ms (replay + synchronize) and device ms
+    (CUDA events around the replay) at each position after the switch. A one-off cost shows in
+    position 1 only; a cost that stays shows in every position."""
+    names = list(engines)
+    padded = {name: engine.pad(ids, [1.0] * len(ids)) for name, (engine, ids) in engines.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(names):
+        other = names[(i + 1) % len(names)]
+        engine, other_engine = engines[name][0], engines[other][0]
+        wall: list[list[float]] = [[] for _ in range(runs)]
+        device: list[list[float]] = [[] for _ in range(runs)]
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)
+        ]
+        for round_ in range(calls + 5):
+            other_engine.run(*padded[other])
+            torch.cuda.synchronize()
+            for k, (start, end) in enumerate(events):
+                t0 = time.perf_counter()
+                start.record()
+                engine.run(*padded[name])
+                end.record()
+                torch.cuda.synchronize()
+                if round_ >= 5:
+                    wall[k].append(1e3 * (time.perf_counter() - t0))
+                    device[k].append(start.elapsed_time(end))
+        out[name] = {
+            "after": other,
+            "wall_ms": [float(np.median(w)) for w in wall],
+            "device_ms": [float(np.median(d)) for d in device],
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -203,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log.info("the %d engines taking turns: %d replays each", len(engines), args.calls)
         for name, ms in taking_turns(engines, args.calls).items():
             results["engines"][name]["median_ms"]["replay_taking_turns"] = ms
+        results["after_switch"] = after_switch(engines, args.calls)
         out.write_text(json.dumps(results, indent=2))
     rows = [
         (
@@ -222,6 +263,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"\n{results['device']}, torch {torch.__version__}, {cfg.precision.name}, batch {args.batch}; JSON: {out}\n"
     )
     print("\n".join(rows))
+    if "after_switch" in results:
+        print(
+            "\n| engine | after a replay of | wall ms, replays 1 / 2 / 3 / 4 after it | device ms, 1 / 2 / 3 / 4 |"
+        )
+        print("|---|---|---|---|")
+        for name, r in results["after_switch"].items():
+            wall, device = (" / ".join(f"{v:.3f}" for v in r[k]) for k in ("wall_ms", "device_ms"))
+            print(f"| {short(name)} | {short(r['after'])} | {wall} | {device} |")
     return results
 
 

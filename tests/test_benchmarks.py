@@ -152,3 +152,45 @@ def test_engines_taking_turns_are_timed_round_robin_each_on_its_own_inputs(monke
     ms = bench_engine_call.taking_turns(engines, calls=3)
     assert set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
     assert order == [("a", "a", 3), ("b", "b", 1)] * 23  # 20 warm-up rounds + 3 timed
+
+
+def test_after_switch_times_each_engine_right_after_another(monkeypatch):
+    """bench_engine_call's after-switch rows: per engine, rounds of one replay of the next engine then 4
+    of its own; per position, the median wall and event time (fake engines and events, no GPU)."""
+    from benchmarks import bench_engine_call
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    order = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            self.at = len(order)
+
+        def elapsed_time(self, end):
+            return float(end.at - self.at)  # 1 "ms" per replay between the events
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def pad(self, ids, alpha):
+            return (self.name,)
+
+        def run(self, tag):
+            order.append(tag)
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    engines = {"a": (Fake("a"), [[1, 2]]), "b": (Fake("b"), [[3]]), "c": (Fake("c"), [[4]])}
+    out = bench_engine_call.after_switch(engines, calls=2)
+    assert [out[n]["after"] for n in "abc"] == ["b", "c", "a"]
+    assert all(out[n]["device_ms"] == [1.0] * 4 and len(out[n]["wall_ms"]) == 4 for n in "abc")
+    rounds = 2 + 5  # timed + warm-up
+    assert (
+        order
+        == ["b", "a", "a", "a", "a"] * rounds
+        + ["c", "b", "b", "b", "b"] * rounds
+        + ["a", "c", "c", "c", "c"] * rounds
+    )
