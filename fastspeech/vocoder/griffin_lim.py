@@ -15,8 +15,9 @@ is one Triton kernel, `kernels/griffin_lim_step.py`; the overlap-add, the envelo
 next STFT's framing are another, `kernels/overlap_add_frames.py` (no stored signal in between): 7
 kernels per iteration became 4 (no irfft input copy or scaling kernel). Against torch.stft/istft an
 engine call is 1.25-1.28x faster (run 8, H100); frame-major spectra and the step op made it another
-~1.28x (i32_o256, batch 1) / ~1.23x (i128_o1024, batch 32) on an H200 (docs/kernels.md, runs 9-10;
-the overlap-add op: run 13). The CPU keeps `torch.fft.rfft`/`irfft` (faster there).
+~1.28x (i32_o256, batch 1) / ~1.23x (i128_o1024, batch 32) on an H200 (docs/kernels.md, runs 9-10),
+and the overlap-add op another 1.08-1.11x at batch 1, 1.04-1.05x at batch 32 (run 13). The CPU keeps
+`torch.fft.rfft`/`irfft` (faster there).
 
 Precision: always float32 inside, whatever the engine precision (fp16 phases drift over 32
 iterations and the pseudo-inverse needs the range); the model's fp16/bf16 mel is cast on entry.
