@@ -46,11 +46,7 @@ def measure(B: int, T: int, peak: float) -> dict:
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.splitlines()[0], "results/kernels/griffin_lim_step.json")
-    torch.manual_seed(0)
-    peak = common.peak_copy_gbps()
-    rows = [measure(B, T, peak) for B, T in SHAPES]
-    common.report_rows(args.results, peak, rows, [
+    common.run_rows(__doc__, "results/kernels/griffin_lim_step.json", measure, SHAPES, [
         ("B", "B"), ("T", "T"), ("MB", "MB moved"), ("kernel_us", "kernel µs"), ("reference_us", "reference µs"),
         ("inductor_us", "Inductor µs"), ("inductor_kernels", "Inductor kernels"), ("kernel_gbps", "kernel GB/s"),
         ("pct_of_peak_copy", "% peak copy"), ("speedup_vs_inductor", "x vs Inductor"), ("correct", "correct"),

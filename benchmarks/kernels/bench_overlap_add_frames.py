@@ -53,11 +53,7 @@ def measure(B: int, n: int, peak: float) -> dict:
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.splitlines()[0], "results/kernels/overlap_add_frames.json")
-    torch.manual_seed(0)
-    peak = common.peak_copy_gbps()
-    rows = [measure(B, n, peak) for B, n in SHAPES]
-    common.report_rows(args.results, peak, rows, [
+    common.run_rows(__doc__, "results/kernels/overlap_add_frames.json", measure, SHAPES, [
         ("B", "B"), ("n", "frames"), ("MB", "MB moved"), ("kernel_us", "kernel µs"), ("kernel_us_block128", "block 128 µs"),
         ("kernel_us_block64", "block 64 µs"), ("reference_us", "reference µs"),
         ("inductor_us", "Inductor µs"), ("inductor_kernels", "Inductor kernels"), ("kernel_gbps", "kernel GB/s"),

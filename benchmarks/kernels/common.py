@@ -140,11 +140,20 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     print(f"wrote {out}")
 
 
-def report_rows(
-    results: str, peak: float, rows: list[dict[str, Any]], columns: list[tuple[str, str]]
+def run_rows(
+    doc: str,
+    default_results: str,
+    measure: Callable[[Any, Any, float], dict[str, Any]],
+    shapes: list[tuple[Any, Any]],
+    columns: list[tuple[str, str]],
 ) -> None:
-    """The JSON, the environment line with the copy ceiling and whether every row was correct, the table."""
-    write_json(results, {"env": environment(), "peak_copy_gbps": peak, "rows": rows})
+    """A benchmark's main: its arguments, the copy ceiling, `measure(*shape, peak)` per shape, then
+    the JSON, the environment line with whether every row was correct, and the table."""
+    args = parse_args(doc.splitlines()[0], default_results)
+    torch.manual_seed(0)
+    peak = peak_copy_gbps()
+    rows = [measure(*shape, peak) for shape in shapes]
+    write_json(args.results, {"env": environment(), "peak_copy_gbps": peak, "rows": rows})
     print(
         f"\n{environment()}  peak device-to-device copy: {peak:.0f} GB/s; all correct: {all(r['correct'] for r in rows)}\n"
     )
