@@ -194,3 +194,13 @@ def test_after_switch_times_each_engine_right_after_another(monkeypatch):
         + ["c", "b", "b", "b", "b"] * rounds
         + ["a", "c", "c", "c", "c"] * rounds
     )
+
+
+def test_router_host_bench_routes_every_text_through_instant_engines(capsys):
+    """bench_router_host: every text routed (split ones too) on both sets, a per-call figure each."""
+    from benchmarks import bench_router_host
+
+    rows = bench_router_host.main(["--n", "40", "--repeat", "1"])
+    assert [r["set"] for r in rows] == ["single", "default"]
+    assert all(r["calls"] >= 40 and r["ms_per_call"] > 0 for r in rows)
+    assert "| default |" in capsys.readouterr().out

@@ -10,7 +10,9 @@ import re
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -383,7 +385,8 @@ def test_every_engine_set_names_engines_that_exist(name):
 
 
 @pytest.mark.parametrize(
-    "batches, want", [(None, [4]), ([8, 1], [1, 8]), ([1, 1, 8], [1, 8]), ([], [4]), ([0, 8], None), (["x"], None)]
+    "batches, want",
+    [(None, [4]), ([8, 1], [1, 8]), ([1, 1, 8], [1, 8]), ([], [4]), ([0, 8], None), (["x"], None)],
 )
 def test_engine_set_batches_are_checked_before_any_engine_loads(batches, want):
     from omegaconf import OmegaConf
@@ -397,3 +400,68 @@ def test_engine_set_batches_are_checked_before_any_engine_loads(batches, want):
             set_batches(cfg)
     else:
         assert set_batches(cfg) == want
+
+
+def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
+    """The scheduler's heap queues against the plain rules (sort the queue, take a batch; the earliest
+    arrival for max_wait) over random pushes, takes, overflow re-queues under the same key and
+    cancels; `ready`, `next_batch`, `wake_at` and `pending` agree at every step."""
+    from fastspeech.router import Scheduler, _Piece
+
+    class Spec(NamedTuple):
+        batch: int
+
+    class FakeEngine(NamedTuple):
+        spec: Spec
+
+    class FakeRouter(NamedTuple):
+        engines: list
+
+    rng = np.random.default_rng(0)
+    caps = [1, 3, 2]
+    scheduler = Scheduler(FakeRouter([FakeEngine(Spec(c)) for c in caps]))
+    plain: list[list[_Piece]] = [[] for _ in caps]  # the reference: unsorted lists
+    taken: list[_Piece] = []
+    calls = [0] * 4  # by pieces per call
+    for step in range(3000):
+        op = rng.random()
+        p = None
+        if op < 0.5:  # a new piece (its item may have several)
+            item = int(rng.integers(0, 40))
+            key = (item, int(rng.integers(0, 4)), step)
+            p = _Piece(key, "t", (1,), int(rng.integers(0, 3)), since=float(rng.integers(0, 50)),
+                       rank=int(rng.integers(0, 3)))  # fmt: skip
+        elif op < 0.6 and taken:  # an overflowed piece queued again: same key and since, another engine
+            p = replace(taken.pop(int(rng.integers(0, len(taken)))), engine=int(rng.integers(0, 3)))
+        elif op < 0.65:  # cancel an item
+            item = int(rng.integers(0, 40))
+            want = sum(p.key[0] == item for q in plain for p in q)
+            scheduler.items[item] = "queued"  # `add` records the item; cancel pops it
+            assert scheduler.cancel(item) == want
+            plain = [[p for p in q if p.key[0] != item] for q in plain]
+        elif op >= 0.65:  # the next call, with and without a wait limit
+            now, max_wait = float(rng.integers(0, 80)), float(rng.choice([0.0, 20.0]))
+            ready = [
+                (min(p.priority for p in q), k)
+                for k, q in enumerate(plain)
+                if q and (len(q) >= caps[k] or now - min(p.since for p in q) >= max_wait)
+            ]
+            assert scheduler.ready(now, max_wait) == (min(ready) if ready else None)
+            heads = [min(p.since for p in q) for q in plain if q]
+            assert scheduler.wake_at(7.0) == (min(heads) + 7.0 if heads else None)
+            batch = scheduler.next_batch(now, max_wait)
+            if ready:
+                k = min(ready)[1]
+                plain[k].sort(key=lambda p: p.priority)
+                want, plain[k] = plain[k][: caps[k]], plain[k][caps[k] :]
+                assert batch.engine == k and batch.pieces == want
+                taken += want
+            else:
+                assert batch is None
+            calls[len(batch.pieces) if batch else 0] += 1
+        if p is not None:
+            scheduler.queues[p.engine].push(p)
+            plain[p.engine].append(p)
+        assert scheduler.pending() == sum(map(len, plain))
+        assert scheduler.batches_left() == sum(-(-len(q) // c) for q, c in zip(plain, caps))
+    assert min(calls) >= 10, calls  # empty, 1-, 2- and 3-piece calls all happened
