@@ -385,7 +385,7 @@ class _Queue:
     """One engine's pending pieces, first by priority: a heap, so that a call takes its pieces in
     O(batch · log n). (A sort of the whole queue per call, as before, made a run of n texts O(n²):
     1,000 texts on one engine spent 1.1 ms of host time per call in the scheduler alone, on our
-    2-core CPU; benchmarks/bench_scheduler.py.) The earliest arrival, which `max_wait` reads, is a
+    2-core CPU; benchmarks/bench_router_host.py.) The earliest arrival, which `max_wait` reads, is a
     second heap whose taken entries are dropped when they reach its top."""
 
     _order = itertools.count()  # ties in priority (none expected) never compare two pieces
