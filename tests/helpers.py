@@ -11,6 +11,9 @@ import pytest
 import torch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the H100)")
+# Where the kernel tests launch: a GPU when there is one, else the CPU, where the Triton kernels run
+# under TRITON_INTERPRET=1 (set by conftest.py).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _importable(*names: str) -> bool:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import DEVICE, requires_cuda
 
 from kernels.add_pos_enc import add_pos_enc, add_pos_enc_reference, launch_add_pos_enc, sinusoid_table
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the kernel runs under TRITON_INTERPRET=1
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {  # vs add_pos_enc_reference (same fp32 sum, rounded once; fp16/bf16 may differ by one ulp)
     torch.float32: {"atol": 1e-5, "rtol": 1e-5},
@@ -19,7 +19,6 @@ TOL = {  # vs add_pos_enc_reference (same fp32 sum, rounded once; fp16/bf16 may 
     torch.bfloat16: {"atol": 1e-2, "rtol": 1e-2},
 }
 PE_ATOL_FP32 = 1e-4  # the issue's bound vs the float64 table
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent H100)")
 
 
 def exact(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -129,7 +128,7 @@ def test_op_rejects_bad_inputs():
 # Full sizes on the GPU
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,T,H", [(64, 1024, 384), (64, 128, 384), (1, 2048, 384), (7, 1000, 257)])
 def test_cuda_full_sizes(B, T, H, dtype):
@@ -141,7 +140,7 @@ def test_cuda_full_sizes(B, T, H, dtype):
 
 
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 def test_cuda_fp32_accuracy_default_blocks():
     """Same bound as the CPU test, on the GPU's own sin and float64 units, default launch."""
     x = torch.randn(3, 2048, 384, device="cuda")
@@ -151,7 +150,7 @@ def test_cuda_fp32_accuracy_default_blocks():
 
 
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 def test_cuda_launches_on_current_stream():
     """The op must run on torch's current stream: a producer queued on a side stream comes first."""
     x = torch.randn(8, 1024, 384, device="cuda", dtype=torch.float16)

@@ -10,14 +10,13 @@ import importlib
 
 import pytest
 import torch
-from helpers import check_compile_fullgraph, check_export_round_trip, requires_cuda
+from helpers import DEVICE, check_compile_fullgraph, check_export_round_trip, requires_cuda
 
 from kernels import attention, attention_reference
 
 kernel_module = importlib.import_module("kernels.attention")  # `kernels.attention` is also the op
 launch_attention = kernel_module.launch_attention
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the kernel runs under TRITON_INTERPRET=1
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {  # vs the float64 softmax; fp16/bf16: inputs are rounded already, p is rounded once for P @ V
     torch.float32: {"atol": 2e-5, "rtol": 2e-5},

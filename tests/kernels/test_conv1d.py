@@ -13,14 +13,19 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import check_compile_fullgraph, check_export_round_trip, requires_cuda, run_without_interpreter
+from helpers import (
+    DEVICE,
+    check_compile_fullgraph,
+    check_export_round_trip,
+    requires_cuda,
+    run_without_interpreter,
+)
 
 from kernels import conv1d, conv1d_reference
 
 kernel_module = importlib.import_module("kernels.conv1d")  # `kernels.conv1d` is also the op
 launch_conv1d, Blocks = kernel_module.launch_conv1d, kernel_module.Blocks
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the kernel runs under TRITON_INTERPRET=1
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {  # vs float64 on the same (rounded) inputs: fp32 accumulation over K up to 3 x 1536, one final rounding
     torch.float32: {"atol": 1e-4, "rtol": 1e-4},

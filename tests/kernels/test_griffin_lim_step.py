@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import check_compile_fullgraph, check_export_round_trip
+from helpers import DEVICE, check_compile_fullgraph, check_export_round_trip, requires_cuda
 
 from kernels.griffin_lim_step import (
     griffin_lim_step,
@@ -18,9 +18,6 @@ from kernels.griffin_lim_step import (
     pack_irfft,
     unpack_rfft,
 )
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the kernel runs under TRITON_INTERPRET=1
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent H100)")
 
 
 def spectra(B: int, T: int, M: int, seed: int, device: str = DEVICE):
@@ -132,7 +129,7 @@ def test_compiles_fullgraph_and_exports():
 
 
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("B,T", [(1, 256), (32, 1024), (3, 257)])
 def test_cuda_full_size(B, T):
     """DLE's n_fft 1024 (M = 512) at the engines' frame counts, against the float64 reference."""

@@ -10,10 +10,10 @@ import io
 
 import pytest
 import torch
+from helpers import requires_cuda
 
 import kernels  # noqa: F401  (registers torch.ops.fastspeech.*)
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent H100)")
 MAX_OUT = 48
 H = 257
 
@@ -83,7 +83,7 @@ def test_export_round_trip_cpu():
 
 
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 def test_compile_fullgraph_cuda_runs_triton_kernels():
     from torch._inductor.utils import run_and_get_code
 
@@ -96,6 +96,6 @@ def test_compile_fullgraph_cuda_runs_triton_kernels():
 
 
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 def test_export_round_trip_cuda():
     check_export("cuda")

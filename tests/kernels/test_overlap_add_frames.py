@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import check_compile_fullgraph, check_export_round_trip
+from helpers import DEVICE, check_compile_fullgraph, check_export_round_trip, requires_cuda
 
 from kernels.overlap_add_frames import (
     istft_tail,
@@ -18,9 +18,6 @@ from kernels.overlap_add_frames import (
     overlap_add_frames_reference,
     stft_frames,
 )
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the kernel runs under TRITON_INTERPRET=1
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent H100)")
 
 
 def inputs(B: int, n: int, N: int, seed: int, device: str = DEVICE):
@@ -114,7 +111,7 @@ def test_compiles_fullgraph_and_exports():
 
 
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("B,n", [(1, 256), (32, 1024), (3, 257)])
 def test_cuda_full_size(B, n):
     """DLE's STFT (1024 / 256, Hann) at the engines' frame counts, against the float64 reference."""

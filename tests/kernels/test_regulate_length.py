@@ -9,13 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEVICE, requires_cuda
 from torch.nn.utils.rnn import pad_sequence
 
 from kernels.regulate_length import launch_regulate_length, regulate_length, regulate_length_reference
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the kernel runs under TRITON_INTERPRET=1
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent H100)")
 
 
 def straightforward(x: torch.Tensor, durations: torch.Tensor, max_out: int) -> torch.Tensor:
@@ -144,7 +143,7 @@ def test_op_rejects_bad_inputs(bad, match):
 # Full sizes on the GPU
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,Ti,To,H", [(64, 128, 1024, 384), (8, 32, 256, 384), (7, 1000, 3000, 257)])
 def test_cuda_full_sizes(B, Ti, To, H, dtype):
@@ -154,7 +153,7 @@ def test_cuda_full_sizes(B, Ti, To, H, dtype):
 
 
 @pytest.mark.cuda
-@cuda
+@requires_cuda
 def test_cuda_launches_on_current_stream():
     """The kernel must run on torch's current stream: a producer queued on a side stream comes first.
 
