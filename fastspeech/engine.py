@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -138,6 +138,23 @@ class Engine:
         if to_host and self.staged:
             return self.io.to_host(outputs, n)
         return EngineOutput(*(t[:n].clone() for t in outputs), *([None] * (5 - len(outputs))))
+
+    def submit(
+        self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0
+    ) -> Callable[[], EngineOutput]:
+        """Start a call -> `wait`, which returns what `__call__(..., to_host=True)` would, once it is
+        on the host. Between the two the host is free: the router copies out the previous call's
+        results while the device runs this one. Deferred where the call copies whole rows (staged,
+        outputs under `two_phase_bytes`; `HostIO.to_host_later`); otherwise the call runs here and
+        `wait` hands its result over. Drop a result before the next-but-one call on this engine, or
+        the engine allocates another pinned output set (as with `__call__`)."""
+        if not self.staged:
+            result = self(token_ids, alpha, to_host=True)
+            return lambda: result
+        outputs = self.io.run(self.runner, token_ids, alpha, wait=False)[:5]
+        if self.spec.vocoder == "none":
+            outputs = outputs[:4]
+        return self.io.to_host_later(outputs, len(token_ids))
 
     @property
     def io(self) -> HostIO:
@@ -298,29 +315,60 @@ class HostIO:
 
     def to_host(self, outputs: Sequence[torch.Tensor], n: int) -> EngineOutput:
         """The first n rows of (mel, mel_lens, frames, durations[, wav]) on the host; see the class doc."""
+        if self._one_phase(outputs, n):
+            return self._whole_rows(self._output_set(outputs), outputs, n)()
         out = self._output_set(outputs)
         host = out.buffers
         for k in (1, 2, 3):  # lengths and durations: issued while the replay still runs
             host[k][:n].copy_(outputs[k][:n], non_blocking=True)
-        wide = (0,) + tuple(range(4, len(outputs)))  # mel (B, To, num_mels), wav (B, To * hop): padded
-        if sum(outputs[k][:n].nbytes for k in wide) >= self.two_phase_bytes:
-            self._sync()
-            lens, stale = host[1][:n].tolist(), out.extent[:n].tolist()
-            for k in wide:
-                src, dst = outputs[k], host[k]
-                per = src.shape[1] // outputs[0].shape[1]  # 1 for mel, hop for wav
-                for i, (length, old) in enumerate(zip(lens, stale)):
-                    if length:
-                        dst[i, : length * per].copy_(src[i, : length * per], non_blocking=True)
-                    if old > length:  # what an earlier call left past this row's end
-                        dst[i, length * per : old * per].zero_()
-        else:
-            for k in wide:
-                host[k][:n].copy_(outputs[k][:n], non_blocking=True)
+        self._sync()
+        lens, stale = host[1][:n].tolist(), out.extent[:n].tolist()
+        for k in (0,) + tuple(range(4, len(outputs))):  # mel, wav: each row up to its length
+            src, dst = outputs[k], host[k]
+            per = src.shape[1] // outputs[0].shape[1]  # 1 for mel, hop for wav
+            for i, (length, old) in enumerate(zip(lens, stale)):
+                if length:
+                    dst[i, : length * per].copy_(src[i, : length * per], non_blocking=True)
+                if old > length:  # what an earlier call left past this row's end
+                    dst[i, length * per : old * per].zero_()
         self._sync()
         out.extent[:n] = host[1][:n].numpy()
         # Always views (`[:n]`), never the buffers themselves: a view is what `_OutputSet.free` counts.
         return EngineOutput(*(t[:n] for t in host), *([None] * (5 - len(host))))
+
+    def to_host_later(self, outputs: Sequence[torch.Tensor], n: int) -> Callable[[], EngineOutput]:
+        """`to_host`, with the wait left to the caller: -> `wait()` returning the same result. Where
+        the two-phase rule applies (it reads the lengths in between) the copies finish here."""
+        if not self._one_phase(outputs, n):
+            result = self.to_host(outputs, n)
+            return lambda: result
+        return self._whole_rows(self._output_set(outputs), outputs, n)
+
+    def _one_phase(self, outputs: Sequence[torch.Tensor], n: int) -> bool:
+        """Whole rows in one phase: the n rows of mel + wav (padded) are under `two_phase_bytes`."""
+        wide = (0,) + tuple(range(4, len(outputs)))  # mel (B, To, num_mels), wav (B, To * hop)
+        return sum(outputs[k][:n].nbytes for k in wide) < self.two_phase_bytes
+
+    def _whole_rows(
+        self, out: _OutputSet, outputs: Sequence[torch.Tensor], n: int
+    ) -> Callable[[], EngineOutput]:
+        """Queue copies of the first n rows of every output into `out` -> `wait()`, the result views.
+        The views exist from here on, so `out` is not free (not reused) until the caller drops them."""
+        views = tuple(t[:n] for t in out.buffers)  # views, never the buffers: what `_OutputSet.free` counts
+        for src, dst in zip(outputs, views):
+            dst.copy_(src[:n], non_blocking=True)
+        done = None
+        if self.cuda:
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+
+        def wait() -> EngineOutput:
+            if done is not None:
+                done.synchronize()
+            out.extent[:n] = views[1].numpy()
+            return EngineOutput(*views, *([None] * (5 - len(views))))
+
+        return wait
 
     def _output_set(self, outputs: Sequence[torch.Tensor]) -> _OutputSet:
         """A set nobody outside holds, else a new one (the oldest kept set is then let go)."""

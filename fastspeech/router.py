@@ -39,7 +39,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -224,15 +224,24 @@ class Router:
         for i, (text, one, label) in enumerate(zip(texts, ids, labels)):
             scheduler.add(i, text, one, alpha, label, sentences=sentences)
         parts: dict[int, list[Part]] = defaultdict(list)
+        # Two calls in flight: the next call is submitted before the previous one's results are taken
+        # back, so the host copies those out (and picks the call after) while the device runs.
+        running = None  # (batch, its results when ready)
         with tqdm(total=0, desc="synthesizing", unit="batch", disable=not self.progress) as bar:
-            while (batch := scheduler.next_batch()) is not None:
-                bar.total = bar.n + 1 + scheduler.batches_left()
-                for item, event in scheduler.finish(batch, scheduler.execute(batch)):
-                    if isinstance(event, Exception):
-                        raise event
-                    if event is not None:
-                        parts[item] += event
-                bar.update()
+            while True:
+                batch = scheduler.next_batch()
+                started = None if batch is None else (batch, scheduler.start(batch))
+                if running is None and started is None:
+                    break
+                if running is not None:
+                    for item, event in scheduler.finish(running[0], running[1]()):
+                        if isinstance(event, Exception):
+                            raise event
+                        if event is not None:
+                            parts[item] += event
+                    bar.total = bar.n + 1 + scheduler.batches_left() + (started is not None)
+                    bar.update()
+                running = started
         return [join(parts[i]) for i in range(len(texts))], scheduler.stats
 
     # ---- placing pieces on engines
@@ -321,10 +330,30 @@ class Router:
     ) -> tuple[list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], dict]:
         """One call of engine `k` -> (per piece (mel, durations, wav) on the CPU, or its frame count
         if it overflowed; the call's stats dict)."""
+        return self.start_batch(k, batch)()
+
+    def start_batch(self, k: int, batch: Sequence[_Piece]) -> Callable[[], tuple[list, dict]]:
+        """`run_batch`, started: the call is submitted (`Engine.submit`) and the returned function
+        waits for it and takes its results out. An engine without `submit` (a wrapper) runs now.
+        The call's latency counts from its submission to its results on the host, so with a call
+        in flight before it, it includes the end of that call."""
         engine = next(e for e in self.sizes[k] if e.spec.batch >= len(batch))
-        s = engine.spec
         t0 = time.perf_counter()
-        out = engine([p.ids for p in batch], [p.alpha for p in batch], to_host=True)  # waits for the GPU
+        ids, alphas = [p.ids for p in batch], [p.alpha for p in batch]
+        submit = getattr(engine, "submit", None)
+        if submit is not None:
+            wait = submit(ids, alphas)
+        else:
+            out = engine(ids, alphas, to_host=True)
+            wait = lambda: out
+
+        def results() -> tuple[list, dict]:
+            return self._results(engine.spec, batch, wait(), t0)
+
+        return results
+
+    def _results(self, s, batch: Sequence[_Piece], out, t0: float) -> tuple[list, dict]:
+        """A call's output (`EngineOutput` on the host) -> `run_batch`'s results and stats."""
         latency = time.perf_counter() - t0
         mel, frames, durations = out.mel, out.frames.tolist(), out.durations
         wav = out.wav  # None for a mel-only engine (`Engine.__call__` drops the graph's placeholder)
@@ -549,6 +578,24 @@ class Scheduler:
             results += one
             calls += call
         return results, calls
+
+    def start(self, batch: Batch) -> Callable[[], tuple[list[object], list[dict]]]:
+        """`execute`, started: the call is submitted now, the returned function gives what `execute`
+        gives. A call that fails, when submitted or when waited for, runs again through `execute`
+        (one piece at a time if it fails again)."""
+        try:
+            results = self.router.start_batch(batch.engine, batch.pieces)
+        except Exception:  # noqa: BLE001 - `execute` isolates the failing piece
+            return lambda: self.execute(batch)
+
+        def wait() -> tuple[list[object], list[dict]]:
+            try:
+                done, call = results()
+                return list(done), [call]
+            except Exception:  # noqa: BLE001 - as above
+                return self.execute(batch)
+
+        return wait
 
     def finish(
         self, batch: Batch, executed: tuple[list[object], list[dict]]

@@ -163,6 +163,25 @@ def test_results_survive_later_calls_and_free_sets_are_reused(engines):
 
 
 @pytest.mark.parametrize("two_phase", [ALWAYS, NEVER])
+def test_submitted_calls_in_flight_keep_their_own_results(engines, two_phase):
+    """`submit`: calls started before earlier ones are waited for (as the router keeps two in flight)
+    each return exactly their own call's result; a set whose copies are pending is never handed to
+    the next call (on the CPU the copies run at once, so a reused set would show the later call's data)."""
+    staged, base = engines
+    staged.io.two_phase_bytes = two_phase
+    pending = []
+    for ids, alpha in calls(31 + two_phase % 7, 12):
+        pending.append((staged.submit(ids, alpha), ids, alpha))
+        if len(pending) == 3:  # three in flight, the oldest taken back
+            wait, want_ids, want_alpha = pending.pop(0)
+            assert_same(wait(), base(want_ids, want_alpha))
+    mixed = staged([[3, 4, 5]], 1.1, to_host=True)  # a plain call between submit and wait
+    for wait, ids, alpha in pending:
+        assert_same(wait(), base(ids, alpha))
+    assert_same(mixed, base([[3, 4, 5]], 1.1))
+
+
+@pytest.mark.parametrize("two_phase", [ALWAYS, NEVER])
 def test_poisoned_staging_buffers_do_not_leak(engines, two_phase):
     """Garbage in every staging buffer before a call (what a fresh pinned set may hold) never shows."""
     staged, base = engines

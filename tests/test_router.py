@@ -193,6 +193,38 @@ def test_order_is_restored_across_buckets_and_batches(tmp_path):
     assert stats.padded_fraction == pytest.approx(padded) and 0 < padded < 1
 
 
+def test_staged_engines_with_calls_in_flight_give_each_text_its_own_result(tmp_path):
+    """The router keeps two calls in flight (`Engine.submit`); with the staged call path (what CUDA
+    engines run) every text, overflowed, rerun and split ones too, equals its unpadded reference."""
+    model = random_model(seed=12)
+    router = make_router(model, tmp_path, [(8, 24), (16, 48)], batch=2)
+    for e in router.all_engines:
+        e.staged = True
+    texts = [text_of(n, seed=40 + n) for n in (3, 14, 7, 30, 2, 9, 16, 5, 11)]
+    routed, stats = router(texts)
+    assert stats.splits and len(stats.calls) > 4
+    for r in routed:
+        check_routed(model, r)
+    assert all(len(e.io.sets) <= e.io.max_sets for e in router.all_engines)
+
+
+def test_a_call_that_fails_when_submitted_fails_only_its_text(tmp_path):
+    """A started call that raises runs again piece by piece: the bad text's error names it."""
+    model = random_model(seed=13)
+    router = make_router(model, tmp_path, [(16, 48)])
+    engine = router.engines[0]
+    bad = text_to_ids(text_of(6, seed=2))
+
+    def submit(ids, alpha):
+        if any(list(i) == bad for i in ids):
+            raise RuntimeError("device fault (simulated)")
+        return Engine.submit(engine, ids, alpha)
+
+    engine.submit = submit
+    with pytest.raises(EngineError, match=r"line 2: synthesis failed \(RuntimeError: device fault"):
+        router([text_of(4, seed=1), text_of(6, seed=2), text_of(5, seed=3)])
+
+
 def test_a_shape_at_two_batch_sizes_runs_each_call_on_the_smallest_that_holds_it(tmp_path):
     """engine_set.batches=[1,3]: one queue per shape; a lone piece runs on the batch-1 engine, a
     call of 2 or 3 pieces on the batch-3 one, and every text equals its unpadded reference."""
