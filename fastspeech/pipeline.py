@@ -446,7 +446,11 @@ def write_results(
     audio_s = sum(t["audio_s"] for t in timings)
     summary = {
         "device": str(device),
-        "note": "latency_s is the engine call incl. the copy to the host; rtf = audio seconds per compute second",
+        "note": (
+            "latency_s is the engine call incl. the copy to the host, counted from its submission or, "
+            "when the router queued it behind the call before, from that call's results; "
+            "rtf = audio seconds per compute second"
+        ),
         "files": [f for u in utterances for f in u.files],
         "batches": timings,
         "engine_s": engine_s,

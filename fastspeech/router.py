@@ -190,6 +190,7 @@ class Router:
         self.split, self.on_unknown, self.progress = split, on_unknown, progress
         self.max_in = self.engines[-1].spec.max_in
         self.largest_out = max(self.engines, key=lambda e: (e.spec.max_out, e.spec.max_in))
+        self._ready_at = 0.0  # when the last call's results reached the host (`start_batch`)
 
     @property
     def all_engines(self) -> list[Engine]:
@@ -335,8 +336,9 @@ class Router:
     def start_batch(self, k: int, batch: Sequence[_Piece]) -> Callable[[], tuple[list, dict]]:
         """`run_batch`, started: the call is submitted (`Engine.submit`) and the returned function
         waits for it and takes its results out. An engine without `submit` (a wrapper) runs now.
-        The call's latency counts from its submission to its results on the host, so with a call
-        in flight before it, it includes the end of that call."""
+        The call's latency runs to its results on the host from its submission, or from the results
+        of the call before it where those came later (queued behind that call, it starts on the
+        device when that call ends): the latencies of a run add up to its time in engine calls."""
         engine = next(e for e in self.sizes[k] if e.spec.batch >= len(batch))
         t0 = time.perf_counter()
         ids, alphas = [p.ids for p in batch], [p.alpha for p in batch]
@@ -354,7 +356,8 @@ class Router:
 
     def _results(self, s, batch: Sequence[_Piece], out, t0: float) -> tuple[list, dict]:
         """A call's output (`EngineOutput` on the host) -> `run_batch`'s results and stats."""
-        latency = time.perf_counter() - t0
+        now = time.perf_counter()
+        latency, self._ready_at = now - max(t0, self._ready_at), now
         mel, frames, durations = out.mel, out.frames.tolist(), out.durations
         wav = out.wav  # None for a mel-only engine (`Engine.__call__` drops the graph's placeholder)
         results: list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
