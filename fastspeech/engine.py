@@ -267,8 +267,9 @@ class HostIO:
     `benchmarks/bench_engine_call.py` reports both rules.
 
     Results are never overwritten: an output set is reused only when the caller holds nothing of
-    it (storage use counts); otherwise the next call takes another set (up to `max_sets` kept). The
-    router drops each result before its next call, so one or two sets serve a whole run.
+    it (storage use counts) and no copies into it are pending (`to_host_later` holds its views until
+    waited for); otherwise the next call takes another set (up to `max_sets` kept). The router keeps
+    two calls in flight and drops each result before its next-but-one call: two sets serve a run.
 
     Not thread-safe: one engine, one calling thread at a time (`fastspeech.batcher` runs every
     engine of a set on one worker thread).
