@@ -29,7 +29,8 @@ concurrent requests and runs it on one worker thread. Pieces of different texts 
 
 The engines of a set share one copy of the weights (the pipeline casts the model once; see
 `pipeline.open_engine_set`) and, with Inductor CUDA graphs, one graph memory pool: engines never run
-concurrently and `Engine.__call__` copies its outputs out before the next call.
+concurrently, and a call's copies to the host are queued on the stream before the next call's replay
+(offline the router keeps two calls in flight: `Router.start_batch`).
 """
 
 from __future__ import annotations
