@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 import torch
 
-from fastspeech.engine import Engine
+from fastspeech.engine import Engine, EngineOutput, EngineSpec
 from fastspeech.errors import EngineError, FastSpeechError, TextError
 from fastspeech.text import split_sentences, split_text, text_to_ids
 from fastspeech.vocoder.base import AudioConfig
@@ -327,16 +327,10 @@ class Router:
 
     # ---- running
 
-    def run_batch(
-        self, k: int, batch: Sequence[_Piece]
-    ) -> tuple[list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], dict]:
-        """One call of engine `k` -> (per piece (mel, durations, wav) on the CPU, or its frame count
-        if it overflowed; the call's stats dict)."""
-        return self.start_batch(k, batch)()
-
     def start_batch(self, k: int, batch: Sequence[_Piece]) -> Callable[[], tuple[list, dict]]:
-        """`run_batch`, started: the call is submitted (`Engine.submit`) and the returned function
-        waits for it and takes its results out. An engine without `submit` (a wrapper) runs now.
+        """One call of engine `k`, started: the call is submitted (`Engine.submit`; an engine without
+        `submit`, a wrapper, runs now) -> a function that waits for it and gives (per piece (mel,
+        durations, wav) on the CPU, or its frame count if it overflowed; the call's stats dict).
         The call's latency runs to its results on the host from its submission, or from the results
         of the call before it where those came later (queued behind that call, it starts on the
         device when that call ends): the latencies of a run add up to its time in engine calls."""
@@ -355,8 +349,10 @@ class Router:
 
         return results
 
-    def _results(self, s, batch: Sequence[_Piece], out, t0: float) -> tuple[list, dict]:
-        """A call's output (`EngineOutput` on the host) -> `run_batch`'s results and stats."""
+    def _results(
+        self, s: EngineSpec, batch: Sequence[_Piece], out: EngineOutput, t0: float
+    ) -> tuple[list, dict]:
+        """A call's output (`EngineOutput` on the host) -> `start_batch`'s results and stats."""
         now = time.perf_counter()
         latency, self._ready_at = now - max(t0, self._ready_at), now
         mel, frames, durations = out.mel, out.frames.tolist(), out.durations
@@ -564,42 +560,42 @@ class Scheduler:
         return min(heads) + max_wait if heads else None
 
     def execute(self, batch: Batch) -> tuple[list[object], list[dict]]:
-        """Run one call -> (per piece its result (`Router.run_batch`) or the error that piece alone
+        """Run one call -> (per piece its result (`Router.start_batch`) or the error that piece alone
         raised; the calls' stats). A call that fails is run again one piece at a time, so one bad
         piece fails only its own item. Touches no scheduler state (the worker runs it unlocked)."""
+        return self.start(batch)()
+
+    def start(self, batch: Batch) -> Callable[[], tuple[list[object], list[dict]]]:
+        """`execute`, started: the call is submitted now; the returned function waits for it and
+        gives what `execute` gives (a failure, when submitted or when waited for, as there)."""
         try:
-            results, call = self.router.run_batch(batch.engine, batch.pieces)
-            return list(results), [call]
-        except Exception as exc:  # noqa: BLE001 - isolated below, one piece at a time
-            if len(batch.pieces) == 1:
-                return [exc], []
-            log.warning(
-                "an engine call of %d pieces failed (%s); running them one at a time", len(batch.pieces), exc
-            )
+            results = self.router.start_batch(batch.engine, batch.pieces)
+        except Exception as exc:  # noqa: BLE001 - isolated in `_failed`, one piece at a time
+            return lambda exc=exc: self._failed(batch, exc)
+
+        def wait() -> tuple[list[object], list[dict]]:
+            try:
+                done, call = results()
+            except Exception as exc:  # noqa: BLE001 - as above
+                return self._failed(batch, exc)
+            return list(done), [call]
+
+        return wait
+
+    def _failed(self, batch: Batch, exc: Exception) -> tuple[list[object], list[dict]]:
+        """A call that raised `exc` -> the error for its one piece, or its pieces run again one at a
+        time (`execute`)."""
+        if len(batch.pieces) == 1:
+            return [exc], []
+        log.warning(
+            "an engine call of %d pieces failed (%s); running them one at a time", len(batch.pieces), exc
+        )
         results, calls = [], []
         for p in batch.pieces:
             one, call = self.execute(Batch(batch.engine, [p]))
             results += one
             calls += call
         return results, calls
-
-    def start(self, batch: Batch) -> Callable[[], tuple[list[object], list[dict]]]:
-        """`execute`, started: the call is submitted now, the returned function gives what `execute`
-        gives. A call that fails, when submitted or when waited for, runs again through `execute`
-        (one piece at a time if it fails again)."""
-        try:
-            results = self.router.start_batch(batch.engine, batch.pieces)
-        except Exception:  # noqa: BLE001 - `execute` isolates the failing piece
-            return lambda: self.execute(batch)
-
-        def wait() -> tuple[list[object], list[dict]]:
-            try:
-                done, call = results()
-                return list(done), [call]
-            except Exception:  # noqa: BLE001 - as above
-                return self.execute(batch)
-
-        return wait
 
     def finish(
         self, batch: Batch, executed: tuple[list[object], list[dict]]
