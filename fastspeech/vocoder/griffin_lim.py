@@ -169,23 +169,18 @@ class GriffinLim(Vocoder):
 
     def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """`torch.istft(center=True, length=length)` of real pairs (B, frames, F, 2) -> (B, length):
-        written out as an unscaled `irfft` and `_overlap_add`, or torch.istft itself where hops do not
-        divide n_fft."""
+        written out as an unscaled `irfft`, the overlap-add divided by the overlapped squared windows
+        (`istft_tail`) and 1 / n_fft, or torch.istft itself where hops do not divide n_fft."""
         a = self.audio
         if self.written_out:
             frames = torch.fft.irfft(
                 torch.view_as_complex(spec.contiguous()), n=a.n_fft, dim=-1, norm="forward"
             )
-            return self._overlap_add(frames, length, scale=1 / a.n_fft)
+            return istft_tail(frames, self._full_window(), a.hop_length, length) * (1 / a.n_fft)
         complex_spec = torch.view_as_complex(spec.transpose(1, 2).contiguous())
         return torch.istft(
             complex_spec, a.n_fft, a.hop_length, a.win_length, self.window, center=True, length=length
         )
-
-    def _stft_packed(self, wav: torch.Tensor) -> torch.Tensor:
-        """The STFT of wav (B, L) with each frame's real FFT of n_fft points left as the complex FFT of
-        its n_fft / 2 sample pairs, (B, frames, n_fft / 2, 2): `unpack_rfft` of it is `_stft(wav)`."""
-        return self._fft_pairs(self._frames(wav))
 
     def _istft_packed(self, packed: torch.Tensor, length: int) -> torch.Tensor:
         """The inverse STFT (B, length) of a packed spectrum (B, frames, n_fft / 2, 2), `pack_irfft`'s form."""
@@ -209,14 +204,6 @@ class GriffinLim(Vocoder):
         """wav (B, L) -> the centred STFT's windowed frames (B, L // hop + 1, n_fft): pad + a strided
         view + the window, which Inductor fuses with the step before into one kernel feeding cuFFT."""
         return stft_frames(wav, self._full_window(), self.audio.hop_length)
-
-    def _overlap_add(self, frames: torch.Tensor, length: int, scale: float = 1.0) -> torch.Tensor:
-        """Inverse-transformed frames (B, frames, n_fft) times `scale` -> wav (B, length): the window,
-        the overlap-add as R = n_fft / hop shifted slices summed (output block k gets frame k - j's
-        block j), divided by the same sum of the squared window, the centring pad dropped. All of it
-        pointwise, for Inductor to fuse with the next STFT's framing (torch.istft adds its own
-        overlap-add and envelope kernels on every call)."""
-        return istft_tail(frames, self._full_window(), self.audio.hop_length, length) * scale
 
     def _full_window(self) -> torch.Tensor:
         """The window centred in n_fft samples (zeros around a shorter win_length), as torch.stft pads it."""
