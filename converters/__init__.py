@@ -329,6 +329,27 @@ def register_decomposition(op: torch._ops.OpOverload, fn: Any) -> None:
         register_torch_trt_decomposition(op, registry=TORCH_TRT_DECOMPOSITIONS)(fn)
 
 
+@dataclass(frozen=True)
+class Decomposition:
+    """An op lowered for TensorRT by a plain PyTorch function of ATen ops instead of a plugin
+    (conv1d, griffin_lim_step, overlap_add_frames): what each such converter module exposes."""
+
+    name: str  # the op's name in the `fastspeech` namespace
+    fn: Any  # its replacement, with the op's signature
+
+    def op_overload(self) -> torch._ops.OpOverload:
+        """The overload that appears in exported graphs (`fastspeech.<name>.default`)."""
+        return getattr(torch.ops.fastspeech, self.name).default
+
+    def table(self) -> dict[torch._ops.OpOverload, Any]:
+        """{op: its replacement}, the form `ExportedProgram.run_decompositions` and Torch-TensorRT take."""
+        return {self.op_overload(): self.fn}
+
+    def register(self) -> None:
+        """Add the decomposition to Torch-TensorRT's registry (idempotent; imports torch_tensorrt)."""
+        register_decomposition(self.op_overload(), self.fn)
+
+
 @functools.cache
 def register_all() -> None:
     """Register every plugin (shape descriptor, AOT and JIT implementations) and its converter, and

@@ -25,26 +25,14 @@ TensorRT's convolution, not the Triton kernel Inductor engines run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
-
-from converters import register_decomposition
+from converters import Decomposition
 from kernels.conv1d import conv1d_layers  # importing kernels.conv1d registers the op
 
-OP = "fastspeech::conv1d"
-
-
-def op_overload() -> torch._ops.OpOverload:
-    """The overload that appears in exported graphs (`fastspeech.conv1d.default`)."""
-    return torch.ops.fastspeech.conv1d.default
-
-
-def decomposition_table() -> dict[torch._ops.OpOverload, Callable[..., torch.Tensor]]:
-    """{op: its replacement}, the form `ExportedProgram.run_decompositions` and Torch-TensorRT take."""
-    return {op_overload(): conv1d_layers}
-
-
-def register() -> None:
-    """Add the decomposition to Torch-TensorRT's registry (idempotent; imports torch_tensorrt)."""
-    register_decomposition(op_overload(), conv1d_layers)
+DECOMPOSITION = Decomposition("conv1d", conv1d_layers)
+# The module's converter interface (`register_all`, the tests): the op's overload, {op: replacement}
+# for `run_decompositions`, and registration with Torch-TensorRT.
+op_overload, decomposition_table, register = (
+    DECOMPOSITION.op_overload,
+    DECOMPOSITION.table,
+    DECOMPOSITION.register,
+)

@@ -13,26 +13,14 @@ them); like every TensorRT path here, that has never been run (docs/tensorrt.md)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
-
-from converters import register_decomposition
+from converters import Decomposition
 from kernels.griffin_lim_step import griffin_lim_step_reference  # importing it registers the op
 
-OP = "fastspeech::griffin_lim_step"
-
-
-def op_overload() -> torch._ops.OpOverload:
-    """The overload that appears in exported graphs (`fastspeech.griffin_lim_step.default`)."""
-    return torch.ops.fastspeech.griffin_lim_step.default
-
-
-def decomposition_table() -> dict[torch._ops.OpOverload, Callable[..., torch.Tensor]]:
-    """{op: its replacement}, the form `ExportedProgram.run_decompositions` and Torch-TensorRT take."""
-    return {op_overload(): griffin_lim_step_reference}
-
-
-def register() -> None:
-    """Add the decomposition to Torch-TensorRT's registry (idempotent; imports torch_tensorrt)."""
-    register_decomposition(op_overload(), griffin_lim_step_reference)
+DECOMPOSITION = Decomposition("griffin_lim_step", griffin_lim_step_reference)
+# The module's converter interface (`register_all`, the tests): the op's overload, {op: replacement}
+# for `run_decompositions`, and registration with Torch-TensorRT.
+op_overload, decomposition_table, register = (
+    DECOMPOSITION.op_overload,
+    DECOMPOSITION.table,
+    DECOMPOSITION.register,
+)

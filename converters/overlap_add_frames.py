@@ -10,24 +10,14 @@ TensorRT build, and Griffin-Lim's FFTs around the op have no TensorRT layer anyw
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
-
-from converters import register_decomposition
+from converters import Decomposition
 from kernels.overlap_add_frames import overlap_add_frames_reference  # importing it registers the op
 
-
-def op_overload() -> torch._ops.OpOverload:
-    """The overload that appears in exported graphs (`fastspeech.overlap_add_frames.default`)."""
-    return torch.ops.fastspeech.overlap_add_frames.default
-
-
-def decomposition_table() -> dict[torch._ops.OpOverload, Callable[..., torch.Tensor]]:
-    """{op: its replacement}, the form `ExportedProgram.run_decompositions` and Torch-TensorRT take."""
-    return {op_overload(): overlap_add_frames_reference}
-
-
-def register() -> None:
-    """Add the decomposition to Torch-TensorRT's registry (idempotent; imports torch_tensorrt)."""
-    register_decomposition(op_overload(), overlap_add_frames_reference)
+DECOMPOSITION = Decomposition("overlap_add_frames", overlap_add_frames_reference)
+# The module's converter interface (`register_all`, the tests): the op's overload, {op: replacement}
+# for `run_decompositions`, and registration with Torch-TensorRT.
+op_overload, decomposition_table, register = (
+    DECOMPOSITION.op_overload,
+    DECOMPOSITION.table,
+    DECOMPOSITION.register,
+)
