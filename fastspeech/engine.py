@@ -130,11 +130,9 @@ class Engine:
         """
         n = len(token_ids)
         if not self.staged:
-            outputs = self.run(*self.pad(token_ids, alpha))[:5]
+            outputs = self._outputs(self.run(*self.pad(token_ids, alpha)))
         else:
-            outputs = self.io.run(self.runner, token_ids, alpha, wait=to_host)[:5]
-        if self.spec.vocoder == "none":
-            outputs = outputs[:4]  # the graph's (B, 0) placeholder is no audio: wav is None
+            outputs = self._outputs(self.io.run(self.runner, token_ids, alpha, wait=to_host))
         if to_host and self.staged:
             return self.io.to_host(outputs, n)
         return EngineOutput(*(t[:n].clone() for t in outputs), *([None] * (5 - len(outputs))))
@@ -151,10 +149,14 @@ class Engine:
         if not self.staged:
             result = self(token_ids, alpha, to_host=True)
             return lambda: result
-        outputs = self.io.run(self.runner, token_ids, alpha, wait=False)[:5]
-        if self.spec.vocoder == "none":
-            outputs = outputs[:4]
+        outputs = self._outputs(self.io.run(self.runner, token_ids, alpha, wait=False))
         return self.io.to_host_later(outputs, len(token_ids))
+
+    def _outputs(self, outputs: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+        """The runner's outputs that a call returns: (mel, mel_lens, frames, durations[, wav])."""
+        if self.spec.vocoder == "none":
+            return outputs[:4]  # the graph's (B, 0) placeholder is no audio: wav is None
+        return outputs[:5]
 
     @property
     def io(self) -> HostIO:
@@ -316,8 +318,18 @@ class HostIO:
 
     def to_host(self, outputs: Sequence[torch.Tensor], n: int) -> EngineOutput:
         """The first n rows of (mel, mel_lens, frames, durations[, wav]) on the host; see the class doc."""
+        return self.to_host_later(outputs, n)()
+
+    def to_host_later(self, outputs: Sequence[torch.Tensor], n: int) -> Callable[[], EngineOutput]:
+        """`to_host`, with the wait left to the caller: -> `wait()` returning the same result. Where
+        the two-phase rule applies (it reads the lengths in between) the copies finish here."""
         if self._one_phase(outputs, n):
-            return self._whole_rows(self._output_set(outputs), outputs, n)()
+            return self._whole_rows(self._output_set(outputs), outputs, n)
+        result = self._two_phase(outputs, n)
+        return lambda: result
+
+    def _two_phase(self, outputs: Sequence[torch.Tensor], n: int) -> EngineOutput:
+        """The lengths and durations first, one wait, then each row of mel and wav up to its length."""
         out = self._output_set(outputs)
         host = out.buffers
         for k in (1, 2, 3):  # lengths and durations: issued while the replay still runs
@@ -336,14 +348,6 @@ class HostIO:
         out.extent[:n] = host[1][:n].numpy()
         # Always views (`[:n]`), never the buffers themselves: a view is what `_OutputSet.free` counts.
         return EngineOutput(*(t[:n] for t in host), *([None] * (5 - len(host))))
-
-    def to_host_later(self, outputs: Sequence[torch.Tensor], n: int) -> Callable[[], EngineOutput]:
-        """`to_host`, with the wait left to the caller: -> `wait()` returning the same result. Where
-        the two-phase rule applies (it reads the lengths in between) the copies finish here."""
-        if not self._one_phase(outputs, n):
-            result = self.to_host(outputs, n)
-            return lambda: result
-        return self._whole_rows(self._output_set(outputs), outputs, n)
 
     def _one_phase(self, outputs: Sequence[torch.Tensor], n: int) -> bool:
         """Whole rows in one phase: the n rows of mel + wav (padded) are under `two_phase_bytes`."""
