@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from benchmarks.kernels.bench_conv1d import conv1d_time_last
+from benchmarks.kernels.common import kernel_totals
 from fastspeech import model as model_module
 from fastspeech.engine import PRECISIONS, EngineSpec, load_or_build
 from fastspeech.model import FastSpeech, FastSpeechConfig
@@ -455,16 +456,11 @@ def profile(fn, path: Path, calls: int = 20) -> None:
             fn()
         sync()
         wall = (time.perf_counter() - t0) / calls
-    events = (
-        [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-        if hasattr(prof, "key_averages")
-        else []
-    )
-    kernel_us = sum(e.device_time_total for e in events) / calls
-    n_kernels = sum(e.count for e in events) / calls
+    totals = kernel_totals(prof, calls)
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20)
     summary = (
-        f"per call: wall {wall * 1e3:.3f} ms, kernel time {kernel_us / 1e3:.3f} ms, {n_kernels:.0f} kernels"
+        f"per call: wall {wall * 1e3:.3f} ms, kernel time {totals['kernel_ms']:.3f} ms, "
+        f"{totals['kernels']:.0f} kernels"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(summary + "\n" + table)

@@ -87,6 +87,12 @@ def kernel_profile(fn: Callable[[], Any], calls: int = 20) -> dict[str, Any]:
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
+    return kernel_totals(prof, calls)
+
+
+def kernel_totals(prof: Any, calls: int) -> dict[str, Any]:
+    """A finished torch.profiler run of `calls` calls -> kernels per call, kernel ms per call and
+    the largest kernels."""
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     top = sorted(events, key=lambda e: -e.device_time_total)[:12]
     return {
