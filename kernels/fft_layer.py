@@ -156,7 +156,7 @@ def _layer_norm(v, cols, g_ptr, be_ptr, H: tl.constexpr, EPS: tl.constexpr):
 def _barrier(bar_ptr, PHASE: tl.constexpr, PHASE_LO: tl.constexpr, PHASE_HI: tl.constexpr, NUM_PROGRAMS):
     """Grid-wide barrier after PHASE, when the next phase runs in this launch: every program's stores
     are visible to every program after it. The counter only grows within a launch (zeroed by the op)."""
-    if PHASE_LO <= PHASE < PHASE_HI:
+    if PHASE_LO <= PHASE and PHASE < PHASE_HI:  # noqa: PLR1716 - Triton has no chained comparisons
         tl.debug_barrier()  # the program's threads have all issued their stores
         tl.atomic_add(bar_ptr, 1, sem="release", scope="gpu")
         target = NUM_PROGRAMS * (PHASE - PHASE_LO + 1)
