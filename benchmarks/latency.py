@@ -17,9 +17,7 @@ its frames, as the default's ~900 of 1024):
   ours_inductor_gemmconv  the convs on the cuBLAS multiply-first path, DLE's plain weight layout
   ours_inductor_noswitch / _pdl / _combo   the attention op with neither Inductor switch / only
                   enable_pdl / only combo_kernels
-  ours_inductor_unfused  today's engine with each FFT block as its sublayers (no `fft_layer` kernel)
-                  (these ablations build into their own engine folders, always afresh; all of them
-                  run the FFT blocks as sublayers, as the engine did before the `fft_layer` op)
+                  (these ablations build into their own engine folders, always afresh)
   ours_tensorrt   our engine through Torch-TensorRT (where installed; never run on our machines)
 
 End to end (`--e2e`, batch 1, the first precision asked for): the same sample text through the text
@@ -73,9 +71,7 @@ ABLATIONS = {
     "ours_inductor_noswitch": (False, OFF, False),
     "ours_inductor_pdl": (False, {"combo_kernels": False}, False),
     "ours_inductor_combo": (False, {"enable_pdl": False}, False),
-    "ours_inductor_unfused": (False, {}, False),
 }
-fused_max_rows = model_module.FUSED_MAX_ROWS
 log = logging.getLogger("benchmarks.latency")
 
 
@@ -268,7 +264,6 @@ def main() -> None:
                         torch._dynamo.reset()
                         model_module.conv1d = plain_conv
                         model_module.self_attention = attention_reference
-                        model_module.FUSED_MAX_ROWS = 0
                         compiled = torch.compile(plain_weights(model), mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
                     elif variant in ABLATIONS:  # the fingerprint can't see the swap: own folder, fresh build
@@ -276,7 +271,6 @@ def main() -> None:
                         # the same shape reuses the code compiled for the previous variant's options.
                         torch._dynamo.reset()
                         sdpa, switches, gemm = ABLATIONS[variant]
-                        model_module.FUSED_MAX_ROWS = 0
                         if sdpa:
                             model_module.self_attention = attention_reference
                         built = model
@@ -306,7 +300,6 @@ def main() -> None:
                     finally:
                         model_module.conv1d = conv_op
                         model_module.self_attention = attention_op
-                        model_module.FUSED_MAX_ROWS = fused_max_rows
                 r = row(
                     variant,
                     batch,

@@ -134,27 +134,14 @@ class PositionwiseFeedForward(nn.Module):
 
 
 class FFTBlock(nn.Module):
-    """Self-attention then feed-forward, each post-LN, padding rows zeroed after each.
-
-    Up to FUSED_MAX_ROWS rows (B * T) the whole block is one `fft_layer` kernel (kernels/fft_layer.py:
-    the same math as the two sublayers, one persistent launch instead of 8-9 small ones); it then
-    records only its output for the verify mode. `fused = False` (see `set_fused_layers`) keeps the
-    sublayers: verify's reference does, so that it checks the kernel.
-    """
-
     def __init__(self, cfg: FastSpeechConfig, n_head: int, d_inner: int):
         super().__init__()
         self.slf_attn = MultiHeadAttention(cfg.d_model, n_head, cfg.d_k)
         self.pos_ffn = PositionwiseFeedForward(
             cfg.d_model, d_inner, cfg.fft_conv1d_kernel, cfg.fft_conv1d_padding
         )
-        self.fused = True
 
     def forward(self, x, lengths, row_valid, acts: dict | None, name: str) -> torch.Tensor:
-        if self.fused and x.shape[0] * x.shape[1] <= FUSED_MAX_ROWS:
-            x = fft_layer(self, x, lengths)
-            record(acts, name, x)
-            return x
         x = self.slf_attn(x, lengths, acts, f"{name}.slf_attn") * row_valid
         x = self.pos_ffn(x, lengths, acts, f"{name}.pos_ffn") * row_valid
         record(acts, name, x)
@@ -288,7 +275,6 @@ class FastSpeech(nn.Module):
         return ModelOutput(mel, mel_lens, durations)
 
 
-FUSED_MAX_ROWS = 2048  # B * T up to which an FFT block runs as one `fft_layer` kernel
 OP_MIN_ROWS = 4096  # B * T from which `conv1d` runs the op (shapes are fixed per engine: one path each)
 
 
@@ -338,28 +324,6 @@ def tap_major(conv: nn.Conv1d) -> nn.Conv1d:
         w.detach().permute(2, 0, 1).contiguous().permute(1, 2, 0), requires_grad=w.requires_grad
     )
     return conv
-
-
-def fft_layer(block: FFTBlock, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """`block`'s forward as the `fft_layer` op (kernels/fft_layer.py), padding rows zero.
-
-    A module-level function, like `conv1d`, so benchmarks can time the block either way.
-    """
-    attn, ffn = block.slf_attn, block.pos_ffn
-    weights = [
-        attn.linear.weight, attn.linear.bias, attn.fc.weight, attn.fc.bias,
-        attn.layer_norm.weight, attn.layer_norm.bias,
-        ffn.w_1.weight.permute(2, 0, 1), ffn.w_1.bias, ffn.w_2.weight.permute(2, 0, 1), ffn.w_2.bias,
-        ffn.layer_norm.weight, ffn.layer_norm.bias,
-    ]  # fmt: skip
-    return kernels.fft_layer(x, lengths, weights, attn.n_head, ffn.w_1.padding[0], ffn.layer_norm.eps)
-
-
-def set_fused_layers(model: nn.Module, enabled: bool) -> None:
-    """Run every FFT block of `model` as one `fft_layer` kernel (up to FUSED_MAX_ROWS) or as its sublayers."""
-    for module in model.modules():
-        if isinstance(module, FFTBlock):
-            module.fused = enabled
 
 
 def self_attention(qkv: torch.Tensor, lengths: torch.Tensor, n_head: int) -> torch.Tensor:

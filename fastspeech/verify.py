@@ -52,7 +52,7 @@ import torch
 
 from fastspeech.engine import Engine, EngineSpec, load_or_build, model_on
 from fastspeech.errors import ConfigError, FastSpeechError
-from fastspeech.model import FastSpeech, set_fused_layers
+from fastspeech.model import FastSpeech
 from fastspeech.vocoder.base import Vocoder
 
 log = logging.getLogger(__name__)
@@ -218,13 +218,11 @@ def reference_activations(
 
     handle = model.length_regulator.duration_predictor.register_forward_hook(hook)
     acts: dict[str, torch.Tensor] = {}
-    set_fused_layers(model, False)  # the sublayers, so that a fused engine's `fft_layer` is checked
     try:
         with torch.no_grad():
             model(tokens, alphas, max_out, acts)
     finally:
         handle.remove()
-        set_fused_layers(model, True)
     return acts, captured["frames"]
 
 
@@ -349,10 +347,7 @@ def verify_backend(name: str, device: torch.device) -> tuple[str, str]:
     backend, why = resolve_backend(name, device)
     if backend == "eager" and device.type == "cpu":
         if name == "auto":
-            return (
-                "inductor",
-                "on the CPU the eager engine runs the reference's own code; verifying Inductor's",
-            )
+            return "inductor", "on the CPU the eager engine runs the reference's own code; verifying Inductor's"
         raise ConfigError(
             "backend=eager on the CPU runs the same PyTorch code as verify's reference, so there is nothing "
             "to compare; use backend=inductor (the Inductor CPU engine) or run on a CUDA GPU"

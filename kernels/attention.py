@@ -58,55 +58,10 @@ def _attention_kernel(
     BLOCK_N: tl.constexpr,
     FP32_DOT: tl.constexpr,
 ):
-    attention_tile(
-        qkv_ptr,
-        len_ptr,
-        out_ptr,
-        T,
-        stride_qb,
-        stride_qt,
-        stride_qc,
-        stride_ob,
-        stride_ot,
-        stride_oc,
-        stride_len,
-        tl.program_id(0),
-        tl.program_id(1),
-        tl.program_id(2).to(tl.int64),
-        QK_SCALE,
-        HEAD_DIM,
-        BLOCK_D,
-        BLOCK_M,
-        BLOCK_N,
-        FP32_DOT,
-    )
+    pid_m = tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
 
-
-@triton.jit
-def attention_tile(
-    qkv_ptr,
-    len_ptr,
-    out_ptr,
-    T,
-    stride_qb,
-    stride_qt,
-    stride_qc,
-    stride_ob,
-    stride_ot,
-    stride_oc,
-    stride_len,
-    pid_m,
-    h,
-    b,
-    QK_SCALE: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    FP32_DOT: tl.constexpr,
-):
-    """Query rows pid_m * BLOCK_M ... of head h, batch row b (int64): one program's work, also a tile
-    of the persistent `fft_layer` kernel (kernels/fft_layer.py)."""
     length = tl.load(len_ptr + b * stride_len).to(tl.int32)
     length = tl.minimum(tl.maximum(length, 0), T)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query rows t
