@@ -7,6 +7,11 @@ each request its finished pieces in speaking order, on the loop, through its `St
 because engines are not thread-safe and the engines of a set share one CUDA graph memory pool; the
 engine call runs outside the lock, so requests keep arriving while the GPU works.
 
+Two calls in flight, as the offline router keeps them (`Router.start_batch`): when another call is
+ready while one runs, the worker submits it (`Scheduler.start`: inputs staged, replay and copies
+queued) before it waits for the running call's results and hands them out, so the host's work
+between calls overlaps the device. With nothing else ready it takes the running call back at once.
+
 Several voices (router each) share the one worker; the next call is the ready bucket, over all
 voices, holding the first piece by the scheduler's priority. A request that fails (its text overflows every engine
 with splitting off, or its piece fails alone) fails alone; a cancelled request (client gone) leaves
@@ -191,46 +196,58 @@ class Batcher:
         self._cond.wait(timeout)
 
     def _work(self) -> None:
+        running = None  # (voice, batch, wait) of the call submitted last, its results not taken yet
         while True:
             with self._cond:
-                while not self._closed and (picked := self._next()) is None:
+                while not self._closed and running is None and (picked := self._next()) is None:
                     self._wait()
                 if self._closed:
                     return
-            voice, batch = picked
-            scheduler = self.schedulers[voice]
-            executed = scheduler.execute(batch)  # the engine call, unlocked
+                if running is not None:
+                    picked = self._next()
+            started = None
+            if picked is not None:  # submitted before the running call is waited for
+                voice, batch = picked
+                started = (voice, batch, self.schedulers[voice].start(batch))  # unlocked
+            if running is not None:
+                self._finish(*running)
+            running = started
+
+    def _finish(self, voice: str, batch: Batch, wait: Callable[[], tuple[list, list[dict]]]) -> None:
+        """Wait for a started call (unlocked), then hand its results to their requests."""
+        scheduler = self.schedulers[voice]
+        executed = wait()
+        try:
+            with self._cond:
+                events = scheduler.finish(batch, executed)
+                info = CallInfo(
+                    voice,
+                    executed[1],
+                    sum(s.pending() for s in self.schedulers.values()),
+                    len(self.streams),
+                )
+                for item, event in events:
+                    stream = self.streams.get((voice, item))
+                    if stream is None:
+                        continue
+                    if event is None or isinstance(event, Exception):
+                        del self.streams[(voice, item)]
+                    _deliver(stream, event)
+        except Exception:  # never let the worker die: fail the requests of this call
+            log.exception("the batcher failed to finish a call")
+            with self._cond:
+                for item in {p.key[0] for p in batch.pieces}:
+                    stream = self.streams.pop((voice, item), None)
+                    scheduler.cancel(item)
+                    if stream is not None:
+                        err = SynthesisFailed("synthesis failed on the server; see its log")
+                        _deliver(stream, err)
+            return
+        if self.on_call is not None:
             try:
-                with self._cond:
-                    events = scheduler.finish(batch, executed)
-                    info = CallInfo(
-                        voice,
-                        executed[1],
-                        sum(s.pending() for s in self.schedulers.values()),
-                        len(self.streams),
-                    )
-                    for item, event in events:
-                        stream = self.streams.get((voice, item))
-                        if stream is None:
-                            continue
-                        if event is None or isinstance(event, Exception):
-                            del self.streams[(voice, item)]
-                        _deliver(stream, event)
-            except Exception:  # never let the worker die: fail the requests of this call
-                log.exception("the batcher failed to finish a call")
-                with self._cond:
-                    for item in {p.key[0] for p in batch.pieces}:
-                        stream = self.streams.pop((voice, item), None)
-                        scheduler.cancel(item)
-                        if stream is not None:
-                            err = SynthesisFailed("synthesis failed on the server; see its log")
-                            _deliver(stream, err)
-                continue
-            if self.on_call is not None:
-                try:
-                    self.on_call(info)
-                except Exception:  # metrics never stop synthesis
-                    log.exception("on_call failed")
+                self.on_call(info)
+            except Exception:  # metrics never stop synthesis
+                log.exception("on_call failed")
 
 
 def _deliver(stream: Stream, event: list[Part] | Exception | None) -> None:

@@ -111,3 +111,86 @@ def test_a_full_queue_refuses_and_a_cancelled_request_leaves_the_queues(tmp_path
         batcher.submit("Now there is room.").cancel()
 
     asyncio.run(main())
+
+
+class Submitting:
+    """An engine with `submit`, logging ("submit" | "wait", call number): what the batcher does with
+    a CUDA engine's two-step call, on the CPU. `fail_at_wait` fails that call when waited for."""
+
+    def __init__(self, engine, log, fail_at_wait=None):
+        self.engine, self.log, self.fail_at_wait = engine, log, fail_at_wait
+        self.spec, self.device = engine.spec, engine.device
+
+    def __call__(self, ids, alpha=1.0, to_host=False):
+        return self.engine(ids, alpha, to_host)
+
+    def submit(self, ids, alpha=1.0):
+        n = sum(1 for event, _ in self.log if event == "submit")
+        self.log.append(("submit", n))
+
+        def wait():
+            self.log.append(("wait", n))
+            if n == self.fail_at_wait:
+                raise RuntimeError("failed when waited for")
+            return self.engine(ids, alpha, to_host=True)
+
+        return wait
+
+
+def test_the_worker_submits_the_next_call_before_it_waits_for_the_running_one(tmp_path):
+    """Four one-piece calls queued before the worker starts: each call is submitted before the one
+    before it is waited for (two in flight), and every request still gets exactly its own audio."""
+    model = random_model(seed=3)
+    engine = load_or_build(model, EngineSpec(4, 16, 96), tmp_path, "cpu")
+    log: list = []
+    batcher = Batcher(Router([Submitting(engine, log)], progress=False), max_batch=1, max_wait_ms=0)
+    texts = ["Hello there.", "Short.", "One, two.", "Four!"]
+    reference, _ = Router([engine], progress=False)(texts)
+
+    async def main():
+        streams = [batcher.submit(t) for t in texts]  # all queued, nothing running yet
+        batcher.start()
+        try:
+            out = []
+            for s in streams:
+                out.append([p async for p in s.parts()])
+            return out
+        finally:
+            batcher.close()
+
+    results = asyncio.run(main())
+    for parts, ref in zip(results, reference):  # the reference ran them as one batch of 4
+        assert len(parts) == 1
+        torch.testing.assert_close(parts[0].mel, ref.mel, atol=1e-5, rtol=1e-5)
+    assert log[:3] == [("submit", 0), ("submit", 1), ("wait", 0)]
+    for n in range(1, 4):
+        assert log.index(("submit", n)) < log.index(("wait", n - 1))
+    assert sorted(log) == sorted([("submit", n) for n in range(4)] + [("wait", n) for n in range(4)])
+
+
+def test_a_call_that_fails_when_waited_for_fails_only_its_request(tmp_path):
+    model = random_model(seed=3)
+    engine = load_or_build(model, EngineSpec(4, 16, 96), tmp_path, "cpu")
+    log: list = []
+    router = Router([Submitting(engine, log, fail_at_wait=1)], progress=False)
+    batcher = Batcher(router, max_batch=1, max_wait_ms=0)
+    texts = ["Hello there.", "Short.", "Four!"]
+
+    async def main():
+        streams = [batcher.submit(t) for t in texts]
+        batcher.start()
+        try:
+            out = []
+            for s in streams:
+                try:
+                    out.append([p.text async for p in s.parts()])
+                except Exception as err:  # noqa: BLE001 - the test looks at it
+                    out.append(err)
+            return out
+        finally:
+            batcher.close()
+
+    first, failed, last = asyncio.run(main())
+    assert first == ["Hello there."] and last == ["Four!"]
+    assert isinstance(failed, EngineError) and "failed when waited for" in str(failed)
+    assert batcher.in_flight() == 0 and batcher.queued_pieces() == 0
