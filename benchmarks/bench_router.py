@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--engine-dir", default="engines/bench_router")
     p.add_argument("--out", default="results/bench_router.json")
+    p.add_argument(
+        "--two-phase-mib",
+        type=float,
+        default=None,
+        help="set every engine's HostIO.two_phase_bytes (MiB; default: the engine's own rule)",
+    )
     return p.parse_args(argv)
 
 
@@ -247,6 +253,9 @@ def run_batch(args, device, backend, batch, model, texts, ids) -> dict[str, Any]
         t0 = time.perf_counter()
         engines, memory = open_set(cfg, model, device, largest_only=name == "single")
         build_s = time.perf_counter() - t0
+        if args.two_phase_mib is not None:  # the copy rule under test (docs/performance.md)
+            for e in engines:
+                e.io.two_phase_bytes = int(args.two_phase_mib * 2**20)
         m = measure(Router(engines, progress=False), texts, ids, args.alpha, device, args.repeat)
         frames[name] = m.pop("frames")
         m.update(
