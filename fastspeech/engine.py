@@ -259,14 +259,16 @@ class HostIO:
     `replay()`, i.e. a CUDA graph; other runners get the staged tensors copied to the device), the
     replay, then with `to_host` asynchronous copies into a pinned output set and one wait.
 
-    Outputs: mel and wav are most of the bytes (batch 8, max_out 1024: 11 MB) and mostly padding.
-    When the n rows of mel + wav are at least `two_phase_bytes`, the small outputs (lengths,
-    durations) come first, one wait, then each row's mel and wav only up to its `mel_lens`, and the
-    host zeroes the rest of the row where an earlier call left data (`_OutputSet.extent`). Below that,
-    one phase copies the rows whole: the extra wait and per-row copies (~15 µs at batch 1, issued
-    after the replay ends instead of during it) cost more than the bytes they save (~50 GB/s: 2 MiB
-    ~ 40 µs, half of it padding on average). The default is reasoned, not measured:
-    `benchmarks/bench_engine_call.py` reports both rules.
+    Outputs: mel and wav are most of the bytes (batch 8, max_out 1024: 11 MB), some of it padding.
+    Below `two_phase_bytes` of mel + wav rows (every engine of the shipped sets up to batch 64:
+    i128_o1024 at batch 64 is 90 MB), one phase copies the rows whole, queued right behind the replay,
+    and the call can stay in flight while the host works (`to_host_later`). At or above it, the small
+    outputs (lengths, durations) come first, one wait, then each row's mel and wav only up to its
+    `mel_lens`, and the host zeroes the rest of the row where an earlier call left data
+    (`_OutputSet.extent`). That wait in the middle of the call keeps the next call from being
+    submitted before it: with the router's two calls in flight, whole rows won at batch 8 and 32
+    (the `default` set 1.32x and 1.33-1.58x the audio per second, H200, docs/performance.md), although
+    they copy ~25% more bytes. `benchmarks/bench_engine_call.py` reports both rules at batch 1.
 
     Results are never overwritten: an output set is reused only when the caller holds nothing of
     it (storage use counts) and no copies into it are pending (`to_host_later` holds its views until
@@ -279,7 +281,7 @@ class HostIO:
 
     max_sets = 2
 
-    def __init__(self, spec: EngineSpec, device: torch.device, two_phase_bytes: int = 2 << 20):
+    def __init__(self, spec: EngineSpec, device: torch.device, two_phase_bytes: int = 256 << 20):
         self.spec, self.device, self.two_phase_bytes = spec, device, two_phase_bytes
         self.cuda = device.type == "cuda"
         self.tokens = torch.empty(spec.batch, spec.max_in, dtype=torch.long, pin_memory=self.cuda)
