@@ -10,13 +10,18 @@
 `text=` and `input=` are taken off the command line before Hydra parses it, so a text may hold any
 character a shell passes (commas, quotes, `=`, `%`, brackets); one pair of quotes around the whole
 value (Hydra's quoting, `text='a, b'`) is removed. Errors the user can fix are printed as one line
-(exit code 1), Ctrl-C as `interrupted` (exit code 130), never as a traceback.
+(exit code 1), Ctrl-C as `interrupted` (exit code 130), never as a traceback; so are settings Hydra
+cannot apply (a misspelled key or option, an unparsable value), unless HYDRA_FULL_ERROR=1 is set.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import re
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, open_dict
@@ -25,6 +30,7 @@ from fastspeech.errors import FastSpeechError
 
 log = logging.getLogger("fastspeech")
 
+CONF = Path(__file__).resolve().parent / "conf"
 RAW_KEYS = ("text", "input")  # values Hydra's override grammar would reject: read verbatim
 _raw: dict[str, str] = {}
 
@@ -75,10 +81,63 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def config_error(exc: Exception) -> str | None:
+    """Hydra's multi-line message for a setting it cannot apply -> one line naming it and the fix
+    (None: not a command-line setting error)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    message = str(exc)
+    if isinstance(exc, MissingConfigException) and (
+        found := re.search(r"Could not find '([^'/]+)/([^']+)'", message)
+    ):
+        group, option = found.groups()
+        options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        return f"{group}={option}: no such option in conf/{group}/; choose one of {', '.join(options)}"
+    if isinstance(exc, ConfigCompositionException) and (
+        found := re.search(r"Could not override '([^']+)'", message)
+    ):
+        key = found.group(1)
+        close = difflib.get_close_matches(key, setting_names(), n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return f"unknown setting {key}=...; {hint}`python run.py --cfg job` lists every setting"
+    if isinstance(exc, OverrideParseException):
+        return (
+            f"cannot parse the command line: {message.splitlines()[0]}; quote values with spaces or brackets"
+        )
+    return None
+
+
+def setting_names() -> list[str]:
+    """Every dotted setting of the default config (for `config_error`'s suggestions)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="config"), resolve=False)
+    names: list[str] = []
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            names.append(prefix + str(key))
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+
+    walk(cfg, "")
+    return names
+
+
 if __name__ == "__main__":
     sys.argv[1:], _raw = take_raw_overrides(sys.argv[1:])
+    full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for Hydra's own reports
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # so that a bad setting reaches us as an exception
     try:
         main()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        line = None if full_errors else config_error(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)

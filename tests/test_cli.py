@@ -295,3 +295,19 @@ def test_verify_on_the_cpu_never_compares_eager_with_itself(tmp_path, checkpoint
     assert verify_backend("auto", torch.device("cpu"))[0] == "inductor"
     with pytest.raises(FastSpeechError, match="nothing to compare; use backend=inductor"):
         synthesize(tmp_path, "mode=verify", "backend=eager", "text=Hi, there.", f"checkpoint={checkpoint}")
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("input_file=phrases.txt", "unknown setting input_file=...; did you mean input?"),
+        ("backend.inductor.modee=default", "did you mean backend.inductor.mode"),
+        ("precision=fp17", "precision=fp17: no such option in conf/precision/; choose one of bf16, fp16, fp32"),
+        ("engine=i64_o51", "choose one of i128_o1024,"),
+        ("alpha=[1,", "cannot parse the command line"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message):
+    """Hydra's own report of a misspelled key or option is several lines (and suggests `+key=`,
+    which would only hide the typo): run.py turns it into one line."""
+    assert message in one_error_line(subprocess_run(tmp_path, "text=hi", arg))
