@@ -269,3 +269,22 @@ def test_cuda_mel_only_engine_returns_no_wav(tmp_path):
     assert out.wav is None
     for a, b in zip(out[:4], unstaged_to_host(engine, ids)[:4]):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("batch, one_phase", [(1, True), (8, True), (64, True), (256, False)])
+def test_whole_rows_in_one_phase_up_to_256_mib(batch, one_phase):
+    """The default copy rule (runs 25-26): every shipped engine up to batch 64 copies whole rows in
+    one phase, so its calls can stay in flight; only outputs of 256 MiB and more go row by row.
+    i128_o1024's shapes, as meta tensors (sizes only)."""
+    from fastspeech.engine import HostIO
+
+    spec = EngineSpec(batch=batch, max_in=128, max_out=1024)
+    io = HostIO(spec, torch.device("cpu"))
+    outputs = [
+        torch.empty(batch, 1024, 80, device="meta"),  # mel
+        torch.empty(batch, dtype=torch.long, device="meta"),  # mel_lens
+        torch.empty(batch, dtype=torch.long, device="meta"),  # frames
+        torch.empty(batch, 128, dtype=torch.long, device="meta"),  # durations
+        torch.empty(batch, 1024 * 256, device="meta"),  # wav
+    ]
+    assert io._one_phase(outputs, batch) is one_phase
