@@ -84,7 +84,12 @@ def main(cfg: DictConfig) -> None:
 def config_error(exc: Exception) -> str | None:
     """Hydra's multi-line message for a setting it cannot apply -> one line naming it and the fix
     (None: not a command-line setting error)."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from hydra.errors import (
+        CompactHydraException,
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
 
     message = str(exc)
     if isinstance(exc, MissingConfigException) and (
@@ -104,6 +109,8 @@ def config_error(exc: Exception) -> str | None:
         return (
             f"cannot parse the command line: {message.splitlines()[0]}; quote values with spaces or brackets"
         )
+    if isinstance(exc, CompactHydraException):  # any other setting Hydra refuses: its own words, one line
+        return "; ".join(line.strip() for line in message.splitlines() if line.strip())
     return None
 
 

@@ -305,6 +305,7 @@ def test_verify_on_the_cpu_never_compares_eager_with_itself(tmp_path, checkpoint
         ("precision=fp17", "precision=fp17: no such option in conf/precision/; choose one of bf16, fp16, fp32"),
         ("engine=i64_o51", "choose one of i128_o1024,"),
         ("alpha=[1,", "cannot parse the command line"),
+        ("+precision=fp16", "Multiple values for precision"),  # any other refusal: Hydra's words, one line
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message):
