@@ -71,6 +71,9 @@ ABLATIONS = {
     "ours_inductor_noswitch": (False, OFF, False),
     "ours_inductor_pdl": (False, {"combo_kernels": False}, False),
     "ours_inductor_combo": (False, {"enable_pdl": False}, False),
+    # Inductor's own options on today's model (issue 17: "Inductor's own options first")
+    "ours_inductor_freeze": (False, {"freezing": True}, False),
+    "ours_inductor_autotune": (False, {"mode": "max-autotune-no-cudagraphs"}, False),
 }
 log = logging.getLogger("benchmarks.latency")
 
