@@ -16,8 +16,9 @@ calibrated to ~900 of 1024 frames = ~10.5 s of audio per item, i128/o1024, fp16,
                          GriffinLim (32 it., momentum 0.99), eager on the GPU
 Stages, each timed alone per call (synchronized): frontend (text -> token ids), engine (padding,
 graph replay incl. the vocoder; for the baselines the mel-only engine), vocoder (baselines only),
-copy to host, wav encoding (16-bit PCM in memory, cut to mel_lens * 256). total = their sum;
-rtf = audio seconds / total seconds (the batch's audio).
+copy to host, wav encoding (the server's `fastspeech.serve.audio.encode_whole`: 16-bit PCM in
+memory, cut to mel_lens * 256). total = their sum; rtf = audio seconds / total seconds (the batch's
+audio).
 
 Each configuration's timing stops after `--seconds` (at least 3 calls); the build (compile) time of
 each engine is reported apart. Results: JSON (`--out`) and a Markdown table on stdout.
@@ -27,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import math
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ import torch
 from benchmarks.latency import SAMPLE_TEXT, calibrate_durations, sync
 from fastspeech.engine import PRECISIONS, EngineSpec, load_or_build
 from fastspeech.model import FastSpeech, FastSpeechConfig
+from fastspeech.serve import audio
 from fastspeech.text import text_to_ids
 from fastspeech.vocoder import load_vocoder
 from fastspeech.vocoder.hifigan import PRESETS, HiFiGAN, HiFiGANConfig
@@ -116,17 +116,6 @@ def make_vocoder(name: str, folder: Path, smoke: bool):
 # Timing
 
 
-def encode_wav(samples: np.ndarray) -> bytes:
-    """16-bit PCM wav in memory (the stdlib's `wave`: no soundfile on the GPU image)."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
 def timed(stages: dict[str, list[float]], name: str, fn):
     t0 = time.perf_counter()
     out = fn()
@@ -183,7 +172,7 @@ def engine_call(engine, texts: list[str], max_in: int, baseline=None):
             wavs = timed(
                 stages, "to_host", lambda: [w.cpu().numpy() if torch.is_tensor(w) else w for w in wavs]
             )
-        timed(stages, "encode", lambda: [encode_wav(w) for w in wavs])
+        timed(stages, "encode", lambda: [audio.encode_whole(w, "wav") for w in wavs])
         return sum(len(w) for w in wavs) / SR
 
     return call
@@ -336,7 +325,10 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
         mine = sorted((r["batch"], r["total_ms"]) for r in rows if r["path"] == name)
         ax.plot(*zip(*mine), marker="o", label=name)
     ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="text -> wav, ms per call")
-    ax.set_title(f"{meta['device']}, {meta['precision']}, {meta['audio_s_per_item']:.1f} s of audio per item", fontsize=9)
+    ax.set_title(
+        f"{meta['device']}, {meta['precision']}, {meta['audio_s_per_item']:.1f} s of audio per item",
+        fontsize=9,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

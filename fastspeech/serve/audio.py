@@ -12,6 +12,7 @@ import logging
 import struct
 
 import numpy as np
+import torch
 
 from fastspeech.vocoder.base import AudioConfig
 
@@ -46,8 +47,15 @@ def supported_formats() -> tuple[str, ...]:
 
 
 def pcm16(wav: np.ndarray) -> bytes:
-    """float32 [-1, 1] -> little-endian int16 bytes (clipped)."""
-    return (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    """float [-1, 1] -> little-endian int16 bytes: clipped, x 32767, rounded half to even (the same
+    samples as libsndfile's PCM_16 from float, i.e. `soundfile.write`).
+
+    torch's CPU kernels, in place: one vectorized pass each, on several threads for long audio.
+    numpy's clip/multiply/round/astype made four arrays and took 11 of the 27.6 ms of a batch-32
+    text-to-wav call (docs/performance.md).
+    """
+    t = torch.as_tensor(np.ascontiguousarray(wav, dtype=np.float32)).mul(32767.0)
+    return t.clamp_(-32767.0, 32767.0).round_().to(torch.int16).numpy().astype("<i2", copy=False).tobytes()
 
 
 def wav_header(n_samples: int | None = None) -> bytes:

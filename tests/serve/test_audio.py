@@ -1,0 +1,47 @@
+"""16-bit PCM encoding (fastspeech/serve/audio.py) on awkward inputs, against the plain numpy formula."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from fastspeech.serve import audio
+
+
+def reference_pcm16(wav: np.ndarray) -> np.ndarray:
+    """Clip to [-1, 1], scale by 32767, round half to even: the formula, one numpy step at a time."""
+    return (np.clip(np.asarray(wav, np.float32), -1.0, 1.0) * np.float32(32767.0)).round().astype("<i2")
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 4097, 231_000])
+def test_pcm16_equals_the_formula_on_random_audio(n):
+    rng = np.random.default_rng(n)
+    wav = rng.uniform(-1.2, 1.2, n).astype(np.float32)  # some samples past full scale
+    got = np.frombuffer(audio.pcm16(wav), "<i2")
+    assert got.shape == (n,)
+    assert np.array_equal(got, reference_pcm16(wav))
+
+
+def test_pcm16_rounds_halves_to_even_and_clips_full_scale():
+    steps = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 929.6, -929.6, 32766.6, 40000.0, -40000.0, 0.0]) / 32767.0
+    got = np.frombuffer(audio.pcm16(steps.astype(np.float32)), "<i2")
+    assert got.tolist() == [0, 2, 2, 0, -2, 930, -930, 32767, 32767, -32767, 0]
+
+
+def test_pcm16_takes_float64_and_strided_views_without_touching_them():
+    base = np.random.default_rng(1).uniform(-1, 1, 2001)
+    kept = base.copy()
+    view = base[::2]  # float64, not contiguous
+    assert np.array_equal(np.frombuffer(audio.pcm16(view), "<i2"), reference_pcm16(view))
+    assert np.array_equal(base, kept)
+
+
+def test_whole_wav_reads_back_with_exact_sizes():
+    import soundfile
+
+    wav = np.random.default_rng(2).uniform(-1, 1, 1001).astype(np.float32)
+    data = audio.encode_whole(wav, "wav")
+    back, rate = soundfile.read(io.BytesIO(data), dtype="int16")
+    assert rate == 22050 and np.array_equal(back, reference_pcm16(wav))
