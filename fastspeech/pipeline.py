@@ -30,7 +30,7 @@ from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextErr
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, check_lengths
 from fastspeech.text import check_texts
-from fastspeech.vocoder import AudioConfig, Vocoder, build_vocoder
+from fastspeech.vocoder import AudioConfig, Vocoder, build_vocoder, pcm16
 
 log = logging.getLogger(__name__)
 
@@ -432,9 +432,12 @@ def write_results(
     for u in tqdm(utterances, desc="writing", unit="wav", disable=len(utterances) < 2):
         stem = out / f"{u.index:04d}_{slug(u.text)}"
         # The engine's wav, in [-1, 1] (the vocoder contract): never a padded tail.
-        wav = np.asarray(u.wav, dtype=np.float32)[: len(u.mel) * AudioConfig.hop_length]
+        wav = pcm16(np.asarray(u.wav)[: len(u.mel) * AudioConfig.hop_length])  # as the server's
         _atomic(
-            f"{stem}.wav", lambda p, wav=wav: soundfile.write(p, wav, AudioConfig.sample_rate, format="WAV")
+            f"{stem}.wav",
+            lambda p, wav=wav: soundfile.write(
+                p, wav, AudioConfig.sample_rate, format="WAV", subtype="PCM_16"
+            ),
         )
         _atomic(f"{stem}.npy", lambda p, mel=u.mel: _save_npy(p, mel))
         u.files = [f"{stem}.wav", f"{stem}.npy"]

@@ -12,9 +12,9 @@ import logging
 import struct
 
 import numpy as np
-import torch
 
 from fastspeech.vocoder.base import AudioConfig
+from fastspeech.vocoder.base import pcm16 as to_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,8 @@ def supported_formats() -> tuple[str, ...]:
 
 
 def pcm16(wav: np.ndarray) -> bytes:
-    """float [-1, 1] -> little-endian int16 bytes: clipped, x 32767, rounded half to even (the same
-    samples as libsndfile's PCM_16 from float, i.e. `soundfile.write`).
-
-    torch's CPU kernels, in place: one vectorized pass each, on several threads for long audio.
-    numpy's clip/multiply/round/astype made four arrays and took 11 of the 27.6 ms of a batch-32
-    text-to-wav call (docs/performance.md).
-    """
-    t = torch.as_tensor(np.ascontiguousarray(wav, dtype=np.float32)).mul(32767.0)
-    return t.clamp_(-32767.0, 32767.0).round_().to(torch.int16).numpy().astype("<i2", copy=False).tobytes()
+    """float [-1, 1] -> little-endian int16 bytes (`fastspeech.vocoder.base.pcm16`, as the CLI's files)."""
+    return to_pcm16(wav).tobytes()
 
 
 def wav_header(n_samples: int | None = None) -> bytes:
@@ -82,5 +75,6 @@ def encode_whole(wav: np.ndarray, response_format: str) -> bytes:
 
     fmt, subtype = WHOLE[response_format]
     buf = io.BytesIO()
-    soundfile.write(buf, np.clip(wav, -1.0, 1.0), SAMPLE_RATE, format=fmt, subtype=subtype)
+    data = to_pcm16(wav) if subtype == "PCM_16" else np.clip(wav, -1.0, 1.0)  # flac: the same samples
+    soundfile.write(buf, data, SAMPLE_RATE, format=fmt, subtype=subtype)
     return buf.getvalue()

@@ -26,10 +26,19 @@ import numpy as np
 import torch
 
 from fastspeech.errors import VocoderError
-from fastspeech.vocoder.base import AudioConfig, Vocoder, read_checkpoint, strip_prefix
+from fastspeech.vocoder.base import AudioConfig, Vocoder, pcm16, read_checkpoint, strip_prefix
 from fastspeech.vocoder.griffin_lim import GriffinLim, slaney_mel_filters
 
-__all__ = ["KINDS", "AudioConfig", "GriffinLim", "Vocoder", "build_vocoder", "load_vocoder", "wav_to_mel"]
+__all__ = [
+    "KINDS",
+    "AudioConfig",
+    "GriffinLim",
+    "Vocoder",
+    "build_vocoder",
+    "load_vocoder",
+    "pcm16",
+    "wav_to_mel",
+]
 
 # kind -> the settings it takes (besides `checkpoint`), with their defaults
 KINDS: dict[str, dict[str, Any]] = {

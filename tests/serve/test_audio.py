@@ -45,3 +45,23 @@ def test_whole_wav_reads_back_with_exact_sizes():
     data = audio.encode_whole(wav, "wav")
     back, rate = soundfile.read(io.BytesIO(data), dtype="int16")
     assert rate == 22050 and np.array_equal(back, reference_pcm16(wav))
+
+
+def test_the_cli_files_hold_the_servers_samples(tmp_path):
+    """Both sinks encode with `fastspeech.vocoder.pcm16`: a wav file of the CLI and the server's wav
+    bytes carry the same samples (libsndfile's own float conversion rounds differently)."""
+    import soundfile
+    from omegaconf import OmegaConf
+
+    from fastspeech.pipeline import Utterance, write_results
+
+    frames = 37
+    wav = np.random.default_rng(3).uniform(-1.3, 1.3, frames * 256 + 100).astype(np.float32)
+    wav[:6] = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 929.6]) / 32767  # halves: to even
+    u = Utterance(0, "Odd samples.", [1, 2], mel=np.zeros((frames, 80), np.float32), wav=wav)
+    write_results(OmegaConf.create({"plot": False}), tmp_path, tmp_path, [u], [], "cpu")
+    stored, rate = soundfile.read(u.files[0], dtype="int16")
+    served = np.frombuffer(audio.encode_whole(wav[: frames * 256], "wav")[44:], "<i2")
+    assert rate == 22050 and len(stored) == frames * 256  # cut to the mel's frames
+    assert np.array_equal(stored, served)
+    assert np.array_equal(stored, reference_pcm16(wav[: frames * 256]))
