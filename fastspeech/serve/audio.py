@@ -13,8 +13,8 @@ import struct
 
 import numpy as np
 
+from fastspeech.vocoder import pcm16 as to_pcm16
 from fastspeech.vocoder.base import AudioConfig
-from fastspeech.vocoder.base import pcm16 as to_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def supported_formats() -> tuple[str, ...]:
 
 
 def pcm16(wav: np.ndarray) -> bytes:
-    """float [-1, 1] -> little-endian int16 bytes (`fastspeech.vocoder.base.pcm16`, as the CLI's files)."""
+    """float [-1, 1] -> little-endian int16 bytes (`fastspeech.vocoder.pcm16`, as the CLI's files)."""
     return to_pcm16(wav).tobytes()
 
 

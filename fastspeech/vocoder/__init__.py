@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fastspeech.errors import VocoderError
-from fastspeech.vocoder.base import AudioConfig, Vocoder, pcm16, read_checkpoint, strip_prefix
+from fastspeech.vocoder.base import AudioConfig, Vocoder, read_checkpoint, strip_prefix
 from fastspeech.vocoder.griffin_lim import GriffinLim, slaney_mel_filters
 
 __all__ = [
@@ -150,6 +150,19 @@ def _settings(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
         if out["config"] is not None and not Path(str(out["config"])).is_file():
             raise VocoderError(f"vocoder.config={out['config']}: no such file (a HiFi-GAN config.json)")
     return out
+
+
+def pcm16(wav) -> np.ndarray:
+    """Float samples (a numpy array, any float dtype or strides) -> 16-bit PCM, little-endian: clipped
+    to [-1, 1], x 32767, rounded half to even. What every audio sink writes (the CLI's wav files,
+    the server's wav/pcm/flac), so a text gives the same samples from either.
+
+    torch's CPU kernels, in place: one vectorized pass each, on several threads for long audio (numpy's
+    clip/multiply/round/astype made four arrays; at batch 32 the encoding fell from 11.0 to 6.3 ms of
+    a text-to-wav call, H200 host, docs/performance.md).
+    """
+    t = torch.as_tensor(np.ascontiguousarray(wav, dtype=np.float32)).mul(32767.0)
+    return t.clamp_(-32767.0, 32767.0).round_().to(torch.int16).numpy().astype("<i2", copy=False)
 
 
 def wav_to_mel(wav: np.ndarray, audio: AudioConfig | None = None) -> np.ndarray:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -40,19 +39,6 @@ class AudioConfig:
     mel_fmin: float = 0.0
     mel_fmax: float = 8000.0
     clamp: float = 1e-5  # log(max(mel, clamp))
-
-
-def pcm16(wav) -> np.ndarray:
-    """Float samples (a numpy array, any float dtype or strides) -> 16-bit PCM, little-endian: clipped
-    to [-1, 1], x 32767, rounded half to even. What every audio sink writes (the CLI's wav files,
-    the server's wav/pcm/flac), so a text gives the same samples from either.
-
-    torch's CPU kernels, in place: one vectorized pass each, on several threads for long audio (numpy's
-    clip/multiply/round/astype made four arrays; at batch 32 the encoding fell from 11.0 to 6.3 ms of
-    a text-to-wav call, H200 host, docs/performance.md).
-    """
-    t = torch.as_tensor(np.ascontiguousarray(wav, dtype=np.float32)).mul(32767.0)
-    return t.clamp_(-32767.0, 32767.0).round_().to(torch.int16).numpy().astype("<i2", copy=False)
 
 
 def record(acts: dict[str, torch.Tensor] | None, name: str, x: torch.Tensor) -> None:
