@@ -1,4 +1,5 @@
-"""16-bit PCM encoding (fastspeech/serve/audio.py) on awkward inputs, against the plain numpy formula."""
+"""16-bit PCM encoding (`fastspeech.vocoder.pcm16`, through fastspeech/serve/audio.py and the CLI's files) on
+awkward inputs, against the plain numpy formula."""
 
 from __future__ import annotations
 
