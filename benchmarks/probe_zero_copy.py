@@ -13,12 +13,12 @@ if the host knew the lengths). Each: issue + transfer + synchronize from an idle
 
 from __future__ import annotations
 
-import statistics
-import time
-
+import numpy as np
 import torch
 import triton
 import triton.language as tl
+
+from benchmarks.latency import time_calls
 
 
 @triton.jit
@@ -38,15 +38,8 @@ def rows_to_host(src: torch.Tensor, dst: torch.Tensor, lens: torch.Tensor, per_f
 
 
 def median_us(fn, n: int = 300) -> float:
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
+    """Median wall time of one synchronized call (`benchmarks.latency.time_calls`), µs."""
+    return float(np.median(time_calls(fn, n, warmup=20))) * 1e6
 
 
 def probe(name: str, max_out: int, fill: float) -> None:
