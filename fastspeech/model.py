@@ -13,9 +13,9 @@ Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
 (`kernels.attention`: reads q, k, v straight from the fused projection, takes the lengths instead
 of a mask), and the Conv1ds are the fourth (`kernels.conv1d`: the k shifted rows read in place,
-bias, ReLU and row mask in one kernel; small batches and the FFN's wide-to-narrow w_2 stay cuBLAS
-GEMMs, see `conv1d`). Shapes never depend on data once `max_out` is given, so the whole forward
-compiles with `torch.compile(fullgraph=True, dynamic=False)`.
+bias, ReLU and row mask in one kernel; small batches stay cuBLAS GEMMs, see `conv1d`). Shapes never
+depend on data once `max_out` is given, so the whole forward compiles with
+`torch.compile(fullgraph=True, dynamic=False)`.
 
 Shapes use the seed's letters: B batch, Ti input tokens, To output frames, H hidden (d_model).
 """
@@ -275,7 +275,10 @@ class FastSpeech(nn.Module):
         return ModelOutput(mel, mel_lens, durations)
 
 
-OP_MIN_ROWS = 4096  # B * T from which `conv1d` runs the op (shapes are fixed per engine: one path each)
+# B * T from which `conv1d` runs the op (shapes are fixed per engine: one path each); convs that narrow
+# more than 2x (the FFN's w_2, 1536 -> 384) from more rows (run 37, docs/kernels.md)
+OP_MIN_ROWS = 4096
+OP_MIN_ROWS_NARROWING = 16384
 
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -284,19 +287,24 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) 
     DLE's Conv1d wants (B, C, T); our activations are (B, T, C). Two ways, by shape, both reading the
     tap-major weight `conv.weight.permute(2, 0, 1)` (k, C_out, C_in) as a free view (`tap_major`):
     - the `conv1d` op (kernels/conv1d.py): one implicit-GEMM kernel that reads the k shifted rows of
-      x itself (no unfold copy, no transposes) and adds bias, ReLU and row mask in its epilogue.
-      It saves the unfold and ReLU passes over memory, which is what counts at B * T >= OP_MIN_ROWS
-      (B=64, T=1024 on the H200: 8.67 -> 7.46 ms per engine call, docs/kernels.md);
+      x itself (no unfold copy, no transposes, no taps buffer) and adds bias, ReLU and row mask in its
+      epilogue; from OP_MIN_ROWS rows (B * T), or OP_MIN_ROWS_NARROWING for convs that narrow more
+      than 2x;
     - otherwise multiply first: one cuBLAS GEMM to (B, T, k * C_out), then the k outputs added
       shifted in time with bias, ReLU and mask in one pointwise kernel that Inductor fuses (for
-      w_2, into the residual + LayerNorm that follows). cuBLAS wins for few rows (B=1: the op's
-      small tiles ran 16 µs where the GEMM path took ~14 µs in 3 kernels) and for the FFN's
-      wide-to-narrow w_2 (1536 -> 384, K = 4608 over 384 columns: the op 0.33-0.89x of it).
+      w_2, into the residual + LayerNorm that follows).
+    Run 37 (H200, fp16, docs/kernels.md): cuBLAS wins for few rows (B=1, T=1024: its GEMM 7.1 µs,
+    the op 12 µs). The op wins for w_1 from 4096 rows (31 µs against 26 µs of GEMM plus a pass over
+    its (B, T, 3 x 1536) taps). w_2 narrows to 384 columns over K = 4608: at 8192 rows the op's
+    128 x 128 tiles make 1.45 waves (59 µs against cuBLAS's 44); from 16384 rows they tie (89 / 85
+    µs, 333 / 318 µs at 65536), the GEMM's larger taps costing the LayerNorm after it ~16 µs more
+    per layer, and the op needs no taps buffer (151 MB at B=64, T=1024).
     Zero padding as the conv's own (stride 1, dilation 1). A module-level function, like
     `self_attention`, so benchmarks can swap in the previous path (benchmarks/latency.py).
     """
     taps = conv.weight.permute(2, 0, 1)  # (k, C_out, C_in), contiguous
-    if conv.in_channels <= 2 * conv.out_channels and x.shape[0] * x.shape[1] >= OP_MIN_ROWS:
+    narrowing = conv.in_channels > 2 * conv.out_channels
+    if x.shape[0] * x.shape[1] >= (OP_MIN_ROWS_NARROWING if narrowing else OP_MIN_ROWS):
         return kernels.conv1d(x, taps, conv.bias, lengths, conv.padding[0], relu)
     k, pad = conv.kernel_size[0], conv.padding[0]
     B, T, _ = x.shape

@@ -19,12 +19,16 @@ Why: FastSpeech's feed-forward convs ran as three kernels each: w_1 (384 -> 1536
 or taps buffer) and applies bias, relu and the row mask in the GEMM's epilogue.
 
 The kernel is an implicit GEMM: M = B T rows, N = C_out, and a K loop over taps j (outer) x C_in blocks
-(inner), flattened into one loop so Triton pipelines it as one. For an output tile (BLOCK_M rows,
-BLOCK_N channels) and tap j, the A tile is rows t + j - padding of x (row m -> b = m // T, t = m % T;
-rows outside [0, T) load as zeros, so no row ever reads another batch item), the B tile is
-weight[j, n-block, c-block]; `tl.dot` accumulates in fp32 (tensor cores for fp16/bf16 — wgmma on sm90;
-IEEE fp32 for fp32 inputs, no TF32). Program ids are swizzled in groups of GROUP_M row tiles so that
-consecutive programs share weight column blocks in L2. Tiles come from `default_blocks`.
+(inner), flattened into one loop so Triton pipelines it as one. Its tiles move through tensor
+descriptors (TMA, Hopper's copy engine): x as (B, T, C_in), so for an output tile (BLOCK_M rows of one
+batch item, BLOCK_N channels) and tap j the A tile is rows t0 + j - padding .. of that item, and rows
+outside [0, T) arrive as zeros (the conv's padding, no masks, never another item's rows); the weight as
+(k, C_out, C_in); the output stored as (B, T, C_out), rows past T dropped. `tl.dot` accumulates in fp32
+(wgmma on sm90 for fp16/bf16; IEEE fp32 for fp32 inputs, no TF32). The grid is persistent: one program
+per SM walks the output tiles, swizzled in groups of GROUP_M row tiles so that consecutive tiles share
+weight column blocks in L2. Tiles come from `default_blocks`. Run 35 (H200, fp16, B=64, T=1024): w_1
+(384 -> 1536) 339 µs, 683 TFLOP/s, where the same kernel with masked pointer loads and one program per
+tile took 414 µs and cuBLAS's GEMM alone on an unfolded x 319 µs (docs/kernels.md).
 
 The reference (`conv1d_reference`, also the CPU implementation) is `F.conv1d` on x.transpose(1, 2)
 with weight.permute(1, 2, 0), then relu and the row mask, computed in fp32 and cast to x's dtype
@@ -34,6 +38,7 @@ with weight.permute(1, 2, 0), then relu and the row mask, computed in fp32 and c
 
 from __future__ import annotations
 
+import math
 import os
 from typing import NamedTuple, Optional
 
@@ -42,8 +47,6 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
-
-from kernels.utils import check_int32_offsets
 
 FILL_PROGRAMS = 132  # programs that fill the GPU: our H100's (and H200's) SM count
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -63,14 +66,11 @@ def _conv1d_kernel(
     T,
     stride_xb,
     stride_xt,
-    stride_xc,
     stride_wj,
     stride_wo,
-    stride_wc,
     stride_bias,
     stride_ob,
     stride_ot,
-    stride_oc,
     stride_len,
     C_IN: tl.constexpr,
     C_OUT: tl.constexpr,
@@ -82,69 +82,79 @@ def _conv1d_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    PROGRAMS: tl.constexpr,
+    SUBTILE: tl.constexpr,
     FP32_DOT: tl.constexpr,
 ):
-    M = B * T
-    # Group-M swizzle: GROUP_M consecutive programs walk down one column of tiles, sharing its weights.
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
+    STORE_N: tl.constexpr = BLOCK_N // 2 if SUBTILE else BLOCK_N  # the epilogue's store width
+    # Tensor descriptors (TMA on sm90): a tile load outside the tensor's shape reads zeros, so a tap's
+    # source rows t + j - PADDING outside [0, T) are the conv's zero padding with no masks, and never
+    # another batch item's rows (a row tile stays inside one item); a store outside it is dropped.
+    x_desc = tl.make_tensor_descriptor(
+        x_ptr, shape=[B, T, C_IN], strides=[stride_xb, stride_xt, 1], block_shape=[1, BLOCK_M, BLOCK_K]
+    )
+    w_desc = tl.make_tensor_descriptor(
+        w_ptr,
+        shape=[KSIZE, C_OUT, C_IN],
+        strides=[stride_wj, stride_wo, 1],
+        block_shape=[1, BLOCK_N, BLOCK_K],
+    )
+    o_desc = tl.make_tensor_descriptor(
+        out_ptr, shape=[B, T, C_OUT], strides=[stride_ob, stride_ot, 1], block_shape=[1, BLOCK_M, STORE_N]
+    )
+    tiles_t = tl.cdiv(T, BLOCK_M)  # row tiles per batch item
+    tiles_m = B * tiles_t
     tiles_n: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
-    group = pid // (GROUP_M * tiles_n)
-    first_m = group * GROUP_M
-    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_rows
-    pid_n = (pid % (GROUP_M * tiles_n)) // group_rows
-
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) flat rows m = b * T + t
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) output channels
-    ks = tl.arange(0, BLOCK_K)  # (BLOCK_K,) input channels within a block
-    row_ok = rows < M
-    col_ok = cols < C_OUT
-    b = rows // T
-    t = rows - b * T
-    # int64 batch offsets, int32 offsets inside a batch row (the launcher checks they fit).
-    x_rows = x_ptr + b.to(tl.int64) * stride_xb + t * stride_xt  # (BLOCK_M,) -> x[b, t, 0]
-    w_cols = w_ptr + cols * stride_wo  # (BLOCK_N,) -> weight[0, o, 0]
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     C_BLOCKS: tl.constexpr = (C_IN + BLOCK_K - 1) // BLOCK_K
-    for step in range(KSIZE * C_BLOCKS):  # taps outer, input-channel blocks inner, one flat loop
-        j = step // C_BLOCKS
-        c = (step % C_BLOCKS) * BLOCK_K + ks
-        c_ok = c < C_IN
-        src = t + (j - PADDING)  # source rows; outside [0, T) they are the conv's zero padding
-        a_ok = row_ok & (src >= 0) & (src < T)
-        a = tl.load(
-            x_rows[:, None] + ((j - PADDING) * stride_xt + c * stride_xc)[None, :],
-            mask=a_ok[:, None] & c_ok[None, :],
-            other=0.0,
-        )  # (BLOCK_M, BLOCK_K)
-        w = tl.load(
-            w_cols[None, :] + (j * stride_wj + c * stride_wc)[:, None],
-            mask=c_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )  # (BLOCK_K, BLOCK_N)
-        if FP32_DOT:
-            acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+    # Persistent: PROGRAMS programs (one per SM) walk the output tiles; `flatten` lets Triton pipeline
+    # the next tile's first loads under this tile's last steps and epilogue.
+    for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, PROGRAMS, flatten=True):
+        # Group-M swizzle: GROUP_M consecutive tiles walk down one column of tiles, sharing its weights.
+        group = tile // (GROUP_M * tiles_n)
+        first_m = group * GROUP_M
+        group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+        pid_m = first_m + (tile % (GROUP_M * tiles_n)) % group_rows
+        pid_n = (tile % (GROUP_M * tiles_n)) // group_rows
+        b = pid_m // tiles_t
+        t0 = (pid_m - b * tiles_t) * BLOCK_M
+        n0 = pid_n * BLOCK_N
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for step in range(KSIZE * C_BLOCKS):  # taps outer, input-channel blocks inner, one flat loop
+            j = step // C_BLOCKS
+            c0 = (step - j * C_BLOCKS) * BLOCK_K
+            a = x_desc.load([b, t0 + j - PADDING, c0]).reshape(BLOCK_M, BLOCK_K)
+            w = w_desc.load([j, n0, c0]).reshape(BLOCK_N, BLOCK_K)
+            if FP32_DOT:
+                acc = tl.dot(a.to(tl.float32), w.to(tl.float32).T, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, w.T, acc)
+
+        cols = n0 + tl.arange(0, BLOCK_N)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + cols * stride_bias, mask=cols < C_OUT, other=0.0).to(tl.float32)[
+                None, :
+            ]
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+        t = t0 + tl.arange(0, BLOCK_M)
+        acc = tl.where((t < tl.load(len_ptr + b * stride_len))[:, None], acc, 0.0)  # padding rows: exactly 0
+        acc = acc.to(out_ptr.dtype.element_ty)
+        if SUBTILE:  # two half-width stores: half the shared memory to stage them, one more stage
+            left, right = acc.reshape(BLOCK_M, 2, STORE_N).permute(0, 2, 1).split()
+            o_desc.store([b, t0, n0], left.reshape(1, BLOCK_M, STORE_N))
+            o_desc.store([b, t0, n0 + STORE_N], right.reshape(1, BLOCK_M, STORE_N))
         else:
-            acc = tl.dot(a, w, acc)
-
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols * stride_bias, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    length = tl.load(len_ptr + b * stride_len, mask=row_ok, other=0)  # (BLOCK_M,) lengths[b]
-    acc = tl.where((t < length)[:, None], acc, 0.0)  # padding rows: exactly 0 (t < T <= a longer length)
-
-    o_ptrs = out_ptr + (b.to(tl.int64) * stride_ob + t * stride_ot)[:, None] + (cols * stride_oc)[None, :]
-    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+            o_desc.store([b, t0, n0], acc.reshape(1, BLOCK_M, BLOCK_N))
 
 
 # ---------------------------------------------------------------------------------------------
 # Launcher
 # ---------------------------------------------------------------------------------------------
 class Blocks(NamedTuple):
-    """One launch configuration: tile sizes, warps, pipeline stages and the program-id swizzle group."""
+    """One launch configuration: tile sizes, warps, pipeline stages, the program-id swizzle group, the
+    number of persistent programs (None: one per SM, or every tile when there are fewer) and whether
+    the epilogue stores its tile in two halves."""
 
     block_m: int
     block_n: int
@@ -152,43 +162,66 @@ class Blocks(NamedTuple):
     num_warps: int
     num_stages: int
     group_m: int = 8
+    programs: int | None = None
+    subtile: bool = False
 
 
-# (BLOCK_M, BLOCK_N) in order of preference: larger tiles reuse each loaded row and weight more.
-TILES = ((128, 256), (128, 128), (64, 128), (64, 64), (32, 64))
+def default_blocks(B: int, T: int, N: int, c_in: int, dtype: torch.dtype) -> Blocks:
+    """128 x 128 tiles (4 warps, 4 stages), or 128 x 256 (8 warps, 3 stages) where N divides into
+    256-wide column tiles and there are at least two waves of them; smaller only for short T or
+    narrow N. From run 37's sweep (H200, fp16, FastSpeech's four convs from 4096 to 65536 rows): the
+    128 x 256 tile is 2-8% faster for w_1 from 8192 rows on, but 1.3x slower at 4096 (192 tiles, 1.45
+    waves); every 64-row tile is slower, the long-K w_2 (K = 4608) most.
 
-
-def default_blocks(M: int, N: int, c_in: int, dtype: torch.dtype) -> Blocks:
-    """The largest output tile that still gives >= FILL_PROGRAMS programs (the smallest when none does).
-
-    M = B * T rows, N = C_out, c_in = C_in. Column tiles wider than 64 are used only when they divide N
-    (N = 384: no 256-wide tiles, which would leave a third of the last column tile empty). fp32 (IEEE
-    dot products, no tensor cores, twice the bytes) keeps to tiles of at most 128 x 128 and 32-wide K
-    steps. Examples (fp16): B=1, T=1024, N=1536: 64 x 128 (192 programs); N=384: 32 x 64 (192);
-    B=64, T=1024: 128 x 256 for N=1536 / 256, 128 x 128 for N=384. Tuned in
-    benchmarks/kernels/bench_conv1d.py (--sweep).
+    Row tiles never span two batch items, so a batch item has ceil(T / BLOCK_M) of them. N = C_out,
+    c_in = C_in. fp32 (IEEE dot products, no tensor cores, twice the bytes) keeps to 128 x 128 tiles,
+    32-wide K steps and 3 stages.
     """
     wide = dtype.itemsize <= 2
-    tiles = [(bm, bn) for bm, bn in TILES if (bn <= 64 or N % bn == 0) and (wide or bm * bn <= 128 * 128)]
-    block_m, block_n = tiles[-1]
-    for bm, bn in tiles:
-        if triton.cdiv(M, bm) * triton.cdiv(N, bn) >= FILL_PROGRAMS:
-            block_m, block_n = bm, bn
-            break
+    block_m = min(128, max(16, triton.next_power_of_2(T)))
     block_k = max(16, min(64 if wide else 32, triton.next_power_of_2(c_in)))
-    big = block_m * block_n >= 128 * 128
-    return Blocks(block_m, block_n, block_k, num_warps=8 if big else 4, num_stages=3 if block_n == 256 else 4)
-
-
-def launch_grid(M: int, N: int, blocks: Blocks) -> tuple[int]:
-    """One program per (BLOCK_M, BLOCK_N) output tile (1-D: the kernel swizzles the program ids)."""
-    return (triton.cdiv(M, blocks.block_m) * triton.cdiv(N, blocks.block_n),)
+    wide_tiles = B * triton.cdiv(T, 128) * (N // 256)
+    if wide and block_m == 128 and N % 256 == 0 and wide_tiles >= 2 * FILL_PROGRAMS:
+        return Blocks(128, 256, block_k, num_warps=8, num_stages=3)
+    block_n = min(128, max(16, triton.next_power_of_2(N)))
+    return Blocks(block_m, block_n, block_k, num_warps=4, num_stages=4 if wide else 3)
 
 
 def fp32_dot(dtype: torch.dtype) -> bool:
     """Dot products on fp32 operands in IEEE fp32: for fp32 inputs (no TF32), and for bf16 under
     Triton's CPU interpreter, whose bf16 `tl.dot` is wrong (see kernels/attention.py)."""
     return dtype == torch.float32 or (dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def tma_ready(t: torch.Tensor) -> bool:
+    """Whether a tensor descriptor can address `t`: unit last stride, every other stride (of a
+    dimension longer than 1) and the start a multiple of 16 bytes (storage starts are: torch's
+    allocators align them to 64 bytes or more)."""
+    size = t.element_size()
+    strides = [s for s, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1]
+    return t.stride(-1) == 1 and all(s * size % 16 == 0 for s in (*strides, t.storage_offset()))
+
+
+def tma_strides(t: torch.Tensor) -> tuple[int, ...]:
+    """t's strides for its descriptor, a dimension of length 1 given a 16-byte multiple (its stride,
+    any value to torch, is never stepped over, but the copy engine takes only such strides)."""
+    aligned = 16 // t.element_size()
+    inner = [triton.cdiv(math.prod(t.shape[i + 1 :]), aligned) * aligned for i in range(t.dim())]
+    return tuple(s if n > 1 else a for s, n, a in zip(t.stride(), t.shape, inner))
+
+
+def tma_copy(t: torch.Tensor) -> torch.Tensor:
+    """`t`'s values in a buffer `tma_ready` accepts: contiguous, the last dimension padded to 16 bytes
+    (the descriptor's shape stays t's, so the kernel never reads the padding)."""
+    pad = -t.shape[-1] % (16 // t.element_size())
+    return F.pad(t, (0, pad))[..., : t.shape[-1]] if pad else t.contiguous()
+
+
+def set_scratch_allocator(device: torch.device) -> None:
+    """Triton's global scratch, where each program writes the descriptors it makes, from torch's
+    allocator on `device` (inside a CUDA graph capture: the graph's pool). Eager launches need it;
+    Inductor's launcher sets its own."""
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device=device))
 
 
 def launch_conv1d(
@@ -205,32 +238,36 @@ def launch_conv1d(
     """Run the kernel into `out` (B, T, C_out), any strides; every element of `out` is written.
 
     Takes the output buffer so tests can poison it and benchmarks can reuse it. Launches on torch's
-    current stream. `blocks` defaults to `default_blocks`; override it only to sweep.
+    current stream. `blocks` defaults to `default_blocks`; override it only to sweep. x, weight and out
+    go to the kernel as they are when a tensor descriptor can address them (`tma_ready`: FastSpeech's
+    contiguous activations and tap-major weights); otherwise through an aligned copy.
     """
     B, T, c_in = x.shape
     k, c_out, _ = weight.shape
     if out.numel() == 0:
         return out
-    check_int32_offsets("conv1d", x, out, weight.unsqueeze(0))
-    blocks = blocks or default_blocks(B * T, c_out, c_in, x.dtype)
-    wrap_triton(_conv1d_kernel)[launch_grid(B * T, c_out, blocks)](
+    blocks = blocks or default_blocks(B, T, c_out, c_in, x.dtype)
+    x, weight = (t if tma_ready(t) else tma_copy(t) for t in (x, weight))
+    dst = out if tma_ready(out) else tma_copy(out)
+    (sxb, sxt, _), (swj, swo, _), (sob, sot, _) = (tma_strides(t) for t in (x, weight, dst))
+    tiles = B * triton.cdiv(T, blocks.block_m) * triton.cdiv(c_out, blocks.block_n)
+    programs = min(tiles, blocks.programs or sm_count(x.device))
+    set_scratch_allocator(x.device)
+    wrap_triton(_conv1d_kernel)[(programs,)](
         x,
         weight,
         x if bias is None else bias,  # never read when HAS_BIAS is False
         lengths,
-        out,
+        dst,
         B,
         T,
-        x.stride(0),
-        x.stride(1),
-        x.stride(2),
-        weight.stride(0),
-        weight.stride(1),
-        weight.stride(2),
+        sxb,
+        sxt,
+        swj,
+        swo,
         0 if bias is None else bias.stride(0),
-        out.stride(0),
-        out.stride(1),
-        out.stride(2),
+        sob,
+        sot,
         lengths.stride(0),
         C_IN=c_in,
         C_OUT=c_out,
@@ -242,11 +279,22 @@ def launch_conv1d(
         BLOCK_N=blocks.block_n,
         BLOCK_K=blocks.block_k,
         GROUP_M=blocks.group_m,
+        PROGRAMS=programs,
+        SUBTILE=blocks.subtile,
         FP32_DOT=fp32_dot(x.dtype),
         num_warps=blocks.num_warps,
         num_stages=blocks.num_stages,
     )
+    if dst is not out:
+        out.copy_(dst)
     return out
+
+
+def sm_count(device: torch.device) -> int:
+    """Persistent programs that fill the device: its SM count (FILL_PROGRAMS off CUDA)."""
+    if device.type != "cuda":
+        return FILL_PROGRAMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 # ---------------------------------------------------------------------------------------------

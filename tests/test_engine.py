@@ -164,25 +164,51 @@ def test_inductor_cuda_graph_replays_equal_eager(tmp_path, precision):
     spec = EngineSpec(batch=4, max_in=16, max_out=96, precision=precision, backend="inductor")
     engine = load_or_build(model, spec, tmp_path, "cuda", {"mode": None, "cuda_graphs": True})
     cuda_model = model.to("cuda", spec.dtype)
-    atol = 1e-3 if precision == "fp32" else 5e-2
     for step in range(100):  # changing inputs every replay
         ids = random_ids(1 + step % 4)
-        alpha = 0.8 + 0.05 * (step % 9)
-        out = engine(ids, alpha)
-        with torch.no_grad():
-            refs = [cuda_model(torch.tensor([one], device="cuda"), alpha, max_out=96) for one in ids]
-        for i, ref in enumerate(refs):
-            if precision == "fp16" and not torch.equal(
-                out.durations[i, : ref.durations.shape[1]], ref.durations[0]
-            ):
-                # fp16 rounding may move a duration across .5 between two correct implementations:
-                # allow a one-frame flip on a few tokens, then there is no mel to compare row by row.
-                diff = (out.durations[i, : ref.durations.shape[1]] - ref.durations[0]).abs()
-                assert int(diff.max()) == 1 and int(diff.sum()) <= 2, (step, diff)
-                continue
-            assert int(out.frames[i]) == int(ref.durations.sum()), step
-            n = int(ref.mel_lens[0])
-            torch.testing.assert_close(out.mel[i, :n], ref.mel[0, :n].float(), rtol=2e-2, atol=atol)
+        check_rows_equal_eager_alone(
+            engine(ids, 0.8 + 0.05 * (step % 9)), cuda_model, ids, 0.8 + 0.05 * (step % 9)
+        )
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_inductor_engine_with_the_conv_op_equals_eager_alone(tmp_path, precision):
+    """At B * max_out >= OP_MIN_ROWS the mel side's FFN convs run the `conv1d` op (tensor descriptors,
+    Triton's scratch allocator, inside Inductor and a CUDA graph); each text alone in eager runs the
+    cuBLAS path instead (few rows): the two must agree row by row."""
+    from fastspeech.model import OP_MIN_ROWS
+
+    model = random_model(seed=7)
+    spec = EngineSpec(batch=48, max_in=16, max_out=96, precision=precision, backend="inductor")
+    assert spec.batch * spec.max_out >= OP_MIN_ROWS > spec.max_out
+    engine = load_or_build(model, spec, tmp_path, "cuda", {"mode": None, "cuda_graphs": True})
+    cuda_model = model.to("cuda", spec.dtype)
+    for step in range(3):
+        ids = random_ids(48 - 7 * step)
+        check_rows_equal_eager_alone(engine(ids, 1.0), cuda_model, ids, 1.0)
+
+
+def check_rows_equal_eager_alone(out, cuda_model, ids, alpha):
+    """Each text's engine row against the eager CUDA model run on that text alone."""
+    fp32 = next(cuda_model.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        refs = [
+            cuda_model(torch.tensor([one], device="cuda"), alpha, max_out=out.mel.shape[1]) for one in ids
+        ]
+    for i, ref in enumerate(refs):
+        if not fp32 and not torch.equal(out.durations[i, : ref.durations.shape[1]], ref.durations[0]):
+            # fp16 rounding may move a duration across .5 between two correct implementations:
+            # allow a one-frame flip on a few tokens, then there is no mel to compare row by row.
+            diff = (out.durations[i, : ref.durations.shape[1]] - ref.durations[0]).abs()
+            assert int(diff.max()) == 1 and int(diff.sum()) <= 2, (i, diff)
+            continue
+        assert int(out.frames[i]) == int(ref.durations.sum()), i
+        n = int(ref.mel_lens[0])
+        torch.testing.assert_close(
+            out.mel[i, :n], ref.mel[0, :n].float(), rtol=2e-2, atol=1e-3 if fp32 else 5e-2
+        )
 
 
 @pytest.mark.slow

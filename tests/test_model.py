@@ -70,7 +70,9 @@ def test_state_dict_names_and_shapes_are_dles():
 def _dle_side(sd, side, n_layer, n_head, x, lengths):
     """DLE FFTBlocks: x + position(pos), then bmm attention (masked_fill -65504) and conv FFN."""
     B, T, H = x.shape
-    pos = torch.stack([torch.cat([torch.arange(1, n + 1), torch.zeros(T - n, dtype=torch.long)]) for n in lengths])
+    pos = torch.stack(
+        [torch.cat([torch.arange(1, n + 1), torch.zeros(T - n, dtype=torch.long)]) for n in lengths]
+    )
     x = x + F.embedding(pos, sd[f"{side}.position.weight"])
     non_pad = (pos != 0).float()[..., None]
     key_pad = (pos == 0)[:, None, :].expand(B, T, T).repeat(n_head, 1, 1)
@@ -87,9 +89,13 @@ def _dle_side(sd, side, n_layer, n_head, x, lengths):
         x = F.layer_norm(out, (H,), sd[p + "slf_attn.layer_norm.weight"], sd[p + "slf_attn.layer_norm.bias"])
         x = x * non_pad
         res = x
-        h = F.relu(F.conv1d(x.transpose(1, 2), sd[p + "pos_ffn.w_1.weight"], sd[p + "pos_ffn.w_1.bias"], padding=1))
+        h = F.relu(
+            F.conv1d(x.transpose(1, 2), sd[p + "pos_ffn.w_1.weight"], sd[p + "pos_ffn.w_1.bias"], padding=1)
+        )
         h = F.conv1d(h, sd[p + "pos_ffn.w_2.weight"], sd[p + "pos_ffn.w_2.bias"], padding=1).transpose(1, 2)
-        x = F.layer_norm(h + res, (H,), sd[p + "pos_ffn.layer_norm.weight"], sd[p + "pos_ffn.layer_norm.bias"])
+        x = F.layer_norm(
+            h + res, (H,), sd[p + "pos_ffn.layer_norm.weight"], sd[p + "pos_ffn.layer_norm.bias"]
+        )
         x = x * non_pad
     return x
 
@@ -105,11 +111,26 @@ def dle_reference(model: FastSpeech, tokens: torch.Tensor, alpha: float):
     for row in tokens:
         ids = row[row != 0][None]  # (1, n): no padding at all
         n = ids.shape[1]
-        x = _dle_side(sd, "phoneme_side", cfg.phoneme_side_n_layer, cfg.phoneme_side_head, sd["word_emb.weight"][ids], [n])
-        h = F.relu(F.conv1d(x.transpose(1, 2), sd[dp + "conv1d_1.weight"], sd[dp + "conv1d_1.bias"], padding=1))
-        h = F.layer_norm(h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_1.weight"], sd[dp + "layer_norm_1.bias"])
-        h = F.relu(F.conv1d(h.transpose(1, 2), sd[dp + "conv1d_2.weight"], sd[dp + "conv1d_2.bias"], padding=1))
-        h = F.layer_norm(h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_2.weight"], sd[dp + "layer_norm_2.bias"])
+        x = _dle_side(
+            sd,
+            "phoneme_side",
+            cfg.phoneme_side_n_layer,
+            cfg.phoneme_side_head,
+            sd["word_emb.weight"][ids],
+            [n],
+        )
+        h = F.relu(
+            F.conv1d(x.transpose(1, 2), sd[dp + "conv1d_1.weight"], sd[dp + "conv1d_1.bias"], padding=1)
+        )
+        h = F.layer_norm(
+            h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_1.weight"], sd[dp + "layer_norm_1.bias"]
+        )
+        h = F.relu(
+            F.conv1d(h.transpose(1, 2), sd[dp + "conv1d_2.weight"], sd[dp + "conv1d_2.bias"], padding=1)
+        )
+        h = F.layer_norm(
+            h.transpose(1, 2), h.shape[1:2], sd[dp + "layer_norm_2.weight"], sd[dp + "layer_norm_2.bias"]
+        )
         log_dur = F.linear(h, sd[dp + "linear_layer.weight"], sd[dp + "linear_layer.bias"])[0, :, 0]
         d = torch.round(torch.clamp_min(torch.exp(log_dur) - 1, 0) * alpha).long()
         seq = torch.repeat_interleave(x[0], d, dim=0)[None]
@@ -230,8 +251,9 @@ def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask():
     from fastspeech.model import conv1d, tap_major
 
     torch.manual_seed(0)
-    # (C_in, C_out, T): the GEMM path for few rows or wide-to-narrow, the op from OP_MIN_ROWS rows
-    cases = [(8, 24, 9), (24, 8, 9), (12, 8, 9), (8, 24, 1400), (12, 8, 1400), (24, 8, 1400)]
+    # (C_in, C_out, T) at B=3: the GEMM path for few rows, the op from OP_MIN_ROWS rows, or from
+    # OP_MIN_ROWS_NARROWING for convs that narrow more than 2x (24 -> 8 at T=1400: still the GEMM)
+    cases = [(8, 24, 9), (24, 8, 9), (12, 8, 9), (8, 24, 1400), (12, 8, 1400), (24, 8, 1400), (24, 8, 5500)]
     for (c_in, c_out, T), relu in itertools.product(cases, (True, False)):
         plain = torch.nn.Conv1d(c_in, c_out, 3, padding=1)
         conv = tap_major(torch.nn.Conv1d(c_in, c_out, 3, padding=1))

@@ -2,18 +2,20 @@
 
 Run on a CUDA GPU:  python -m benchmarks.kernels.bench_conv1d --dtypes fp16 --sweep --results results/kernels/conv1d.json
 Shapes: FastSpeech's k=3, padding 1 convs: the FFN's w_1 (384 -> 1536, relu) and w_2 (1536 -> 384), the
-duration predictor's conv1d_1 (384 -> 256, relu) and conv1d_2 (256 -> 256, relu); B 1/8/64, T 128/1024,
-lengths = 0.88 T (rows past the length are computed and zeroed like any other: the kernel's time does
-not depend on the lengths).
+duration predictor's conv1d_1 (384 -> 256, relu) and conv1d_2 (256 -> 256, relu) (`--convs`); B 1/8/64
+(`--batches`), T 128/1024 (`--lengths`); lengths = 0.88 T (rows past the length are computed and zeroed
+like any other: the kernel's time does not depend on the lengths).
 Columns: `kernel` = the Triton launch into a preallocated output; `op` = the eager custom op (allocates
 the output); `model eager` / `model Inductor` = what `fastspeech/model.py` ran before the op for the same
 step: `conv1d_time_last(x, conv)` on an nn.Conv1d (unfold copy + GEMM for C_in <= C_out, GEMM to
 taps + shifted sum otherwise), then relu * row mask where the model applies them (w_2: no relu, no
 mask), eagerly and under `torch.compile(fullgraph=True, dynamic=False)` as the engine compiles it
-(the weight is a graph input there, as in the engine); `reference` = `conv1d_reference` (fp32 conv).
+(the weight is a graph input there, as in the engine); `cuBLAS GEMM` = that path's GEMM alone, its
+weight laid out beforehand (w_1: on an already unfolded x; w_2: into the taps), the floor of the
+multiply-first path; `reference` = `conv1d_reference` (fp32 conv).
 TFLOP/s count 2 B T C_in C_out k. Times: median, cold L2 (benchmarks/kernels/common.py).
-`--sweep` times the tile configurations in SWEEP (and the default) for every conv and B at T = 1024,
-the mel side, and prints the best per shape.
+`--sweep` times the tile configurations in SWEEP (and the default) at every shape and prints the best
+per shape.
 """
 
 from __future__ import annotations
@@ -37,20 +39,15 @@ K, PADDING = 3, 1
 SIZES_B = (1, 8, 64)
 SIZES_T = (128, 1024)
 FILL = 0.88
-SWEEP = [  # Blocks(block_m, block_n, block_k, num_warps, num_stages, group_m), tried at every shape
+SWEEP = [  # Blocks(block_m, block_n, block_k, num_warps, num_stages, group_m, programs, subtile)
     Blocks(128, 256, 64, 8, 3),
+    Blocks(128, 256, 64, 8, 4, subtile=True),
     Blocks(256, 128, 64, 8, 3),
     Blocks(128, 128, 64, 8, 4),
     Blocks(128, 128, 64, 4, 4),
-    Blocks(128, 128, 32, 4, 5),
+    Blocks(128, 128, 64, 4, 5),
     Blocks(128, 64, 64, 4, 4),
-    Blocks(64, 256, 64, 8, 3),
     Blocks(64, 128, 64, 4, 4),
-    Blocks(64, 64, 64, 4, 4),
-    Blocks(32, 128, 64, 4, 4),
-    Blocks(32, 64, 64, 4, 4),
-    Blocks(16, 64, 128, 4, 4),
-    Blocks(128, 128, 64, 8, 4, 1),  # no swizzle
 ]
 TOL = {torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float32: 1e-4}
 
@@ -128,15 +125,32 @@ def measure(B: int, T: int, name: str, dtype_name: str) -> dict:
     t_eager = common.time_us(lambda: model_path(x, conv, row_valid, relu))
     t_inductor = common.time_us(compiled_model_path(x, conv, row_valid, relu))
     t_ref = common.time_us(lambda: conv1d_reference(x, weight, bias, lengths, PADDING, relu))
-    blocks = default_blocks(B * T, c_out, c_in, dtype)
+    t_gemm = common.time_us(gemm_alone(x, weight))
+    blocks = default_blocks(B, T, c_out, c_in, dtype)
     return {
         "conv": name, "C_in": c_in, "C_out": c_out, "relu": relu, "B": B, "T": T, "dtype": dtype_name,
         "tiles": f"{blocks.block_m}x{blocks.block_n}x{blocks.block_k}/{blocks.num_warps}w{blocks.num_stages}s",
         "correct": correct, "kernel_us": t_kernel, "op_us": t_op, "model_eager_us": t_eager,
-        "model_inductor_us": t_inductor, "reference_us": t_ref,
+        "model_inductor_us": t_inductor, "reference_us": t_ref, "gemm_us": t_gemm,
+        "speedup_vs_gemm": t_gemm / t_kernel,
         "kernel_tflops": flops(B, T, c_in, c_out) / t_kernel / 1e6,
         "speedup_vs_inductor": t_inductor / t_kernel, "speedup_vs_eager": t_eager / t_kernel,
     }  # fmt: skip
+
+
+def gemm_alone(x: torch.Tensor, weight: torch.Tensor):
+    """The multiply-first path's cuBLAS GEMM with its operands laid out beforehand: on an unfolded x
+    for C_in <= C_out, into the taps otherwise (`conv1d_time_last`)."""
+    B, T, c_in = x.shape
+    k, c_out, _ = weight.shape
+    if c_in <= c_out:
+        a = torch.empty(B * T, k * c_in, device=x.device, dtype=x.dtype)
+        w = weight.permute(0, 2, 1).reshape(k * c_in, c_out)
+    else:
+        a = x.reshape(B * T, c_in)
+        w = weight.reshape(k * c_out, c_in).t()
+    out = torch.empty(a.shape[0], w.shape[1], device=x.device, dtype=x.dtype)
+    return partial(torch.mm, a, w, out=out)
 
 
 def flops(B: int, T: int, c_in: int, c_out: int) -> int:
@@ -148,7 +162,7 @@ def sweep(B: int, T: int, name: str, dtype_name: str) -> list[dict]:
     c_in, c_out, relu = CONVS[name]
     x, _, weight, bias, lengths, _ = make_inputs(B, T, name, dtype)
     expected = conv1d_reference(x, weight, bias, lengths, PADDING, relu)
-    default = default_blocks(B * T, c_out, c_in, dtype)
+    default = default_blocks(B, T, c_out, c_in, dtype)
     rows = []
     for blocks in [default] + [b for b in SWEEP if b != default]:
         out = torch.full(expected.shape, float("nan"), device="cuda", dtype=dtype)
@@ -197,15 +211,21 @@ def best_per_shape(sweep_rows: list[dict]) -> list[dict]:
     return list(best.values())
 
 
+def _arguments(parser) -> None:
+    parser.add_argument("--batches", nargs="+", type=int, default=list(SIZES_B))
+    parser.add_argument("--lengths", nargs="+", type=int, default=list(SIZES_T), help="T")
+    parser.add_argument("--convs", nargs="+", default=list(CONVS), choices=list(CONVS))
+
+
 def main() -> None:
-    args = common.parse_args(__doc__.splitlines()[0], "results/kernels/conv1d.json")
+    args = common.parse_args(__doc__.splitlines()[0], "results/kernels/conv1d.json", _arguments)
     if not torch.cuda.is_available():
         sys.exit("bench_conv1d needs a CUDA GPU (the kernel's timings mean nothing on the CPU interpreter)")
     torch.manual_seed(0)
     dtypes = [d for d in args.dtypes.split(",") if d]
-    shapes = [(B, T, name) for B in SIZES_B for T in SIZES_T for name in CONVS]
+    shapes = [(B, T, name) for B in args.batches for T in args.lengths for name in args.convs]
     rows = [measure(B, T, name, dtype) for dtype in dtypes for B, T, name in shapes]
-    sweep_shapes = [(B, T, name) for B, T, name in shapes if T == 1024] if args.sweep else []
+    sweep_shapes = shapes if args.sweep else []
     sweep_rows = [r for dtype in dtypes for B, T, name in sweep_shapes for r in sweep(B, T, name, dtype)]
     best = best_per_shape(sweep_rows)
     common.write_json(
@@ -221,9 +241,10 @@ def main() -> None:
     print(f"\n{common.environment()}; all correct: {all(r['correct'] for r in rows)}\n")
     print(common.markdown_table(rows, [
         ("conv", "conv"), ("B", "B"), ("T", "T"), ("dtype", "dtype"), ("tiles", "tiles"),
-        ("kernel_us", "kernel µs"), ("op_us", "op µs"), ("model_inductor_us", "model Inductor µs"),
+        ("kernel_us", "kernel µs"), ("op_us", "op µs"), ("gemm_us", "cuBLAS GEMM µs"),
+        ("model_inductor_us", "model Inductor µs"),
         ("model_eager_us", "model eager µs"), ("reference_us", "reference µs"),
-        ("kernel_tflops", "kernel TFLOP/s"), ("speedup_vs_inductor", "x vs Inductor"),
+        ("kernel_tflops", "kernel TFLOP/s"), ("speedup_vs_gemm", "x vs GEMM"), ("speedup_vs_inductor", "x vs Inductor"),
         ("speedup_vs_eager", "x vs eager"), ("correct", "correct"),
     ]))  # fmt: skip
 

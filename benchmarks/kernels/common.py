@@ -30,13 +30,20 @@ DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 GOAL_FRACTION_OF_COPY = 0.80
 
 
-def parse_args(description: str, default_results: str) -> argparse.Namespace:
+def parse_args(
+    description: str,
+    default_results: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The kernel benchmarks' common arguments, plus a benchmark's own from `add_arguments`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--results", default=default_results, help="JSON file for the full numbers")
     parser.add_argument("--dtypes", default="fp16,fp32", help="comma-separated subset of fp16,fp32")
     parser.add_argument(
         "--sweep", action="store_true", help="also time block-size variants at the goal shape"
     )
+    if add_arguments:
+        add_arguments(parser)
     return parser.parse_args()
 
 

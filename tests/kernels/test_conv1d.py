@@ -99,8 +99,10 @@ def test_lengths_in_either_width(len_dtype):
     [
         Blocks(16, 16, 16, 1, 2, 1),  # many tiles each way, 3 input-channel blocks (the last partial)
         Blocks(16, 32, 16, 2, 3, 2),  # group-M swizzle with a partial last group
-        Blocks(32, 16, 32, 4, 4, 8),
-        Blocks(64, 64, 64, 4, 4, 8),  # one tile spans every batch row
+        Blocks(16, 16, 16, 1, 2, 8, programs=3),  # 3 persistent programs walk 18 tiles, unevenly
+        Blocks(32, 16, 32, 4, 4, 8, programs=1),  # one program walks every tile
+        Blocks(16, 32, 16, 2, 3, 8, programs=5, subtile=True),  # the epilogue's two half-width stores
+        Blocks(64, 64, 64, 4, 4, 8),  # one tile covers a whole batch item (and rows past T)
     ],
 )
 def test_tile_sizes(blocks):
@@ -120,7 +122,8 @@ def test_rows_never_cross_batch_items():
 
 
 def test_strided_views_in_and_out():
-    """x, weight and out read and written through their strides; nothing outside `out` is touched."""
+    """x, weight and out read and written through their strides (views a tensor descriptor cannot
+    address: the launcher goes through aligned copies); nothing outside `out` is touched."""
     x_wide = torch.randn(10, 3, 50, device=DEVICE)
     x = x_wide.transpose(0, 1)[:, :, 5:37]  # (3, 10, 32), a view: batch stride < time stride, offset 5
     assert not x.is_contiguous() and x.stride() == (50, 150, 1)
@@ -242,20 +245,20 @@ def test_compile_fullgraph():
 
 
 # ---------------------------------------------------------------------------------------------
-# The real compile (what the interpreter never does): sm_90 code for the FFN's w_1 at B=1, T=1024
+# The real compile (what the interpreter never does): sm_90 code for the FFN's w_1 at B=64, T=1024
 
 _COMPILE = """
 import json, torch, triton
 from triton.backends.compiler import GPUTarget
 from kernels.conv1d import _conv1d_kernel, default_blocks
-B, T, C_IN, C_OUT = 1, 1024, 384, 1536
-blocks = default_blocks(B * T, C_OUT, C_IN, torch.float16)
+B, T, C_IN, C_OUT = 64, 1024, 384, 1536
+blocks = default_blocks(B, T, C_OUT, C_IN, torch.float16)
 pointers = ["x_ptr", "w_ptr", "bias_ptr", "len_ptr", "out_ptr"]
 constexprs = dict(  # a contiguous launch; Triton's launcher specializes unit strides the same way
-    B=B, T=T, stride_xb=T * C_IN, stride_xt=C_IN, stride_xc=1, stride_wj=C_OUT * C_IN, stride_wo=C_IN,
-    stride_wc=1, stride_bias=1, stride_ob=T * C_OUT, stride_ot=C_OUT, stride_oc=1, stride_len=1,
-    C_IN=C_IN, C_OUT=C_OUT, KSIZE=3, PADDING=1, HAS_BIAS=True, RELU=True, BLOCK_M=blocks.block_m,
-    BLOCK_N=blocks.block_n, BLOCK_K=blocks.block_k, GROUP_M=blocks.group_m, FP32_DOT=False,
+    B=B, T=T, stride_xb=T * C_IN, stride_xt=C_IN, stride_wj=C_OUT * C_IN, stride_wo=C_IN, stride_bias=1,
+    stride_ob=T * C_OUT, stride_ot=C_OUT, stride_len=1, C_IN=C_IN, C_OUT=C_OUT, KSIZE=3, PADDING=1,
+    HAS_BIAS=True, RELU=True, BLOCK_M=blocks.block_m, BLOCK_N=blocks.block_n, BLOCK_K=blocks.block_k,
+    GROUP_M=blocks.group_m, PROGRAMS=132, SUBTILE=blocks.subtile, FP32_DOT=False,
 )
 signature = {p: "*i64" if p == "len_ptr" else "*fp16" for p in pointers} | {k: "constexpr" for k in constexprs}
 aligned = {(_conv1d_kernel.arg_names.index(p),): [["tt.divisibility", 16]] for p in pointers}  # torch's allocations
@@ -263,17 +266,17 @@ source = triton.compiler.ASTSource(fn=_conv1d_kernel, signature=signature, const
 kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32),
                         options={"num_warps": blocks.num_warps, "num_stages": blocks.num_stages})
 ptx = kernel.asm["ptx"]
-print(json.dumps(dict(wgmma="wgmma.mma_async" in ptx, cp_async="cp.async" in ptx, shared=kernel.metadata.shared,
+print(json.dumps(dict(wgmma="wgmma.mma_async" in ptx, tma="cp.async.bulk.tensor" in ptx, shared=kernel.metadata.shared,
                       stage_bytes=(blocks.block_m + blocks.block_n) * blocks.block_k * 2, stages=blocks.num_stages)))
 """
 
 
 @pytest.mark.slow  # a fresh Python without the interpreter: ~10 s, mostly importing torch
 def test_kernel_compiles_for_sm90_with_tensor_cores_and_pipelined_loads():
-    """wgmma tensor-core dots, and x / weight tiles copied asynchronously into one shared-memory
-    buffer per pipeline stage (the shifted row loads must not defeat Triton's software pipelining)."""
+    """wgmma tensor-core dots, and x / weight tiles copied by the copy engine (TMA) into one
+    shared-memory buffer per pipeline stage (the shifted rows must not defeat Triton's pipelining)."""
     got = run_without_interpreter(_COMPILE)
-    assert got["wgmma"] and got["cp_async"], got
+    assert got["wgmma"] and got["tma"], got
     assert got["shared"] >= got["stage_bytes"] * (got["stages"] - 1), got
 
 
