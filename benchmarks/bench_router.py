@@ -246,7 +246,7 @@ def run_batch(args, device, backend, batch, model, texts, ids) -> dict[str, Any]
     """The largest engine alone, then each set from scratch: memory after building, then the texts."""
     result: dict[str, Any] = {"single": None, "sets": {}}
     frames = {}
-    for name in ["single"] + args.engine_sets.split(","):
+    for name in ["single"] + [s for s in args.engine_sets.split(",") if s]:  # "": the single engine only
         cfg = compose(args, device, backend, batch, "default" if name == "single" else name)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

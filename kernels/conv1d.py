@@ -118,9 +118,13 @@ def _conv1d_kernel(
         b = pid_m // tiles_t
         t0 = (pid_m - b * tiles_t) * BLOCK_M
         n0 = pid_n * BLOCK_N
+        length = tl.load(len_ptr + b * stride_len)
+        # A tile wholly at or past the length is padding: no K steps, it stores zeros (a bound rather
+        # than an `if`, so Triton still flattens the two loops into one pipeline).
+        k_steps = tl.where(t0 < length, KSIZE * C_BLOCKS, 0)
 
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for step in range(KSIZE * C_BLOCKS):  # taps outer, input-channel blocks inner, one flat loop
+        for step in range(k_steps):  # taps outer, input-channel blocks inner, one flat loop
             j = step // C_BLOCKS
             c0 = (step - j * C_BLOCKS) * BLOCK_K
             a = x_desc.load([b, t0 + j - PADDING, c0]).reshape(BLOCK_M, BLOCK_K)
@@ -138,7 +142,7 @@ def _conv1d_kernel(
         if RELU:
             acc = tl.maximum(acc, 0.0)
         t = t0 + tl.arange(0, BLOCK_M)
-        acc = tl.where((t < tl.load(len_ptr + b * stride_len))[:, None], acc, 0.0)  # padding rows: exactly 0
+        acc = tl.where((t < length)[:, None], acc, 0.0)  # padding rows: exactly 0
         acc = acc.to(out_ptr.dtype.element_ty)
         if SUBTILE:  # two half-width stores: half the shared memory to stage them, one more stage
             left, right = acc.reshape(BLOCK_M, 2, STORE_N).permute(0, 2, 1).split()

@@ -3,8 +3,8 @@
 Run on a CUDA GPU:  python -m benchmarks.kernels.bench_conv1d --dtypes fp16 --sweep --results results/kernels/conv1d.json
 Shapes: FastSpeech's k=3, padding 1 convs: the FFN's w_1 (384 -> 1536, relu) and w_2 (1536 -> 384), the
 duration predictor's conv1d_1 (384 -> 256, relu) and conv1d_2 (256 -> 256, relu) (`--convs`); B 1/8/64
-(`--batches`), T 128/1024 (`--lengths`); lengths = 0.88 T (rows past the length are computed and zeroed
-like any other: the kernel's time does not depend on the lengths).
+(`--batches`), T 128/1024 (`--lengths`); lengths = 0.88 T (`--fill`). The kernel skips the K steps of
+row tiles wholly past an item's length (zeros stored); at 0.88 T with 128-row tiles no tile is.
 Columns: `kernel` = the Triton launch into a preallocated output; `op` = the eager custom op (allocates
 the output); `model eager` / `model Inductor` = what `fastspeech/model.py` ran before the op for the same
 step: `conv1d_time_last(x, conv)` on an nn.Conv1d (unfold copy + GEMM for C_in <= C_out, GEMM to
@@ -52,12 +52,12 @@ SWEEP = [  # Blocks(block_m, block_n, block_k, num_warps, num_stages, group_m, p
 TOL = {torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float32: 1e-4}
 
 
-def make_inputs(B: int, T: int, name: str, dtype: torch.dtype):
+def make_inputs(B: int, T: int, name: str, dtype: torch.dtype, fill: float = FILL):
     """x (rows past the length zeroed, as the model feeds the convs), the nn.Conv1d, the op's weight
     (k, C_out, C_in) and bias, lengths and the model's (B, T, 1) row mask."""
     c_in, c_out, _ = CONVS[name]
     conv = torch.nn.Conv1d(c_in, c_out, K, padding=PADDING).to("cuda", dtype).requires_grad_(False)
-    lengths = torch.full((B,), max(1, round(FILL * T)), device="cuda", dtype=torch.long)
+    lengths = torch.full((B,), max(1, round(fill * T)), device="cuda", dtype=torch.long)
     row_valid = (torch.arange(T, device="cuda")[None, :] < lengths[:, None])[..., None].to(dtype)
     x = torch.randn(B, T, c_in, device="cuda").to(dtype) * row_valid
     weight = conv.weight.permute(2, 0, 1).contiguous()
@@ -106,10 +106,10 @@ def compiled_model_path(x, conv, row_valid, relu: bool):
     return partial(fn, x, conv, row_valid, relu)
 
 
-def measure(B: int, T: int, name: str, dtype_name: str) -> dict:
+def measure(B: int, T: int, name: str, dtype_name: str, fill: float = FILL) -> dict:
     dtype = common.DTYPES[dtype_name]
     c_in, c_out, relu = CONVS[name]
-    x, conv, weight, bias, lengths, row_valid = make_inputs(B, T, name, dtype)
+    x, conv, weight, bias, lengths, row_valid = make_inputs(B, T, name, dtype, fill)
     out = torch.full((B, T, c_out), float("nan"), device="cuda", dtype=dtype)
     launch_conv1d(x, weight, bias, lengths, PADDING, relu, out)
     expected = conv1d_reference(x, weight, bias, lengths, PADDING, relu)
@@ -128,7 +128,7 @@ def measure(B: int, T: int, name: str, dtype_name: str) -> dict:
     t_gemm = common.time_us(gemm_alone(x, weight))
     blocks = default_blocks(B, T, c_out, c_in, dtype)
     return {
-        "conv": name, "C_in": c_in, "C_out": c_out, "relu": relu, "B": B, "T": T, "dtype": dtype_name,
+        "conv": name, "C_in": c_in, "C_out": c_out, "relu": relu, "B": B, "T": T, "fill": fill, "dtype": dtype_name,
         "tiles": f"{blocks.block_m}x{blocks.block_n}x{blocks.block_k}/{blocks.num_warps}w{blocks.num_stages}s",
         "correct": correct, "kernel_us": t_kernel, "op_us": t_op, "model_eager_us": t_eager,
         "model_inductor_us": t_inductor, "reference_us": t_ref, "gemm_us": t_gemm,
@@ -157,10 +157,10 @@ def flops(B: int, T: int, c_in: int, c_out: int) -> int:
     return 2 * B * T * c_in * c_out * K
 
 
-def sweep(B: int, T: int, name: str, dtype_name: str) -> list[dict]:
+def sweep(B: int, T: int, name: str, dtype_name: str, fill: float = FILL) -> list[dict]:
     dtype = common.DTYPES[dtype_name]
     c_in, c_out, relu = CONVS[name]
-    x, _, weight, bias, lengths, _ = make_inputs(B, T, name, dtype)
+    x, _, weight, bias, lengths, _ = make_inputs(B, T, name, dtype, fill)
     expected = conv1d_reference(x, weight, bias, lengths, PADDING, relu)
     default = default_blocks(B, T, c_out, c_in, dtype)
     rows = []
@@ -215,6 +215,7 @@ def _arguments(parser) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=list(SIZES_B))
     parser.add_argument("--lengths", nargs="+", type=int, default=list(SIZES_T), help="T")
     parser.add_argument("--convs", nargs="+", default=list(CONVS), choices=list(CONVS))
+    parser.add_argument("--fill", type=float, default=FILL, help="lengths = fill * T")
 
 
 def main() -> None:
@@ -224,9 +225,11 @@ def main() -> None:
     torch.manual_seed(0)
     dtypes = [d for d in args.dtypes.split(",") if d]
     shapes = [(B, T, name) for B in args.batches for T in args.lengths for name in args.convs]
-    rows = [measure(B, T, name, dtype) for dtype in dtypes for B, T, name in shapes]
+    rows = [measure(B, T, name, dtype, args.fill) for dtype in dtypes for B, T, name in shapes]
     sweep_shapes = shapes if args.sweep else []
-    sweep_rows = [r for dtype in dtypes for B, T, name in sweep_shapes for r in sweep(B, T, name, dtype)]
+    sweep_rows = [
+        r for dtype in dtypes for B, T, name in sweep_shapes for r in sweep(B, T, name, dtype, args.fill)
+    ]
     best = best_per_shape(sweep_rows)
     common.write_json(
         args.results, {"env": common.environment(), "rows": rows, "sweep": sweep_rows, "best": best}

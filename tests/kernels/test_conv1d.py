@@ -110,6 +110,17 @@ def test_tile_sizes(blocks):
     check(x, weight, bias, torch.tensor([13, 7, 0], device=DEVICE), 1, True, blocks=blocks)
 
 
+def test_tiles_past_the_length_store_zeros_and_the_last_row_still_reads_padding_input():
+    """Row tiles wholly past an item's length skip their K steps (zeros stored); the tile holding
+    the last valid row still reads the input rows past the length through its right tap."""
+    x, weight, bias = random_inputs(4, 50, 16, 24, 3, torch.float32)
+    lengths = torch.tensor([50, 17, 3, 0], device=DEVICE)
+    x[1, 17:] += 100.0  # input past the length, as given: it reaches output row 16 only
+    got = check(x, weight, bias, lengths, 1, False, blocks=Blocks(16, 16, 16, 1, 2, 8, programs=5))
+    x[1, 17:] -= 100.0
+    assert not torch.allclose(got[1, 16], run_kernel(x, weight, bias, lengths, 1, False)[1, 16])
+
+
 def test_rows_never_cross_batch_items():
     """An item alone and as the middle row of a batch (its tile shared with others) gives the same rows."""
     x, weight, bias = random_inputs(3, 6, 16, 16, 3, torch.float32)
