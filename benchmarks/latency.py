@@ -17,6 +17,8 @@ its frames, as the default's ~900 of 1024):
   ours_inductor_gemmconv  the convs on the cuBLAS multiply-first path, DLE's plain weight layout
   ours_inductor_noswitch / _pdl / _combo   the attention op with neither Inductor switch / only
                   enable_pdl / only combo_kernels
+  ours_inductor_freeze / _autotune   + Inductor's freezing / max-autotune-no-cudagraphs mode
+  ours_inductor_coordesc / _aggressive   + Inductor's coordinate_descent_tuning / aggressive_fusion
                   (these ablations build into their own engine folders, always afresh)
   ours_tensorrt   our engine through Torch-TensorRT (where installed; never run on our machines)
 
@@ -75,6 +77,14 @@ ABLATIONS = {
     "ours_inductor_freeze": (False, {"freezing": True}, False),
     "ours_inductor_autotune": (False, {"mode": "max-autotune-no-cudagraphs"}, False),
 }
+# Inductor config keys that are no backend option, patched around the ablation's build (it compiles there)
+INDUCTOR_CONFIG = {
+    "ours_inductor_coordesc": {
+        "coordinate_descent_tuning": True
+    },  # tunes pointwise/reduction kernels' configs
+    "ours_inductor_aggressive": {"aggressive_fusion": True},  # fuses nodes without shared reads too
+}
+ABLATIONS.update({name: (False, {}, False) for name in INDUCTOR_CONFIG})
 log = logging.getLogger("benchmarks.latency")
 
 
@@ -281,10 +291,11 @@ def main() -> None:
                             model_module.conv1d = gemm_conv
                             built = plain_weights(model)
                         spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
-                        engine = load_or_build(
-                            built, spec, Path(args.engine_dir) / variant, dev, {"mode": args.mode, **switches},
-                            force_build=True,
-                        )  # fmt: skip
+                        with torch._inductor.config.patch(INDUCTOR_CONFIG.get(variant, {})):
+                            engine = load_or_build(
+                                built, spec, Path(args.engine_dir) / variant, dev, {"mode": args.mode, **switches},
+                                force_build=True,
+                            )  # fmt: skip
                         fn = partial(engine.runner, tokens, alpha)
                     elif variant in ("ours_inductor", "ours_tensorrt"):
                         torch._dynamo.reset()  # as for the ablations
