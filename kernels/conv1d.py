@@ -214,11 +214,12 @@ def tma_strides(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(s if n > 1 else a for s, n, a in zip(t.stride(), t.shape, inner))
 
 
-def tma_copy(t: torch.Tensor) -> torch.Tensor:
-    """`t`'s values in a buffer `tma_ready` accepts: contiguous, the last dimension padded to 16 bytes
-    (the descriptor's shape stays t's, so the kernel never reads the padding)."""
+def tma_empty(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialized buffer of t's shape and dtype that `tma_ready` accepts: freshly allocated
+    (so its start is aligned), contiguous, the last dimension padded to 16 bytes (the descriptor's
+    shape stays t's, so the kernel never touches the padding)."""
     pad = -t.shape[-1] % (16 // t.element_size())
-    return F.pad(t, (0, pad))[..., : t.shape[-1]] if pad else t.contiguous()
+    return t.new_empty(*t.shape[:-1], t.shape[-1] + pad)[..., : t.shape[-1]]
 
 
 def set_scratch_allocator(device: torch.device) -> None:
@@ -251,8 +252,8 @@ def launch_conv1d(
     if out.numel() == 0:
         return out
     blocks = blocks or default_blocks(B, T, c_out, c_in, x.dtype)
-    x, weight = (t if tma_ready(t) else tma_copy(t) for t in (x, weight))
-    dst = out if tma_ready(out) else tma_copy(out)
+    x, weight = (t if tma_ready(t) else tma_empty(t).copy_(t) for t in (x, weight))
+    dst = out if tma_ready(out) else tma_empty(out)  # written whole by the kernel, then copied to out
     (sxb, sxt, _), (swj, swo, _), (sob, sot, _) = (tma_strides(t) for t in (x, weight, dst))
     tiles = B * triton.cdiv(T, blocks.block_m) * triton.cdiv(c_out, blocks.block_n)
     programs = min(tiles, blocks.programs or sm_count(x.device))

@@ -149,6 +149,21 @@ def test_strided_views_in_and_out():
     assert out_wide[:, :, :4].isnan().all() and out_wide[:, :, 28:].isnan().all(), "wrote outside out"
 
 
+def test_contiguous_views_that_start_off_16_bytes():
+    """Contiguous x and out whose first element is 4 bytes past an aligned address: a tensor
+    descriptor cannot start there, so the launcher goes through aligned buffers."""
+    storage = torch.randn(1 + 2 * 9 * 16, device=DEVICE)
+    x = storage[1:].view(2, 9, 16)
+    assert x.is_contiguous() and x.storage_offset() * 4 % 16
+    weight, bias = torch.randn(3, 8, 16, device=DEVICE) / 7, torch.randn(8, device=DEVICE)
+    lengths = torch.tensor([9, 5], device=DEVICE)
+    out_storage = torch.full((1 + 2 * 9 * 8,), float("nan"), device=DEVICE)
+    out = out_storage[1:].view(2, 9, 8)
+    launch_conv1d(x, weight, bias, lengths, 1, False, out)
+    torch.testing.assert_close(out.double(), exact(x, weight, bias, lengths, 1, False), **TOL[torch.float32])
+    assert out_storage[0].isnan(), "wrote before out"
+
+
 @pytest.mark.parametrize("k, padding", [(3, 1), (5, 2), (1, 0)])
 def test_equals_nn_conv1d_as_the_model_uses_it(k, padding):
     """FastSpeech's feed-forward step relu(conv(x)) * row mask, with `conv.weight.permute(2, 0, 1)`."""
