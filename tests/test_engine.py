@@ -166,9 +166,8 @@ def test_inductor_cuda_graph_replays_equal_eager(tmp_path, precision):
     cuda_model = model.to("cuda", spec.dtype)
     for step in range(100):  # changing inputs every replay
         ids = random_ids(1 + step % 4)
-        check_rows_equal_eager_alone(
-            engine(ids, 0.8 + 0.05 * (step % 9)), cuda_model, ids, 0.8 + 0.05 * (step % 9)
-        )
+        alpha = 0.8 + 0.05 * (step % 9)
+        check_rows_equal_eager_alone(engine(ids, alpha), cuda_model, ids, alpha)
 
 
 @requires_cuda
