@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from kernels.utils import check_int32_offsets
+from kernels.utils import check_int32_offsets, register_reference_autograd
 
 FILL_PROGRAMS = 132  # programs that fill the GPU: our H100's (and H200's) SM count
 
@@ -265,20 +265,4 @@ def _attention_cpu(qkv: torch.Tensor, lengths: torch.Tensor, n_head: int) -> tor
     return attention_reference(qkv, lengths, n_head)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    qkv, lengths, n_head = inputs
-    ctx.save_for_backward(qkv, lengths)
-    ctx.n_head = n_head
-
-
-def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-    """d out / d qkv through the reference (SDPA's backward): the op has no backward kernel of its
-    own; training (scripts/train_demo.py) is the only caller that needs one."""
-    qkv, lengths = ctx.saved_tensors
-    with torch.enable_grad():
-        leaf = qkv.detach().requires_grad_()
-        (grad_qkv,) = torch.autograd.grad(attention_reference(leaf, lengths, ctx.n_head), leaf, grad)
-    return grad_qkv, None, None
-
-
-attention.register_autograd(_backward, setup_context=_setup_context)
+register_reference_autograd(attention, attention_reference)

@@ -204,3 +204,62 @@ def test_router_host_bench_routes_every_text_through_instant_engines(capsys):
     assert [r["set"] for r in rows] == ["single", "default"]
     assert all(r["calls"] >= 40 and r["ms_per_call"] > 0 for r in rows)
     assert "| default |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("proj", ["attn.fc", "ffn.w_2"])
+def test_conv1d_ln_bench_gives_the_op_and_the_unfused_path_the_same_layer(proj):
+    """bench_conv1d_ln's inputs on the CPU: the op reads the model layer's own weight (a view, k=1 for
+    the Linear, tap-major for the Conv1d) with its padding, bias and LayerNorm, so the op, the unfused
+    `project_add_norm` and the reference agree; rows past the length are 0."""
+    from benchmarks.kernels import bench_conv1d_ln as bench
+
+    inp = bench.make_inputs(2, 16, proj, torch.float32, fill=0.7, device="cpu")  # lengths round(11.2) = 11
+    c_in, c_out, k, _ = bench.PROJS[proj]
+    assert inp.weight.shape == (k, c_out, c_in) and inp.weight.data_ptr() == inp.proj.weight.data_ptr()
+    expected = bench.reference(inp)
+    assert expected[:, :11].abs().mean() > 0.5 and not expected[:, 11:].any()
+    assert bench.matches(torch.ops.fastspeech.conv1d_ln(*inp.op_args()), expected, torch.float32)
+    assert bench.matches(bench.unfused(inp)() * inp.row_valid, expected, torch.float32)
+    assert bench.unfused_conv(inp) == ("F.linear" if k == 1 else "cuBLAS + shifted sum")  # 32 rows
+
+
+def test_conv1d_ln_sweep_keeps_the_fastest_correct_tiles_per_shape():
+    """bench_conv1d_ln --sweep: per shape, the fastest correct configuration beside the default's time;
+    wrong or failed launches never win, and a shape with none correct reports no best."""
+    from benchmarks.kernels import bench_conv1d_ln as bench
+    from kernels.conv1d_ln import Blocks
+
+    def row(proj, blocks, us, correct=True, default=False):
+        shape = {"proj": proj, "B": 64, "T": 1024, "dtype": "fp16", **blocks._asdict()}
+        return shape | {"default": default, "correct": correct, "us": us, "tflops": 1e3 / us}
+
+    rows = [
+        row("ffn.w_2", Blocks(64, 128, 64, 8, 3), 100.0, default=True),
+        row("ffn.w_2", Blocks(32, 128, 64, 4, 4), 80.0),
+        row("ffn.w_2", Blocks(16, 128, 64, 4, 4), 50.0, correct=False),
+        row("ffn.w_2", Blocks(128, 128, 64, 8, 2), float("inf"), correct=False) | {"error": "out of smem"},
+        row("attn.fc", Blocks(64, 128, 64, 8, 3), 10.0, correct=False, default=True),
+    ]
+    w_2, fc = bench.best_per_shape(rows)
+    assert (w_2["best"], w_2["best_us"], w_2["tflops"]) == ("32x128x64/4w4s", 80.0, 12.5)
+    assert w_2["default_us"] == 100.0 and w_2["default_over_best"] == 1.25
+    assert fc["best"] == "none correct" and fc["default_us"] == 10.0 and np.isnan(fc["default_over_best"])
+
+
+def test_conv1d_ln_bench_parses_its_arguments_then_needs_cuda(monkeypatch):
+    """bench_conv1d_ln off the GPU: its arguments parse (fp16 by default), then one line and exit."""
+    from benchmarks.kernels import bench_conv1d_ln as bench
+    from benchmarks.kernels import common
+
+    parsed = []
+    real = common.parse_args
+    monkeypatch.setattr(common, "parse_args", lambda *a: parsed.append(real(*a)) or parsed[-1])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["bench_conv1d_ln", "--projs", "ffn.w_2", "--batches", "1", "64", "--sweep"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit, match="^bench_conv1d_ln needs a CUDA GPU"):
+        bench.main()
+    (args,) = parsed
+    assert (args.projs, args.batches, args.lengths, args.fill) == (["ffn.w_2"], [1, 64], [128, 1024], 0.88)
+    assert args.dtypes == "fp16" and args.sweep and args.graphs
+    assert args.results == "results/kernels/conv1d_ln.json"

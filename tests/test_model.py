@@ -1,5 +1,6 @@
 """The model: DLE's parameter names and shapes, and outputs equal to a DLE-style reference."""
 
+import copy
 import itertools
 import math
 
@@ -263,3 +264,41 @@ def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask():
         want = plain(x.transpose(1, 2)).transpose(1, 2)
         want = (want.relu() if relu else want) * (torch.arange(T)[None, :, None] < lengths[:, None, None])
         torch.testing.assert_close(conv1d(x, conv, lengths, relu), want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv1d_norm_is_projection_residual_layer_norm_and_row_mask(monkeypatch):
+    """The sublayer end on either path: cuBLAS + Inductor's LayerNorm for few rows, the `conv1d_ln`
+    op from the op's row count (B * T >= OP_MIN_ROWS, OP_MIN_ROWS_NARROWING for narrowing convs)."""
+    from fastspeech import model as model_module
+
+    unfused = []
+    plain_path = model_module.project_add_norm
+    monkeypatch.setattr(model_module, "project_add_norm", lambda *a: unfused.append(1) or plain_path(*a))
+    torch.manual_seed(0)
+    # (projection, T at B=3, takes the op): fc-like Linear, a widening-ish conv, a narrowing conv
+    cases = [
+        (torch.nn.Linear(8, 24), 9, False),
+        (torch.nn.Linear(8, 24), 1400, True),
+        (torch.nn.Conv1d(40, 24, 3, padding=1), 1400, True),
+        (torch.nn.Conv1d(72, 24, 3, padding=1), 1400, False),
+        (torch.nn.Conv1d(72, 24, 3, padding=1), 5500, True),
+    ]
+    for proj, T, fused in cases:
+        if isinstance(proj, torch.nn.Conv1d):
+            plain = copy.deepcopy(proj)
+            proj = model_module.tap_major(proj)
+            apply = lambda h, plain=plain: plain(h.transpose(1, 2)).transpose(1, 2)
+        else:
+            apply = proj
+        norm = torch.nn.LayerNorm(24)
+        torch.nn.init.normal_(norm.weight, 1.0, 0.3), torch.nn.init.normal_(norm.bias, 0.0, 0.3)
+        c_in = proj.in_features if isinstance(proj, torch.nn.Linear) else proj.in_channels
+        h, residual = torch.randn(3, T, c_in), torch.randn(3, T, 24)
+        lengths = torch.tensor([T, 4, 0])
+        row_valid = (torch.arange(T)[None, :] < lengths[:, None])[..., None].float()
+        unfused.clear()
+        with torch.no_grad():
+            got = model_module.conv1d_norm(h, proj, lengths, residual, norm, row_valid, None, "x")
+            want = norm(apply(h) + residual) * row_valid
+        assert len(unfused) == (0 if fused else 1), (proj, T)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
