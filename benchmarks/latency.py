@@ -62,11 +62,9 @@ SAMPLE_TEXT = (
 )
 HOP, SR = 256, 22050
 conv_op = model_module.conv1d
-norm_op = model_module.conv1d_norm
 attention_op = model_module.self_attention
 # Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor
-# switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout); the GEMM-path
-# ablations also leave the sublayer ends unfused (`project_add_norm`), as `ours_inductor_noln` does.
+# switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout).
 OFF = {"enable_pdl": False, "combo_kernels": False}
 ABLATIONS = {
     "ours_inductor_sdpa": (True, {}, True),
@@ -79,9 +77,6 @@ ABLATIONS = {
     "ours_inductor_freeze": (False, {"freezing": True}, False),
     "ours_inductor_autotune": (False, {"mode": "max-autotune-no-cudagraphs"}, False),
 }
-# The sublayer ends (fc / w_2 + residual + LayerNorm) unfused: the conv1d_ln op's own gain
-UNFUSED_NORM = {"ours_inductor_noln"}
-ABLATIONS.update({name: (False, {}, False) for name in UNFUSED_NORM})
 # Inductor config keys that are no backend option, patched around the ablation's build (it compiles there)
 INDUCTOR_CONFIG = {
     # tunes each pointwise/reduction kernel's launch configuration
@@ -281,7 +276,6 @@ def main() -> None:
                     elif variant == "compile_plain":  # conv and attention swapped while this variant runs
                         torch._dynamo.reset()
                         model_module.conv1d = plain_conv
-                        model_module.conv1d_norm = model_module.project_add_norm
                         model_module.self_attention = attention_reference
                         compiled = torch.compile(plain_weights(model), mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
@@ -293,8 +287,6 @@ def main() -> None:
                         if sdpa:
                             model_module.self_attention = attention_reference
                         built = model
-                        if gemm or variant in UNFUSED_NORM:
-                            model_module.conv1d_norm = model_module.project_add_norm
                         if gemm:
                             model_module.conv1d = gemm_conv
                             built = plain_weights(model)
@@ -321,7 +313,6 @@ def main() -> None:
                         times = time_calls(fn, iters, warmup=10, max_seconds=budget)
                     finally:
                         model_module.conv1d = conv_op
-                        model_module.conv1d_norm = norm_op
                         model_module.self_attention = attention_op
                 r = row(
                     variant,

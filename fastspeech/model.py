@@ -92,14 +92,14 @@ class MultiHeadAttention(nn.Module):
         self.layer_norm = nn.LayerNorm(d_model)
         self.fc = nn.Linear(n_head * d_k, d_model)
 
-    def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, row_valid: torch.Tensor, acts: dict | None, name: str
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
         qkv = self.linear(x)  # (B, T, n_head * 3 * d_k)
         record(acts, f"{name}.linear", qkv)
         out = self_attention(qkv, lengths, self.n_head)  # (B, T, n_head * d_k), zeros at t >= lengths[b]
         record(acts, f"{name}.scaled_dot", out)
-        out = conv1d_norm(out, self.fc, lengths, x, self.layer_norm, row_valid, acts, name)
+        out = self.fc(out) + x
+        record(acts, f"{name}.residual", out)
+        out = self.layer_norm(out)
         record(acts, f"{name}.ln", out)
         return out
 
@@ -121,12 +121,14 @@ class PositionwiseFeedForward(nn.Module):
         self.w_2 = tap_major(nn.Conv1d(d_inner, d_model, kernel, padding=padding))
         self.layer_norm = nn.LayerNorm(d_model)
 
-    def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, row_valid: torch.Tensor, acts: dict | None, name: str
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
         h = conv1d(x, self.w_1, lengths, relu=True)  # (B, T, d_inner), zero rows at padding
         record(acts, f"{name}.conv1", h)
-        out = conv1d_norm(h, self.w_2, lengths, x, self.layer_norm, row_valid, acts, name)
+        h = conv1d(h, self.w_2, lengths, relu=False)  # (B, T, H)
+        record(acts, f"{name}.conv2", h)
+        out = h + x
+        record(acts, f"{name}.residual", out)
+        out = self.layer_norm(out)
         record(acts, f"{name}.ln", out)
         return out
 
@@ -140,8 +142,8 @@ class FFTBlock(nn.Module):
         )
 
     def forward(self, x, lengths, row_valid, acts: dict | None, name: str) -> torch.Tensor:
-        x = self.slf_attn(x, lengths, row_valid, acts, f"{name}.slf_attn")  # padding rows zero
-        x = self.pos_ffn(x, lengths, row_valid, acts, f"{name}.pos_ffn")
+        x = self.slf_attn(x, lengths, acts, f"{name}.slf_attn") * row_valid
+        x = self.pos_ffn(x, lengths, acts, f"{name}.pos_ffn") * row_valid
         record(acts, name, x)
         return x
 
@@ -273,15 +275,10 @@ class FastSpeech(nn.Module):
         return ModelOutput(mel, mel_lens, durations)
 
 
-# B * T from which `conv1d` and `conv1d_norm` run the ops (shapes are fixed per engine: one path each);
-# convs that narrow more than 2x (the FFN's w_2, 1536 -> 384) from more rows (run 37, docs/kernels.md)
+# B * T from which `conv1d` runs the op in fp16/bf16 (shapes are fixed per engine: one path each); convs
+# that narrow more than 2x (the FFN's w_2, 1536 -> 384) from more rows (run 37, docs/kernels.md)
 OP_MIN_ROWS = 4096
 OP_MIN_ROWS_NARROWING = 16384
-
-
-def uses_op(x: torch.Tensor, c_in: int, c_out: int) -> bool:
-    """Whether a conv (or linear) on x (B, T, c_in) -> c_out runs as our op rather than cuBLAS + Inductor."""
-    return x.shape[0] * x.shape[1] >= (OP_MIN_ROWS_NARROWING if c_in > 2 * c_out else OP_MIN_ROWS)
 
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -302,11 +299,16 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) 
     128 x 128 tiles make 1.45 waves (59 µs against cuBLAS's 44); from 16384 rows they tie (89 / 85
     µs, 333 / 318 µs at 65536), the GEMM's larger taps costing the LayerNorm after it ~16 µs more
     per layer, and the op needs no taps buffer (151 MB at B=64, T=1024).
+    fp32 always takes the GEMM path: the op's IEEE fp32 dot products (no tensor cores, no TF32) ran
+    at under 1 TFLOP/s (run 43, H200: w_2 at B=64, T=1024 582 ms, where cuBLAS's fp32 GEMM needs a few
+    ms), so fp32 engines at B * T >= 4096 had become slower than plain `torch.compile`.
     Zero padding as the conv's own (stride 1, dilation 1). A module-level function, like
     `self_attention`, so benchmarks can swap in the previous path (benchmarks/latency.py).
     """
     taps = conv.weight.permute(2, 0, 1)  # (k, C_out, C_in), contiguous
-    if uses_op(x, conv.in_channels, conv.out_channels):
+    narrowing = conv.in_channels > 2 * conv.out_channels
+    rows = x.shape[0] * x.shape[1]
+    if x.dtype != torch.float32 and rows >= (OP_MIN_ROWS_NARROWING if narrowing else OP_MIN_ROWS):
         return kernels.conv1d(x, taps, conv.bias, lengths, conv.padding[0], relu)
     k, pad = conv.kernel_size[0], conv.padding[0]
     B, T, _ = x.shape
@@ -317,64 +319,6 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) 
         out = out + y[:, j : j + T, j]
     out = torch.relu(out) if relu else out
     return out * (torch.arange(T, device=x.device)[None, :, None] < lengths[:, None, None]).to(out.dtype)
-
-
-def conv1d_norm(
-    x: torch.Tensor,
-    proj: nn.Conv1d | nn.Linear,
-    lengths: torch.Tensor,
-    residual: torch.Tensor,
-    norm: nn.LayerNorm,
-    row_valid: torch.Tensor,
-    acts: dict | None,
-    name: str,
-) -> torch.Tensor:
-    """norm(proj(x) + residual), rows t >= lengths[b] zero: the end of each FFT sublayer (the
-    attention's `fc`, a Linear, and the FFN's `w_2`, a Conv1d).
-
-    Where `conv1d` would run the op (`uses_op`), one `conv1d_ln` kernel (kernels/conv1d_ln.py): the
-    GEMM's tiles hold whole 384-wide rows, so bias, residual, LayerNorm and row mask happen in its
-    epilogue, with no pass over a written and re-read (B, T, 384) tensor. `fc` is its k=1 conv
-    (`fc.weight[None]` is the tap-major weight). The fused path records no `conv2`/`residual`
-    activations for verify (there are none). Otherwise `project_add_norm`. Module-level functions, like
-    `conv1d`, so benchmarks can swap in the unfused path.
-    """
-    if isinstance(proj, nn.Linear):
-        taps, padding, c_in, c_out = proj.weight[None], 0, proj.in_features, proj.out_features
-    else:
-        taps, padding, c_in, c_out = (
-            proj.weight.permute(2, 0, 1),
-            proj.padding[0],
-            proj.in_channels,
-            proj.out_channels,
-        )
-    if uses_op(x, c_in, c_out):
-        return kernels.conv1d_ln(
-            x, taps, proj.bias, lengths, padding, False, residual, norm.weight, norm.bias, norm.eps
-        )
-    return project_add_norm(x, proj, lengths, residual, norm, row_valid, acts, name)
-
-
-def project_add_norm(
-    x: torch.Tensor,
-    proj: nn.Conv1d | nn.Linear,
-    lengths: torch.Tensor,
-    residual: torch.Tensor,
-    norm: nn.LayerNorm,
-    row_valid: torch.Tensor,
-    acts: dict | None,
-    name: str,
-) -> torch.Tensor:
-    """`conv1d_norm` unfused: cuBLAS (`F.linear`, or `conv1d`'s GEMM path) then residual, LayerNorm
-    and row mask, which Inductor fuses into one kernel (for w_2 with `conv1d`'s shifted sum)."""
-    if isinstance(proj, nn.Linear):
-        h = proj(x)
-    else:
-        h = conv1d(x, proj, lengths, relu=False)
-        record(acts, f"{name}.conv2", h)
-    out = h + residual
-    record(acts, f"{name}.residual", out)
-    return norm(out) * row_valid
 
 
 def tap_major(conv: nn.Conv1d) -> nn.Conv1d:

@@ -1,5 +1,5 @@
 """Our custom ops (`torch.ops.fastspeech.*`): the two TensorRT lacks, length-aware attention, the
-feed-forward block's time convolution with its epilogue fused (and with residual + LayerNorm), and Griffin-Lim's magnitude step and overlap-add + framing.
+feed-forward block's time convolution with its epilogue fused, and Griffin-Lim's magnitude step and overlap-add + framing.
 
 Importing this package registers them; one file per op holds its Triton kernel, launcher, op and
 plain PyTorch reference.
@@ -8,7 +8,6 @@ plain PyTorch reference.
 from kernels.add_pos_enc import add_pos_enc, add_pos_enc_reference, sinusoid_table
 from kernels.attention import attention, attention_reference
 from kernels.conv1d import conv1d, conv1d_reference
-from kernels.conv1d_ln import conv1d_ln, conv1d_ln_reference
 from kernels.griffin_lim_step import griffin_lim_step, griffin_lim_step_reference
 from kernels.overlap_add_frames import overlap_add_frames, overlap_add_frames_reference
 from kernels.regulate_length import regulate_length, regulate_length_reference
@@ -19,8 +18,6 @@ __all__ = [
     "attention",
     "attention_reference",
     "conv1d",
-    "conv1d_ln",
-    "conv1d_ln_reference",
     "conv1d_reference",
     "griffin_lim_step",
     "griffin_lim_step_reference",

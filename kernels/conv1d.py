@@ -349,48 +349,43 @@ def conv1d_reference(
 # ---------------------------------------------------------------------------------------------
 # torch custom op
 # ---------------------------------------------------------------------------------------------
-def check_conv_inputs(
-    op: str,
+def _check_inputs(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     lengths: torch.Tensor,
     padding: int,
 ) -> None:
-    """Static checks (shapes, dtypes, devices), errors prefixed with `op`: safe while tracing."""
+    """Static checks (shapes, dtypes, devices): safe while tracing."""
     if x.dim() != 3:
-        raise ValueError(f"{op}: x must be (B, T, C_in), got shape {tuple(x.shape)}")
+        raise ValueError(f"conv1d: x must be (B, T, C_in), got shape {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{op}: x must be float32, float16 or bfloat16, got {x.dtype}")
+        raise ValueError(f"conv1d: x must be float32, float16 or bfloat16, got {x.dtype}")
     if weight.dim() != 3:
         raise ValueError(
-            f"{op}: weight must be (k, C_out, C_in) (nn.Conv1d's weight.permute(2, 0, 1)), "
+            f"conv1d: weight must be (k, C_out, C_in) (nn.Conv1d's weight.permute(2, 0, 1)), "
             f"got shape {tuple(weight.shape)}"
         )
     k, c_out, c_in = weight.shape
     if c_in != x.shape[2] or k < 1 or c_out < 1:
         raise ValueError(
-            f"{op}: weight {tuple(weight.shape)} is not (k, C_out, C_in) for x's C_in={x.shape[2]}; "
+            f"conv1d: weight {tuple(weight.shape)} is not (k, C_out, C_in) for x's C_in={x.shape[2]}; "
             "pass nn.Conv1d's weight.permute(2, 0, 1)"
         )
     if not 0 <= padding <= k - 1:
-        raise ValueError(f"{op}: padding must be in [0, k - 1] = [0, {k - 1}], got {padding}")
+        raise ValueError(f"conv1d: padding must be in [0, k - 1] = [0, {k - 1}], got {padding}")
     if bias is not None and bias.shape != (c_out,):
-        raise ValueError(f"{op}: bias must be (C_out,) = ({c_out},), got {tuple(bias.shape)}")
+        raise ValueError(f"conv1d: bias must be (C_out,) = ({c_out},), got {tuple(bias.shape)}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != x.dtype:
-            raise ValueError(f"{op}: {name} is {t.dtype}, x is {x.dtype}; cast them to one dtype")
+            raise ValueError(f"conv1d: {name} is {t.dtype}, x is {x.dtype}; cast them to one dtype")
     if lengths.shape != x.shape[:1]:
-        raise ValueError(f"{op}: lengths must be (B,) = ({x.shape[0]},), got {tuple(lengths.shape)}")
+        raise ValueError(f"conv1d: lengths must be (B,) = ({x.shape[0]},), got {tuple(lengths.shape)}")
     if lengths.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{op}: lengths must be int32 or int64, got {lengths.dtype}")
+        raise ValueError(f"conv1d: lengths must be int32 or int64, got {lengths.dtype}")
     for name, t in (("weight", weight), ("bias", bias), ("lengths", lengths)):
         if t is not None and t.device != x.device:
-            raise ValueError(f"{op}: {name} on {t.device}, x on {x.device}; move them together")
-
-
-def _check_inputs(x, weight, bias, lengths, padding) -> None:
-    check_conv_inputs("conv1d", x, weight, bias, lengths, padding)
+            raise ValueError(f"conv1d: {name} on {t.device}, x on {x.device}; move them together")
 
 
 @triton_op("fastspeech::conv1d", mutates_args=())
