@@ -76,7 +76,7 @@ def kernel_config(qkv_shape: Sequence[int], n_head: int, qkv_dtype: Any, lengths
         raise ValueError(f"attention: the AOT kernel needs a non-empty qkv, got {(B, T, C)}")
     d = head_dim((B, T, C), n_head)
     check_int32_offsets(OP, torch.empty((B, T, C), device="meta"))
-    blocks = default_blocks(B, T, n_head)
+    blocks = default_blocks(B, T, n_head, TORCH_DTYPES[element_type(qkv_dtype)])
     constexprs = {
         "T": T,
         "stride_qb": T * C,

@@ -279,6 +279,8 @@ class FastSpeech(nn.Module):
 # that narrow more than 2x (the FFN's w_2, 1536 -> 384) from more rows (run 37, docs/kernels.md)
 OP_MIN_ROWS = 4096
 OP_MIN_ROWS_NARROWING = 16384
+# B * T^2 up to which fp32 attention runs the op rather than SDPA (`self_attention`, run 45)
+FP32_ATTENTION_MAX_WORK = 1 << 20
 
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -344,7 +346,14 @@ def self_attention(qkv: torch.Tensor, lengths: torch.Tensor, n_head: int) -> tor
     Valid rows equal `F.scaled_dot_product_attention` with DLE's key-padding mask; padding rows are
     zeros. A module-level function, like `conv1d`, so benchmarks can swap in the
     reference (`kernels.attention_reference`, SDPA + mask) to measure the op.
+
+    fp32 runs the op only up to FP32_ATTENTION_MAX_WORK query-key pairs per head (B * T^2): its IEEE
+    fp32 dot products use no tensor cores, and past that SDPA (the reference) is faster (run 45, H200,
+    T=1024: B=1 66 µs against the reference's 154; B=8 334 against 200; B=64, T=128 52 against 56).
     """
+    B, T, _ = qkv.shape
+    if qkv.dtype == torch.float32 and B * T * T > FP32_ATTENTION_MAX_WORK:
+        return kernels.attention_reference(qkv, lengths, n_head)
     return kernels.attention(qkv, lengths, n_head)
 
 

@@ -118,14 +118,16 @@ class Blocks(NamedTuple):
     num_warps: int
 
 
-def default_blocks(B: int, T: int, n_head: int) -> Blocks:
+def default_blocks(B: int, T: int, n_head: int, dtype: torch.dtype = torch.float16) -> Blocks:
     """The largest query tile that still gives >= FILL_PROGRAMS programs (16 rows when none does).
 
     B=1, T=1024, 2 heads: 16-row tiles, 128 programs; B=64: 128-row tiles (1024 programs), where
-    larger tiles use the tensor cores better. Tuned in benchmarks/kernels/bench_attention.py.
+    larger tiles use the tensor cores better. Tuned in benchmarks/kernels/bench_attention.py. fp32
+    (IEEE fp32 dot products on the FMA units) stops at 64-row tiles with 4 warps: 128-row fp32 tiles
+    ran 15-20x slower than 64-row ones (run 45, H200, T=1024: B=64 38.5 ms against 2.5 ms).
     """
     block_m = 16
-    for candidate in (128, 64, 32):
+    for candidate in (128, 64, 32) if dtype != torch.float32 else (64, 32):
         if B * n_head * triton.cdiv(T, candidate) >= FILL_PROGRAMS:
             block_m = candidate
             break
@@ -167,7 +169,7 @@ def launch_attention(
     if out.numel() == 0:
         return out
     check_int32_offsets("attention", qkv, out)
-    blocks = default_blocks(B, T, n_head)
+    blocks = default_blocks(B, T, n_head, qkv.dtype)
     block_m = block_m or blocks.block_m
     block_n = block_n or blocks.block_n
     num_warps = num_warps or blocks.num_warps

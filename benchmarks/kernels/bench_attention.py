@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.kernels import common
-from kernels.attention import attention_reference, launch_attention
+from kernels.attention import attention_reference, default_blocks, launch_attention
 
 N_HEAD, D = 2, 64
 SIZES_B = (1, 8, 64)
@@ -28,6 +28,21 @@ SIZES_T = (128, 256, 1024)
 SWEEP = {  # (block_m, block_n, num_warps) at B=1 and B=64, T=1024; the default tiles are listed first
     1: [(16, 128, 4), (16, 64, 4), (16, 128, 2), (16, 128, 8), (16, 256, 4), (32, 128, 4), (64, 128, 4)],
     64: [(128, 64, 8), (128, 64, 4), (64, 64, 4), (128, 128, 8), (64, 128, 4), (128, 32, 8), (64, 32, 4)],
+}
+# fp32 (IEEE fp32 dot products: FMA, no tensor cores) at B 1/8/64, T=1024: the default tiles first
+SWEEP_FP32 = {
+    B: [
+        None,
+        (16, 128, 4),
+        (16, 64, 4),
+        (16, 32, 4),
+        (32, 64, 4),
+        (32, 32, 4),
+        (64, 64, 4),
+        (64, 32, 8),
+        (128, 64, 8),
+    ]
+    for B in (1, 8, 64)
 }
 TOL = {torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float32: 2e-5}
 
@@ -72,10 +87,11 @@ def measure(B: int, T: int, name: str, dtype: torch.dtype) -> dict:
 
 def sweep(dtype_name: str, dtype: torch.dtype) -> list[dict]:
     rows = []
-    for B, configs in SWEEP.items():
+    for B, configs in (SWEEP_FP32 if dtype == torch.float32 else SWEEP).items():
         qkv, lengths = make_inputs(B, 1024, dtype)
         expected = attention_reference(qkv, lengths, N_HEAD)
-        for block_m, block_n, warps in configs:
+        default = default_blocks(B, 1024, N_HEAD)
+        for block_m, block_n, warps in [c or default for c in configs]:
             blocks = {"block_m": block_m, "block_n": block_n, "num_warps": warps}
             out = torch.full(expected.shape, float("nan"), device="cuda", dtype=dtype)
             launch_attention(qkv, lengths, N_HEAD, out, **blocks)
