@@ -283,3 +283,30 @@ def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask(monkeypatch):
         assert len(op_calls) == (takes_op and dtype != torch.float32), (c_in, c_out, T, dtype)
         tol = 1e-5 if dtype == torch.float32 else 5e-2
         torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+
+
+def test_fp32_attention_takes_sdpa_past_fp32_attention_max_work(monkeypatch):
+    """fp32 runs the attention op up to B * T^2 = FP32_ATTENTION_MAX_WORK and the reference (SDPA +
+    mask) past it (the op's IEEE fp32 dot products are slower there, run 45); fp16/bf16 always run the
+    op. Both give the same rows."""
+    import kernels
+    from fastspeech import model as model_module
+
+    op_calls = []
+    op = kernels.attention
+    monkeypatch.setattr(kernels, "attention", lambda *a: op_calls.append(1) or op(*a))
+    limit = model_module.FP32_ATTENTION_MAX_WORK
+    for B, T, dtype, takes_op in [
+        (1, 1024, torch.float32, True),  # B * T^2 = 2^20: the op
+        (2, 1024, torch.float32, False),
+        (64, 128, torch.float32, True),
+        (2, 1024, torch.bfloat16, True),
+    ]:
+        assert (B * T * T <= limit) == takes_op or dtype != torch.float32
+        qkv = torch.randn(B, T, 2 * 3 * 8).to(dtype)
+        lengths = torch.randint(0, T + 1, (B,))
+        op_calls.clear()
+        got = model_module.self_attention(qkv, lengths, 2)
+        assert len(op_calls) == takes_op, (B, T, dtype)
+        want = kernels.attention_reference(qkv.float(), lengths, 2)
+        torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)

@@ -90,6 +90,18 @@ def test_tile_sizes(block_m, block_n, num_warps):
     check(qkv, lengths, 2, block_m=block_m, block_n=block_n, num_warps=num_warps)
 
 
+@pytest.mark.parametrize("B, T", [(1, 128), (1, 1024), (8, 1024), (64, 128), (64, 1024), (256, 1024)])
+def test_default_tiles_fill_the_gpu_and_fp32_stops_at_64_rows(B, T):
+    """The largest query tile that still fills 132 SMs; fp32's IEEE dot products never get 128-row
+    tiles (15-20x slower than 64-row ones on the H200, run 45)."""
+    half, fp32 = (kernel_module.default_blocks(B, T, 2, dtype) for dtype in (torch.float16, torch.float32))
+    for blocks in (half, fp32):
+        programs = B * 2 * -(-T // blocks.block_m)
+        assert programs >= kernel_module.FILL_PROGRAMS or blocks.block_m == 16, (B, T, blocks)
+    assert fp32.block_m <= 64 and fp32.num_warps == 4
+    assert fp32.block_m == min(half.block_m, 64)
+
+
 def test_strided_views_in_and_out():
     """qkv read through its strides (a channel slice of a time-major tensor); out likewise."""
     wide = torch.randn(21, 3, 2 * 192 + 5, device=DEVICE)
