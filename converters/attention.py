@@ -139,7 +139,7 @@ def register() -> None:
     ) -> None:
         # JIT fallback (Python at run time): our launcher writes straight into TensorRT's output buffer.
         with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
-            launch_attention(as_torch(qkv), as_torch(lengths), n_head, as_torch(outputs[0]), split=False)
+            launch_attention(as_torch(qkv), as_torch(lengths), n_head, as_torch(outputs[0]))
 
     generate_plugin_converter(
         OP, supports_dynamic_shapes=False, requires_output_allocator=False, use_aot_if_available=True

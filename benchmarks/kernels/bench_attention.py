@@ -8,9 +8,7 @@ Columns: `kernel` = the Triton launch into a preallocated output; `op` = the eag
 the output); `reference` = `attention_reference`, what the model ran before (SDPA on the fused
 projection's views with a key-padding mask, then the head transpose and padding zeros); `SDPA mask` =
 SDPA alone on those views with the mask; `SDPA flash` = SDPA with no mask on contiguous q, k, v (the
-flash backend: a lower bound for a masked-free, copy-free call, but it can't skip padding). These
-rows time the one-pass kernel (`split=False`); the split table times it against split keys at B=1
-(what `split_blocks` picks there), both as CUDA-graph replays.
+flash backend: a lower bound for a masked-free, copy-free call, but it can't skip padding).
 TFLOP/s count 4 B H T^2 d (every key of every row). Times: median, cold L2 (benchmarks/kernels/common.py).
 """
 
@@ -22,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.kernels import common
-from kernels.attention import SplitBlocks, attention_reference, default_blocks, launch_attention
+from kernels.attention import attention_reference, default_blocks, launch_attention
 
 N_HEAD, D = 2, 64
 SIZES_B = (1, 8, 64)
@@ -46,16 +44,6 @@ SWEEP_FP32 = {
     ]
     for B in (1, 8, 64)
 }
-# Split keys at batch 1 (`split_blocks`): SplitBlocks(block_m, block_n, warps, split_keys), the default first
-SPLIT_SWEEP = [
-    SplitBlocks(64, 128, 4, 128),
-    SplitBlocks(64, 128, 4, 256),
-    SplitBlocks(64, 64, 4, 128),
-    SplitBlocks(32, 128, 4, 128),
-    SplitBlocks(32, 128, 4, 256),
-    SplitBlocks(16, 128, 4, 256),
-    SplitBlocks(128, 128, 8, 256),
-]
 TOL = {torch.float16: 1e-2, torch.bfloat16: 2e-2, torch.float32: 2e-5}
 
 
@@ -76,13 +64,13 @@ def sdpa_inputs(qkv: torch.Tensor, lengths: torch.Tensor):
 def measure(B: int, T: int, name: str, dtype: torch.dtype) -> dict:
     qkv, lengths = make_inputs(B, T, dtype)
     out = torch.full((B, T, N_HEAD * D), float("nan"), device="cuda", dtype=dtype)
-    launch_attention(qkv, lengths, N_HEAD, out, split=False)
+    launch_attention(qkv, lengths, N_HEAD, out)
     tol = TOL[dtype]
     correct = torch.allclose(out, attention_reference(qkv, lengths, N_HEAD), atol=tol, rtol=tol)
     views, mask, dense = sdpa_inputs(qkv, lengths)
     part_qkv, part_len = make_inputs(B, T, dtype, fill=0.88)
-    t_kernel = common.time_us(common.direct_launch(lambda: launch_attention(qkv, lengths, N_HEAD, out, split=False)))
-    t_part = common.time_us(common.direct_launch(lambda: launch_attention(part_qkv, part_len, N_HEAD, out, split=False)))
+    t_kernel = common.time_us(common.direct_launch(lambda: launch_attention(qkv, lengths, N_HEAD, out)))
+    t_part = common.time_us(common.direct_launch(lambda: launch_attention(part_qkv, part_len, N_HEAD, out)))
     t_op = common.time_us(lambda: torch.ops.fastspeech.attention(qkv, lengths, N_HEAD))
     t_ref = common.time_us(lambda: attention_reference(qkv, lengths, N_HEAD))
     t_mask = common.time_us(lambda: F.scaled_dot_product_attention(*views, attn_mask=mask))
@@ -106,37 +94,14 @@ def sweep(dtype_name: str, dtype: torch.dtype) -> list[dict]:
         for block_m, block_n, warps in [c or default for c in configs]:
             blocks = {"block_m": block_m, "block_n": block_n, "num_warps": warps}
             out = torch.full(expected.shape, float("nan"), device="cuda", dtype=dtype)
-            launch_attention(qkv, lengths, N_HEAD, out, split=False, **blocks)
+            launch_attention(qkv, lengths, N_HEAD, out, **blocks)
             t = common.time_us(
-                common.direct_launch(partial(launch_attention, qkv, lengths, N_HEAD, out, split=False, **blocks))
+                common.direct_launch(partial(launch_attention, qkv, lengths, N_HEAD, out, **blocks))
             )
             rows.append({
                 "dtype": dtype_name, "B": B, "block_m": block_m, "block_n": block_n, "num_warps": warps,
                 "correct": torch.allclose(out, expected, atol=TOL[dtype], rtol=TOL[dtype]), "us": t,
                 "tflops": 4 * B * N_HEAD * 1024 * 1024 * D / t / 1e6,
-            })  # fmt: skip
-    return rows
-
-
-def split_rows(dtype_name: str, dtype: torch.dtype) -> list[dict]:
-    """Batch 1, T 512/1024, 0.88 fill: one pass against split keys (two kernels), both as CUDA-graph
-    replays (as the engine runs them; direct launches would time the host between the two)."""
-    rows = []
-    for T in (512, 1024):
-        qkv, lengths = make_inputs(1, T, dtype, fill=0.88)
-        expected = attention_reference(qkv, lengths, N_HEAD)
-        out = torch.full(expected.shape, float("nan"), device="cuda", dtype=dtype)
-        one = common.time_us(common.graphed(common.direct_launch(
-            partial(launch_attention, qkv, lengths, N_HEAD, out, split=False))))  # fmt: skip
-        for blocks in SPLIT_SWEEP:
-            out.fill_(float("nan"))
-            run = common.direct_launch(partial(launch_attention, qkv, lengths, N_HEAD, out, split=blocks))
-            run()
-            correct = torch.allclose(out, expected, atol=TOL[dtype], rtol=TOL[dtype])
-            t = common.time_us(common.graphed(run))
-            rows.append({
-                "dtype": dtype_name, "B": 1, "T": T, "one_pass_us": one, **blocks._asdict(), "correct": correct,
-                "split_us": t, "speedup": one / t,
             })  # fmt: skip
     return rows
 
@@ -147,17 +112,7 @@ def main() -> None:
     dtypes = [d for d in args.dtypes.split(",") if d]
     rows = [measure(B, T, name, common.DTYPES[name]) for name in dtypes for B in SIZES_B for T in SIZES_T]
     sweep_rows = [r for name in dtypes for r in sweep(name, common.DTYPES[name])] if args.sweep else []
-    splits = [r for name in dtypes if name != "fp32" for r in split_rows(name, common.DTYPES[name])]
-    common.write_json(
-        args.results, {"env": common.environment(), "rows": rows, "sweep": sweep_rows, "split": splits}
-    )
-    if splits:
-        print("\nSplit keys at B=1, 0.88 fill, CUDA-graph replays (the first row per T is the default):\n")
-        print(common.markdown_table(splits, [
-            ("dtype", "dtype"), ("T", "T"), ("one_pass_us", "one pass µs"), ("block_m", "BLOCK_M"),
-            ("block_n", "BLOCK_N"), ("num_warps", "warps"), ("split_keys", "keys per split"),
-            ("split_us", "split µs"), ("speedup", "x"), ("correct", "correct"),
-        ]))  # fmt: skip
+    common.write_json(args.results, {"env": common.environment(), "rows": rows, "sweep": sweep_rows})
     if sweep_rows:
         print("\nTile sweep at T=1024 (the first row of each B is the default):\n")
         print(common.markdown_table(sweep_rows, [

@@ -63,21 +63,6 @@ def direct_launch(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """`fn` captured in a CUDA graph (warmed up on a side stream first): its replay, as an engine runs
-    kernels. For launches whose host time would otherwise show in `time_us` (several small kernels)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 @functools.cache
 def _flush_buffer() -> torch.Tensor:
     return torch.empty(512 << 20, dtype=torch.uint8, device="cuda")

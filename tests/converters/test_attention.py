@@ -80,7 +80,7 @@ def test_aot_specialization_is_what_the_eager_launcher_launches(monkeypatch, B, 
     monkeypatch.setattr(kernel_module, "wrap_triton", Recorder)
     qkv = torch.empty(B, T, n_head * 3 * d, dtype=dtype)
     lengths, out = torch.ones(B, dtype=torch.long), torch.empty(B, T, n_head * d, dtype=dtype)
-    kernel_module.launch_attention(qkv, lengths, n_head, out, split=False)  # the plugin runs one pass
+    kernel_module.launch_attention(qkv, lengths, n_head, out)
     ((grid, args, kwargs),) = calls
     num_warps = kwargs.pop("num_warps")
     launched = {**dict(zip(kernel_module._attention_kernel.arg_names, args)), **kwargs}

@@ -102,56 +102,6 @@ def test_default_tiles_fill_the_gpu_and_fp32_stops_at_64_rows(B, T):
     assert fp32.block_m == min(half.block_m, 64)
 
 
-# Split keys (two passes: partial softmaxes per key split, then their merge): forced on small shapes
-SplitBlocks = kernel_module.SplitBlocks
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "B, T, n_head, lengths, blocks",
-    [
-        (1, 70, 2, [70], SplitBlocks(16, 16, 1, 16, 16)),  # 5 splits, the last partly valid
-        (3, 50, 2, [50, 17, 0], SplitBlocks(16, 16, 2, 32, 32)),  # splits past the length skipped; empty row
-        (2, 33, 1, [40, 16], SplitBlocks(32, 16, 4, 16, 16)),  # length > T; a length on a split boundary
-        (1, 40, 3, [1], SplitBlocks(16, 16, 1, 16, 64)),  # one key; merge tile wider than T
-    ],
-)
-def test_split_keys_equal_the_contract(B, T, n_head, lengths, blocks, dtype):
-    torch.manual_seed(0)
-    qkv = random_qkv(B, T, n_head, 64, dtype)
-    check(qkv, torch.tensor(lengths, device=DEVICE), n_head, split=blocks)
-
-
-def test_split_keys_merge_far_apart_maxima():
-    """Splits whose row maxima differ by far more than exp's range: the merge rescales each split by
-    exp2(m_s - m), so a split with much smaller scores adds nothing and nothing overflows."""
-    torch.manual_seed(1)
-    qkv = random_qkv(1, 48, 1, 16, torch.float32)
-    qkv[0, 16:32, 16:32] *= 40.0  # the keys of split 1 score far above the others
-    got = check(qkv, torch.tensor([48], device=DEVICE), 1, split=SplitBlocks(16, 16, 1, 16, 16))
-    assert got.isfinite().all()
-
-
-def test_split_rule_batch_one_long_t_half_precision_only():
-    rule = kernel_module.split_blocks
-    assert rule(1, 1024, 2) == SplitBlocks(64, 128, 4, kernel_module.SPLIT_KEYS)
-    assert rule(1, 512, 2) is not None and rule(1, 511, 2) is None  # short key loops: one pass
-    assert rule(2, 1024, 2) is None  # 256 programs of 16 rows already fill 132 SMs
-    assert rule(1, 1024, 2, torch.float32) is None
-    # tile overrides (sweeps) run one pass; split=False forces it
-    qkv, lengths = random_qkv(1, 520, 1, 16, torch.float16), torch.tensor([500], device=DEVICE)
-    calls = []
-    launch = kernel_module._launch_split
-    try:
-        kernel_module._launch_split = lambda *a: calls.append(1) or launch(*a)
-        run_kernel(qkv, lengths, 1)
-        run_kernel(qkv, lengths, 1, block_m=32)
-        run_kernel(qkv, lengths, 1, split=False)
-    finally:
-        kernel_module._launch_split = launch
-    assert calls == [1]
-
-
 def test_strided_views_in_and_out():
     """qkv read through its strides (a channel slice of a time-major tensor); out likewise."""
     wide = torch.randn(21, 3, 2 * 192 + 5, device=DEVICE)
@@ -269,28 +219,3 @@ def test_inductor_calls_the_kernel_cuda():
         got, code = run_and_get_code(compiled, x, lengths)
         torch.testing.assert_close(got, model(x, lengths), atol=1e-2, rtol=1e-2)
     assert "_attention_kernel" in "\n".join(code)
-
-
-@pytest.mark.cuda
-@requires_cuda
-def test_inductor_and_a_cuda_graph_run_split_keys_cuda():
-    """Batch 1, T=1024 takes split keys: both kernels inside Inductor's code, scratch from the graph
-    pool, replays of a captured graph equal to the reference for new inputs copied in."""
-    from torch._inductor.utils import run_and_get_code
-
-    torch._dynamo.reset()
-    assert kernel_module.split_blocks(1, 1024, 2) is not None
-    fn = torch.compile(lambda qkv, lengths: attention(qkv, lengths, 2), fullgraph=True, dynamic=False)
-    qkv, lengths = random_qkv(1, 1024, 2, 64, torch.float16), torch.tensor([900], device="cuda")
-    got, code = run_and_get_code(fn, qkv, lengths)
-    assert "_attention_split_kernel" in "\n".join(code) and "_attention_combine_kernel" in "\n".join(code)
-    torch.testing.assert_close(got.double(), exact(qkv, lengths, 2), **TOL[torch.float16])
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn(qkv, lengths)
-    for n in (1024, 517, 1):
-        qkv.copy_(random_qkv(1, 1024, 2, 64, torch.float16))
-        lengths.fill_(n)
-        graph.replay()
-        torch.testing.assert_close(out.double(), exact(qkv, lengths, 2), **TOL[torch.float16])
-        assert (out[0, n:] == 0).all()
