@@ -181,7 +181,9 @@ def default_blocks(B: int, T: int, N: int, c_in: int, dtype: torch.dtype) -> Blo
 
     Row tiles never span two batch items, so a batch item has ceil(T / BLOCK_M) of them. N = C_out,
     c_in = C_in. fp32 (IEEE dot products, no tensor cores, twice the bytes) keeps to 128 x 128 tiles,
-    32-wide K steps and 3 stages.
+    32-wide K steps and 3 stages: correct, but slow on the FMA units (run 43, H200: ~0.8 TFLOP/s for
+    w_2 at B=64, T=1024), so the model never runs the op in fp32 (`fastspeech.model.conv1d`); smaller
+    fp32 tiles were not swept.
     """
     wide = dtype.itemsize <= 2
     block_m = min(128, max(16, triton.next_power_of_2(T)))
