@@ -172,7 +172,7 @@ def test_inductor_cuda_graph_replays_equal_eager(tmp_path, precision):
 
 @requires_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_inductor_engine_with_the_conv_op_equals_eager_alone(tmp_path, precision):
     """At B * max_out >= OP_MIN_ROWS the mel side's FFN convs run the `conv1d` op in fp16 (tensor descriptors,
     Triton's scratch allocator, inside Inductor and a CUDA graph); each text alone in eager runs the

@@ -90,7 +90,7 @@ def sweep(dtype_name: str, dtype: torch.dtype) -> list[dict]:
     for B, configs in (SWEEP_FP32 if dtype == torch.float32 else SWEEP).items():
         qkv, lengths = make_inputs(B, 1024, dtype)
         expected = attention_reference(qkv, lengths, N_HEAD)
-        default = default_blocks(B, 1024, N_HEAD)
+        default = default_blocks(B, 1024, N_HEAD, dtype)
         for block_m, block_n, warps in [c or default for c in configs]:
             blocks = {"block_m": block_m, "block_n": block_n, "num_warps": warps}
             out = torch.full(expected.shape, float("nan"), device="cuda", dtype=dtype)
