@@ -13,7 +13,7 @@ Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
 (`kernels.attention`: reads q, k, v straight from the fused projection, takes the lengths instead
 of a mask), and the Conv1ds are the fourth (`kernels.conv1d`: the k shifted rows read in place,
-bias, ReLU and row mask in one kernel; small batches stay cuBLAS GEMMs, see `conv1d`). Shapes never
+bias, ReLU and row mask in one kernel; small batches and fp32 stay cuBLAS GEMMs, see `conv1d`). Shapes never
 depend on data once `max_out` is given, so the whole forward compiles with
 `torch.compile(fullgraph=True, dynamic=False)`.
 
@@ -308,12 +308,11 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) 
     `self_attention`, so benchmarks can swap in the previous path (benchmarks/latency.py).
     """
     taps = conv.weight.permute(2, 0, 1)  # (k, C_out, C_in), contiguous
+    B, T, _ = x.shape
     narrowing = conv.in_channels > 2 * conv.out_channels
-    rows = x.shape[0] * x.shape[1]
-    if x.dtype != torch.float32 and rows >= (OP_MIN_ROWS_NARROWING if narrowing else OP_MIN_ROWS):
+    if x.dtype != torch.float32 and B * T >= (OP_MIN_ROWS_NARROWING if narrowing else OP_MIN_ROWS):
         return kernels.conv1d(x, taps, conv.bias, lengths, conv.padding[0], relu)
     k, pad = conv.kernel_size[0], conv.padding[0]
-    B, T, _ = x.shape
     y = F.linear(x, taps.flatten(0, 1))  # (B, T, k * C_out)
     y = F.pad(y.view(B, T, k, -1), (0, 0, 0, 0, pad, k - 1 - pad))  # (B, T + k - 1, k, C_out)
     out = conv.bias

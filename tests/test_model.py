@@ -247,13 +247,18 @@ def test_conv_weights_stay_tap_major_through_load_cast_and_copy():
     assert all(tuple(saved[k].shape) == tuple(v.shape) for k, v in plain.items())
 
 
+def count_calls(monkeypatch, module, name: str) -> list:
+    """Wrap `module.name` so each call appends to the returned list (clear it between cases)."""
+    calls, fn = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: calls.append(1) or fn(*a))
+    return calls
+
+
 def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask(monkeypatch):
     import kernels
     from fastspeech.model import conv1d, tap_major
 
-    op_calls = []
-    op = kernels.conv1d
-    monkeypatch.setattr(kernels, "conv1d", lambda *a: op_calls.append(1) or op(*a))
+    op_calls = count_calls(monkeypatch, kernels, "conv1d")
     torch.manual_seed(0)
     # (C_in, C_out, T, takes the op) at B=3: the GEMM path for few rows, the op from OP_MIN_ROWS rows, or
     # from OP_MIN_ROWS_NARROWING for convs that narrow more than 2x (24 -> 8 at T=1400: still the GEMM);
@@ -292,9 +297,7 @@ def test_fp32_attention_takes_sdpa_past_fp32_attention_max_work(monkeypatch):
     import kernels
     from fastspeech import model as model_module
 
-    op_calls = []
-    op = kernels.attention
-    monkeypatch.setattr(kernels, "attention", lambda *a: op_calls.append(1) or op(*a))
+    op_calls = count_calls(monkeypatch, kernels, "attention")
     limit = model_module.FP32_ATTENTION_MAX_WORK
     for B, T, dtype, takes_op in [
         (1, 1024, torch.float32, True),  # B * T^2 = 2^20: the op
