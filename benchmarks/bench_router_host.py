@@ -36,7 +36,7 @@ class InstantEngine:
     def __init__(self, max_in: int, max_out: int):
         self.spec = EngineSpec(1, max_in, max_out, "fp16", "inductor", vocoder="griffin_lim")
         self.device = torch.device("cpu")
-        self.mel, self.wav = torch.zeros(1, max_out, 80), torch.zeros(1, max_out * 256)
+        self.mel, self.wav = torch.zeros(1, max_out, 80), torch.zeros(1, max_out * 256, dtype=torch.int16)
         self.durations = torch.full((1, max_in), FRAMES_PER_TOKEN)
 
     def __call__(self, ids, alpha, to_host: bool = False) -> EngineOutput:

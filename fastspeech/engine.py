@@ -86,9 +86,10 @@ class EngineOutput(NamedTuple):
 
     mel (n, max_out, num_mels) float32, zero past mel_lens; mel_lens (n,) = min(frames, max_out);
     frames (n,) the untruncated predicted length, so callers see when speech did not fit;
-    durations (n, max_in) frames per token; wav (n, max_out * hop) float32 in [-1, 1], zero from
-    mel_lens * hop on (an item's audio is wav[i, : mel_lens[i] * hop]); None for an engine built
-    without a vocoder (the model-only benchmark's).
+    durations (n, max_in) frames per token; wav (n, max_out * hop) int16, 16-bit PCM (the vocoder's
+    float samples through `fastspeech.vocoder.to_pcm16` in the graph), zero from mel_lens * hop on (an
+    item's audio is wav[i, : mel_lens[i] * hop]; `wav / 32767` for float samples); None for an engine
+    built without a vocoder (the model-only benchmark's).
     """
 
     mel: torch.Tensor

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fastspeech.model import FastSpeech
-from fastspeech.vocoder.base import Vocoder
+from fastspeech.vocoder.base import Vocoder, to_pcm16
 
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
@@ -20,11 +20,13 @@ Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 class EngineGraph(nn.Module):
     """The graph an engine compiles: token ids -> mel -> wav, fixed To, durations summed in the graph.
 
-    Outputs: mel (B, To, num_mels) float32, mel_lens, frames, durations, wav (B, To * hop) float32
-    (zero from mel_lens * hop on; (B, 0) when built without a vocoder, the model-only benchmark's
-    case); with `debug`, then every named activation the model records and then the vocoder's
-    (`activation_names`, forward order) as extra outputs: no backend can dump its layers (TensorRT
-    has no per-layer dump), so the verify mode reads them here.
+    Outputs: mel (B, To, num_mels) float32, mel_lens, frames, durations, wav (B, To * hop) int16
+    16-bit PCM (`to_pcm16` of the vocoder's float samples; zero from mel_lens * hop on; (B, 0) when
+    built without a vocoder, the model-only benchmark's case); with `debug`, then every named
+    activation the model records and then the vocoder's (`activation_names`, forward order) as extra
+    outputs: no backend can dump its layers (TensorRT has no per-layer dump), so the verify mode
+    reads them here. A backend that cannot output int16 sets `pcm16` off and wraps its runner in
+    `pcm16_outputs` (TensorRT has no int16 tensors).
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class EngineGraph(nn.Module):
         # plus its `context_frames` of silence, not all of max_out; the outputs are the same.
         self.trim_model = trim and not debug
         self.trim = self.trim_model and vocoder is not None and vocoder.context_frames is not None
+        self.pcm16 = True  # the wav as int16; off: float32 in [-1, 1] (see `pcm16_outputs`)
 
     def forward(self, tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
         acts: dict[str, torch.Tensor] | None = {} if self.activation_names else None
@@ -56,9 +59,23 @@ class EngineGraph(nn.Module):
         elif self.vocoder is not None:
             wav = self.vocoder(mel, mel_lens, acts)  # (B, To * hop) float32
         else:
-            wav = mel.new_zeros(mel.shape[0], 0, dtype=torch.float32)
+            wav = mel.new_zeros(mel.shape[0], 0)
+        # int16 on the device: every sink writes 16-bit PCM, and a call's audio then crosses to the host
+        # at half the bytes, with no encoding pass there (docs/performance.md, "Host path")
+        wav = to_pcm16(wav) if self.pcm16 else wav
         extra = tuple(acts[name] for name in self.activation_names) if acts is not None else ()
         return (mel.float(), mel_lens, durations.sum(1), durations, wav) + extra
+
+
+def pcm16_outputs(runner: Runner) -> Runner:
+    """`runner` of a graph built with `pcm16` off, its wav (output 4) made int16 after it: the same
+    outputs as the graph with `pcm16` on (one more kernel launch per call)."""
+
+    def run(tokens: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = runner(tokens, alpha)
+        return (*out[:4], to_pcm16(out[4]), *out[5:])
+
+    return run
 
 
 def activation_names(model: FastSpeech, vocoder: Vocoder | None = None) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ class Utterance:
     ids: list[int]
     label: str = "text"  # how errors and logs name it: "text" or "line N" (N counts blank lines too)
     mel: np.ndarray | None = None  # (frames, num_mels) natural-log mel
-    wav: np.ndarray | None = None  # (frames * 256,) float32 samples from the engine's vocoder
+    wav: np.ndarray | None = None  # (frames * 256,) int16 16-bit PCM from the engine's vocoder
     files: list[str] = field(default_factory=list)
 
 
@@ -431,7 +431,7 @@ def write_results(
     t0 = time.perf_counter()
     for u in tqdm(utterances, desc="writing", unit="wav", disable=len(utterances) < 2):
         stem = out / f"{u.index:04d}_{slug(u.text)}"
-        # The engine's wav, in [-1, 1] (the vocoder contract): never a padded tail.
+        # The engine's 16-bit PCM (float input is encoded as the server does): never a padded tail.
         wav = pcm16(np.asarray(u.wav)[: len(u.mel) * AudioConfig.hop_length])  # as the server's
         _atomic(
             f"{stem}.wav",

@@ -62,8 +62,8 @@ class Routed:
     """One input text, synthesized: the mels of its pieces joined in order.
 
     mel (To, num_mels) float32 on the CPU; durations (sum of the pieces' Ti,) int64 frames per token;
-    len(mel) == durations.sum(). wav (To * 256,) float32 on the CPU when the engines have a vocoder
-    inside, else None. `pieces` are the texts that ran (one unless the text was split), `engines`
+    len(mel) == durations.sum(). wav (To * 256,) int16 16-bit PCM on the CPU when the engines have a
+    vocoder inside, else None. `pieces` are the texts that ran (one unless the text was split), `engines`
     the engine that produced each.
     """
 

@@ -191,7 +191,7 @@ def test_poisoned_staging_buffers_do_not_leak(engines, two_phase):
         staged.io.alphas.fill_(float("nan"))
         for s in staged.io.sets:
             for buf in s.buffers:
-                buf.fill_(-3 if buf.dtype == torch.long else float("nan"))
+                buf.fill_(float("nan") if buf.is_floating_point() else -12345)
             s.extent[:] = SPEC.max_out  # unknown content: as a newly allocated set starts
         assert_same(staged(ids, alpha, to_host=True), base(ids, alpha))
 
@@ -213,11 +213,11 @@ def replay_equal(name: str, a: torch.Tensor, b: torch.Tensor) -> bool:
     """Two replays of one CUDA graph on the same inputs: bit-equal, except the wav of a compiled
     graph, whose Griffin-Lim overlap-add sums in a run-dependent order, and phase retrieval carries
     the last-bit differences on (seen on the H100 and the H200: equal first samples, torch.equal
-    false, also above 1e-5): there only the shape and a finite signal in [-1, 1] are checked, the
-    bits against the replay's own buffers (the test below)."""
+    false, also above 1e-5): there only the shape, the 16-bit PCM dtype and a signal that is not
+    silence are checked, the bits against the replay's own buffers (the test below)."""
     if name != "wav":
         return torch.equal(a, b)
-    return a.shape == b.shape and bool(torch.isfinite(a).all()) and bool((a.abs() <= 1).all())
+    return a.shape == b.shape and a.dtype == b.dtype == torch.int16 and bool(a.any())
 
 
 @requires_cuda

@@ -11,7 +11,9 @@ Torch-TensorRT 2.13 (torch 2.13, TensorRT 11). Static shapes only: one engine pe
 the seed's. Precision comes from the graph's dtype (the engine casts the model before building;
 Torch-TensorRT 2.13 ignores `enabled_precisions`). The engine file stores the bytes of the saved
 ExportedProgram; our plugins are AOT (PTX inside the engine), so loading needs no Python kernels, but
-`load` registers them anyway so a JIT-plugin engine would load too.
+`load` registers them anyway so a JIT-plugin engine would load too. TensorRT has no int16 tensors:
+the engine outputs the wav as float32 and the runner makes it 16-bit PCM after it (`pcm16_outputs`),
+so callers see the same outputs as from the other backends.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from fastspeech.backends.base import Backend
 from fastspeech.errors import ConfigError
-from fastspeech.graph import EngineGraph, Runner
+from fastspeech.graph import EngineGraph, Runner, pcm16_outputs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class TensorRTBackend(Backend):
         log.info(
             "building a TensorRT engine (workspace %.1f GiB); this takes minutes", self.workspace_size / 2**30
         )
+        graph.pcm16 = False  # no int16 in TensorRT: the wav's cast runs after the engine
         with torch.cuda.device(example[0].device):
             module = torch_tensorrt.compile(
                 graph,
@@ -72,7 +75,7 @@ class TensorRTBackend(Backend):
                     module, str(path), output_format="exported_program", arg_inputs=list(example)
                 )
                 payload = path.read_bytes()
-        return module, payload
+        return pcm16_outputs(module), payload
 
     def load(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor], payload: bytes) -> Runner:
         import torch_tensorrt
@@ -83,4 +86,4 @@ class TensorRTBackend(Backend):
         with tempfile.TemporaryDirectory() as tmp, torch.cuda.device(example[0].device):
             path = Path(tmp) / "engine.ep"
             path.write_bytes(payload)
-            return torch_tensorrt.load(str(path)).module()
+            return pcm16_outputs(torch_tensorrt.load(str(path)).module())

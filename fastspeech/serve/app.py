@@ -157,7 +157,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         except (TextError, EngineError) as exc:
             svc.metrics.requests.labels("400").inc()
             raise APIError(400, str(exc), param="input") from None
-        wav = np.concatenate(wavs) if wavs else np.zeros(0, np.float32)
+        wav = np.concatenate(wavs) if wavs else np.zeros(0, np.int16)
         data = await asyncio.to_thread(audio.encode_whole, wav, fmt)
         svc.metrics.requests.labels("200").inc()
         elapsed = time.perf_counter() - t0

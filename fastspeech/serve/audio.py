@@ -47,7 +47,8 @@ def supported_formats() -> tuple[str, ...]:
 
 
 def pcm16(wav: np.ndarray) -> bytes:
-    """float [-1, 1] -> little-endian int16 bytes (`fastspeech.vocoder.pcm16`, as the CLI's files)."""
+    """Samples -> little-endian int16 bytes (`fastspeech.vocoder.pcm16`, as the CLI's files): the
+    engines' int16 as they are, float [-1, 1] encoded."""
     return to_pcm16(wav).tobytes()
 
 
@@ -75,6 +76,6 @@ def encode_whole(wav: np.ndarray, response_format: str) -> bytes:
 
     fmt, subtype = WHOLE[response_format]
     buf = io.BytesIO()
-    data = to_pcm16(wav) if subtype == "PCM_16" else np.clip(wav, -1.0, 1.0)  # flac: the same samples
+    data = to_pcm16(wav)  # flac: the same samples as wav; mp3/opus encode them
     soundfile.write(buf, data, SAMPLE_RATE, format=fmt, subtype=subtype)
     return buf.getvalue()

@@ -31,8 +31,8 @@ class Voice:
     router: Router
 
     def wav(self, part: Part) -> np.ndarray:
-        """The piece's audio, float32 (frames * 256,), as the engine's vocoder made it (a view of the
-        host copy the router already made: nothing to move off the event loop)."""
+        """The piece's audio, int16 16-bit PCM (frames * 256,), as the engine made it (a view of the
+        host copy the router already made: nothing to encode, nothing to move off the event loop)."""
         return part.wav.numpy()
 
 

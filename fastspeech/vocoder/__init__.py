@@ -6,7 +6,8 @@ magnitude clamped at 1e-5 (`AudioConfig`, `wav_to_mel`).
 
 Every vocoder is an `nn.Module` with one contract (`base.Vocoder`): `voc(mel, mel_lens=None)`, mel
 (B, To, 80) natural-log and time first, -> wav (B, To * 256) float32 in [-1, 1], exactly zero from
-mel_lens * 256 on. The engine compiles it with the model into one graph (`fastspeech/graph.py`).
+mel_lens * 256 on. The engine compiles it with the model into one graph (`fastspeech/graph.py`),
+which ends in 16-bit PCM (`to_pcm16`): engines return int16 samples, what every sink writes.
 
     from fastspeech.vocoder import load_vocoder
     voc = load_vocoder("g_02500000")                      # kind detected from the file
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from fastspeech.errors import VocoderError
-from fastspeech.vocoder.base import AudioConfig, Vocoder, read_checkpoint, strip_prefix
+from fastspeech.vocoder.base import AudioConfig, Vocoder, read_checkpoint, strip_prefix, to_pcm16
 from fastspeech.vocoder.griffin_lim import GriffinLim, slaney_mel_filters
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "build_vocoder",
     "load_vocoder",
     "pcm16",
+    "to_pcm16",
     "wav_to_mel",
 ]
 
@@ -153,16 +155,15 @@ def _settings(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def pcm16(wav) -> np.ndarray:
-    """Float samples (a numpy array, any float dtype or strides) -> 16-bit PCM, little-endian: clipped
-    to [-1, 1], x 32767, rounded half to even. What every audio sink writes (the CLI's wav files,
-    the server's wav/pcm/flac), so a text gives the same samples from either.
-
-    torch's CPU kernels, in place: one vectorized pass each, on several threads for long audio (numpy's
-    clip/multiply/round/astype made four arrays; at batch 32 the encoding fell from 11.0 to 6.3 ms of
-    a text-to-wav call, H200 host, docs/performance.md).
+    """Samples (a numpy array or CPU tensor) -> 16-bit PCM, little-endian: int16 as it is (what
+    engines return), float clipped to [-1, 1], x 32767, rounded half to even (`base.to_pcm16`, the
+    formula the engine graph ends with). What every audio sink writes (the CLI's wav files, the
+    server's wav/pcm/flac/mp3), so a text gives the same samples from either.
     """
-    t = torch.as_tensor(np.ascontiguousarray(wav, dtype=np.float32)).mul(32767.0)
-    return t.clamp_(-32767.0, 32767.0).round_().to(torch.int16).numpy().astype("<i2", copy=False)
+    wav = np.asarray(wav)
+    if wav.dtype != np.int16:
+        wav = to_pcm16(torch.as_tensor(np.ascontiguousarray(wav, dtype=np.float32))).numpy()
+    return wav.astype("<i2", copy=False)
 
 
 def wav_to_mel(wav: np.ndarray, audio: AudioConfig | None = None) -> np.ndarray:

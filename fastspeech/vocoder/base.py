@@ -41,6 +41,16 @@ class AudioConfig:
     clamp: float = 1e-5  # log(max(mel, clamp))
 
 
+def to_pcm16(wav: torch.Tensor) -> torch.Tensor:
+    """Float samples -> 16-bit PCM (int16): clipped to [-1, 1], x 32767, rounded half to even.
+
+    The one formula every sink's samples come from: the engine graph's last step (`EngineGraph`), so
+    a call's wav crosses to the host at 2 bytes a sample, and `fastspeech.vocoder.pcm16` for float
+    audio on the host. In place after the first multiply (one new tensor; fine under torch.compile).
+    """
+    return wav.float().mul(32767.0).clamp_(-32767.0, 32767.0).round_().to(torch.int16)
+
+
 def record(acts: dict[str, torch.Tensor] | None, name: str, x: torch.Tensor) -> None:
     """Keep one intermediate for verify mode (`EngineGraph(debug=True)`); no-op otherwise."""
     if acts is not None:

@@ -3,10 +3,12 @@
 The TensorRT tests (`requires_tensorrt`) have never run: TensorRT is not installable on our machines.
 """
 
+import contextlib
 import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +23,6 @@ from fastspeech.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INSTALL = "pip install 'fastspeech-trt[trt]'"
-
-
 
 
 @pytest.fixture
@@ -86,6 +86,48 @@ def test_workspace_option_from_the_backend_config(monkeypatch):
     assert isinstance(backend, TensorRTBackend)
     assert backend.workspace_size == int(options["workspace_size_gb"] * 2**30)
     assert TensorRTBackend(workspace_size_gb=0.5).workspace_size == 2**29
+
+
+def test_tensorrt_runner_returns_pcm16_from_an_engine_with_float_audio(monkeypatch, tmp_path):
+    """TensorRT has no int16 tensors: the backend compiles the graph with its wav left float32 and
+    casts after the engine, so its runners (built and loaded) give the int16 of the other backends.
+    Torch-TensorRT is stood in for by a module that 'compiles' to the graph itself (run eagerly)."""
+    import types
+
+    from fastspeech.graph import EngineGraph
+    from fastspeech.vocoder import GriffinLim
+
+    seen = {}
+
+    def compile_(graph, **kwargs):
+        seen["pcm16"], seen["kwargs"] = graph.pcm16, kwargs
+        return graph
+
+    fake = types.SimpleNamespace(
+        Input=lambda shape, dtype: (shape, dtype),
+        compile=compile_,
+        save=lambda module, path, **kw: Path(path).write_bytes(b"program"),
+        load=lambda path: types.SimpleNamespace(module=lambda: seen["graph"]),
+    )
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", fake)
+    monkeypatch.setattr("converters.register_all", lambda: None)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    model, voc = random_model(seed=3), GriffinLim(n_iter=2)
+    example = (torch.tensor([[5, 12, 40, 7], [9, 3, 0, 0]]), torch.ones(2))
+    with torch.no_grad():
+        want = EngineGraph(model, 24, voc).eval()(*example)
+        graph = EngineGraph(model, 24, voc).eval()
+        runner, payload = TensorRTBackend().build(graph, example)
+        seen["graph"] = graph
+        loaded = TensorRTBackend().load(EngineGraph(model, 24, voc).eval(), example, payload)
+        float_wav = graph(*example)[4]
+        built_out, loaded_out = runner(*example), loaded(*example)
+    assert seen["pcm16"] is False and seen["kwargs"]["require_full_compilation"] and payload == b"program"
+    assert float_wav.dtype == torch.float32 and want[4].dtype == torch.int16 and want[4].any()
+    for out in (built_out, loaded_out):
+        assert len(out) == len(want) and out[4].dtype == torch.int16
+        for a, b in zip(out, want):
+            assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------------------------------------

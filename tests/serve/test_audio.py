@@ -66,3 +66,31 @@ def test_the_cli_files_hold_the_servers_samples(tmp_path):
     assert rate == 22050 and len(stored) == frames * 256  # cut to the mel's frames
     assert np.array_equal(stored, served)
     assert np.array_equal(stored, reference_pcm16(wav[: frames * 256]))
+
+
+def test_engine_int16_passes_through_every_sink_unchanged(tmp_path):
+    """Engines return 16-bit PCM (`to_pcm16` in the graph): the sinks write those samples as they are,
+    full scale and odd lengths included, and the in-graph formula equals the host one."""
+    import soundfile
+    import torch
+    from omegaconf import OmegaConf
+
+    from fastspeech.pipeline import Utterance, write_results
+    from fastspeech.vocoder import to_pcm16
+
+    frames = 5
+    floats = np.random.default_rng(4).uniform(-1.3, 1.3, frames * 256 + 3).astype(np.float32)
+    pcm = to_pcm16(torch.from_numpy(floats)).numpy()  # what an engine hands over
+    assert pcm.dtype == np.int16 and np.array_equal(pcm, reference_pcm16(floats))
+    pcm[:3] = [32767, -32767, -32768]  # any int16 at all is kept, not re-scaled or clipped
+    assert np.array_equal(np.frombuffer(audio.pcm16(pcm), "<i2"), pcm)
+    assert np.array_equal(np.frombuffer(audio.encode_whole(pcm, "wav")[44:], "<i2"), pcm)
+    u = Utterance(0, "Int samples.", [1], mel=np.zeros((frames, 80), np.float32), wav=pcm)
+    write_results(OmegaConf.create({"plot": False}), tmp_path, tmp_path, [u], [], "cpu")
+    stored, _ = soundfile.read(u.files[0], dtype="int16")
+    assert np.array_equal(stored, pcm[: frames * 256])
+    if "flac" in audio.supported_formats():
+        back, _ = soundfile.read(io.BytesIO(audio.encode_whole(pcm, "flac")), dtype="int16")
+        assert np.array_equal(back, pcm)
+    for fmt in {"mp3", "opus"} & set(audio.supported_formats()):
+        assert len(audio.encode_whole(pcm, fmt)) > 100  # lossy: encodes the int16 samples
