@@ -269,11 +269,11 @@ async def _streamed(
         head = audio.wav_header() if fmt == "wav" else b""
         sent = False
         while part is not None:
-            pcm = audio.pcm16(svc.voices[voice].wav(part))
+            pcm = audio.pcm16(svc.voices[voice].wav(part), head)
             if not sent:
                 svc.metrics.ttfb.observe(time.perf_counter() - t0)
                 sent = True
-            yield head + pcm
+            yield pcm
             head = b""
             part = await anext(parts, None)
         if not sent and head:

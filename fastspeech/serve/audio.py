@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from fastspeech.vocoder import pcm16 as to_pcm16
+from fastspeech.vocoder import pcm16 as pcm16_samples
 from fastspeech.vocoder.base import AudioConfig
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,11 @@ def supported_formats() -> tuple[str, ...]:
     return tuple(ok)
 
 
-def pcm16(wav: np.ndarray) -> bytes:
-    """Samples -> little-endian int16 bytes (`fastspeech.vocoder.pcm16`, as the CLI's files): the
-    engines' int16 as they are, float [-1, 1] encoded."""
-    return to_pcm16(wav).tobytes()
+def pcm16(wav: np.ndarray, head: bytes = b"") -> bytes:
+    """`head` + samples as little-endian int16 bytes (`fastspeech.vocoder.pcm16`, as the CLI's files):
+    the engines' int16 as they are, float [-1, 1] encoded. One copy of the samples (a join over
+    their buffer), not two (`tobytes`, then the concatenation with a header)."""
+    return b"".join((head, pcm16_samples(wav).data))
 
 
 def wav_header(n_samples: int | None = None) -> bytes:
@@ -71,11 +72,11 @@ def encode_whole(wav: np.ndarray, response_format: str) -> bytes:
     if response_format == "pcm":
         return pcm16(wav)
     if response_format == "wav":
-        return wav_header(len(wav)) + pcm16(wav)
+        return pcm16(wav, wav_header(len(wav)))
     import soundfile
 
     fmt, subtype = WHOLE[response_format]
     buf = io.BytesIO()
-    data = to_pcm16(wav)  # flac: the same samples as wav; mp3/opus encode them
+    data = pcm16_samples(wav)  # flac: the same samples as wav; mp3/opus encode them
     soundfile.write(buf, data, SAMPLE_RATE, format=fmt, subtype=subtype)
     return buf.getvalue()

@@ -163,7 +163,7 @@ def pcm16(wav) -> np.ndarray:
     wav = np.asarray(wav)
     if wav.dtype != np.int16:
         wav = to_pcm16(torch.as_tensor(np.ascontiguousarray(wav, dtype=np.float32))).numpy()
-    return wav.astype("<i2", copy=False)
+    return np.ascontiguousarray(wav.astype("<i2", copy=False))
 
 
 def wav_to_mel(wav: np.ndarray, audio: AudioConfig | None = None) -> np.ndarray:

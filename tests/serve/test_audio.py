@@ -94,3 +94,11 @@ def test_engine_int16_passes_through_every_sink_unchanged(tmp_path):
         assert np.array_equal(back, pcm)
     for fmt in {"mp3", "opus"} & set(audio.supported_formats()):
         assert len(audio.encode_whole(pcm, fmt)) > 100  # lossy: encodes the int16 samples
+
+
+def test_pcm16_puts_the_header_first_and_takes_strided_int16_views():
+    pcm = np.random.default_rng(5).integers(-32768, 32767, 1001, dtype=np.int16)
+    view = pcm[::3]  # not contiguous: copied once, in order
+    assert audio.pcm16(view, b"head") == b"head" + view.astype("<i2").tobytes()
+    data = audio.encode_whole(view, "wav")
+    assert data[:44] == audio.wav_header(len(view)) and np.array_equal(np.frombuffer(data[44:], "<i2"), view)
