@@ -15,8 +15,10 @@ duration head calibrated to `--frames-per-token`, so the output is speech-length
 - unstaged: the call as it was before `HostIO` (pad with a tensor per row and pinned copies, run,
   one pinned copy per whole output, one wait), for a before/after on the same machine.
 
-host_overhead_us = median call - median replay, per variant; the variants run interleaved, one
-call each per round, so drift hits all alike. Then, with two or more engines, each engine's replay
+host_overhead_us = median call - median replay, per variant; host_overhead_paired_us = the median
+over rounds of (call - that round's replay), the table's figure. The variants run interleaved, one
+call each per round in a shuffled order, so drift and order hit all alike; `call_again` runs the
+configured call a second time, so the table shows the noise beside the figure. Then, with two or more engines, each engine's replay
 with the engines taking turns (one replay each per round, as a set serves mixed lengths) against
 its replay alone: what switching engines costs the device side; and each engine's replays 1-4 after
 one replay of another engine, wall and device (CUDA event) time: whether that cost is one-off and
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -105,18 +108,24 @@ def measure(engine: Engine, ids: list[list[int]], calls: int) -> dict[str, Any]:
     variants = {
         "replay": replay(engine, (tokens, alphas)),
         "call": call(default_rule),
+        "call_again": call(default_rule),  # the same path twice: the spread between them is the noise
         "call_two_phase": call(0),
         "call_one_phase": call(1 << 60),
         "unstaged_call": lambda: unstaged_call(engine, ids, alpha),
     }
-    times = interleaved(variants, calls)
+    times = interleaved(variants, calls, order=random.Random(0))
     engine.io.two_phase_bytes = default_rule
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     out = engine(ids, alpha, to_host=True)
+    base = np.asarray(times["replay"])
     return {
         "median_ms": ms,
         "p90_ms": {k: 1e3 * float(np.percentile(v, 90)) for k, v in times.items()},
         "host_overhead_us": {k: 1e3 * (v - ms["replay"]) for k, v in ms.items() if k != "replay"},
+        # per round: the variant's call minus that round's replay, then the median (drift cancels)
+        "host_overhead_paired_us": {
+            k: 1e6 * float(np.median(np.asarray(v) - base)) for k, v in times.items() if k != "replay"
+        },
         "two_phase_bytes": default_rule,
         "padded_output_bytes": sum(t.nbytes for t in (out.mel, out.wav) if t is not None),
         "tokens": [len(one) for one in ids],
@@ -134,12 +143,20 @@ def replay(engine: Engine, padded: tuple[torch.Tensor, ...]) -> Callable[[], Non
     return run
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], calls: int) -> dict[str, list[float]]:
+def interleaved(
+    variants: dict[str, Callable[[], Any]], calls: int, order: random.Random | None = None
+) -> dict[str, list[float]]:
     """Seconds of each call of each variant, the variants taking turns (one call each per round, after
-    20 warm-up rounds), so that drift hits all alike; the device is idle when each call starts."""
+    20 warm-up rounds), so that drift hits all alike; the device is idle when each call starts. With
+    `order`, each round runs the variants in a shuffled order (what runs just before a call shifts
+    its time: run 50 measured one path 12 µs apart by its place in the round)."""
     times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for round_ in range(calls + 20):
-        for name, fn in variants.items():
+        if order is not None:
+            order.shuffle(names)
+        for name in names:
+            fn = variants[name]
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             fn()
@@ -247,17 +264,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out.write_text(json.dumps(results, indent=2))
     rows = [
         (
-            "| engine | frames | replay ms | call ms | host µs (goal <= 50) | two-phase µs | one-phase µs "
-            "| unstaged µs | replay ms, engines taking turns |"
+            "| engine | frames | replay ms | call ms | host µs (goal <= 50) | the same call again µs "
+            "| two-phase µs | one-phase µs | unstaged µs | replay ms, engines taking turns |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["engines"].items():
-        ms, us = r["median_ms"], r["host_overhead_us"]
+        ms, us = r["median_ms"], r["host_overhead_paired_us"]
         turns = f"{ms['replay_taking_turns']:.3f}" if "replay_taking_turns" in ms else ""
         rows.append(
             f"| {short(name)} | {max(r['frames'])} | {ms['replay']:.3f} | {ms['call']:.3f} | {us['call']:.0f} "
-            f"| {us['call_two_phase']:.0f} | {us['call_one_phase']:.0f} | {us['unstaged_call']:.0f} | {turns} |"
+            f"| {us['call_again']:.0f} | {us['call_two_phase']:.0f} | {us['call_one_phase']:.0f} "
+            f"| {us['unstaged_call']:.0f} | {turns} |"
         )
     print(
         f"\n{results['device']}, torch {torch.__version__}, {cfg.precision.name}, batch {args.batch}; JSON: {out}\n"

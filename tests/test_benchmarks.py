@@ -204,3 +204,24 @@ def test_router_host_bench_routes_every_text_through_instant_engines(capsys):
     assert [r["set"] for r in rows] == ["single", "default"]
     assert all(r["calls"] >= 40 and r["ms_per_call"] > 0 for r in rows)
     assert "| default |" in capsys.readouterr().out
+
+
+def test_interleaved_rounds_run_each_variant_once_in_a_shuffled_order(monkeypatch):
+    """bench_engine_call's timing loop: every round runs every variant exactly once; with `order`
+    the order changes from round to round (what runs before a call shifts its time), without it
+    it stays the dict's (fake variants, no GPU)."""
+    import random
+
+    from benchmarks import bench_engine_call
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    names = ["replay", "call", "call_again", "unstaged"]
+    for order in (None, random.Random(0)):
+        seen = []
+        fns = {n: lambda n=n, seen=seen: seen.append(n) for n in names}
+        times = bench_engine_call.interleaved(fns, 30, order)
+        rounds = [seen[i : i + 4] for i in range(0, len(seen), 4)]
+        assert len(rounds) == 50 and all(sorted(r) == sorted(names) for r in rounds)
+        assert {n: len(t) for n, t in times.items()} == dict.fromkeys(names, 30)  # 20 warm-up rounds dropped
+        distinct = {tuple(r) for r in rounds}
+        assert distinct == {tuple(names)} if order is None else len(distinct) > 10
