@@ -213,12 +213,12 @@ def fill_inputs(
     """
     check_inputs(spec, token_ids)
     n = len(token_ids)
-    lens = np.fromiter(map(len, token_ids), dtype=np.int64, count=n)
-    flat = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lens.sum()))
     tokens.fill(0)
-    if n == 1:
-        tokens[0, : len(flat)] = flat
+    if n == 1:  # batch 1, the latency case: one row, written as it is
+        tokens[0, : len(token_ids[0])] = token_ids[0]
     else:
+        lens = np.fromiter(map(len, token_ids), dtype=np.int64, count=n)
+        flat = np.fromiter(itertools.chain.from_iterable(token_ids), dtype=np.int64, count=int(lens.sum()))
         tokens[:n][np.arange(spec.max_in) < lens[:, None]] = flat
     alphas[n:] = 1.0
     if isinstance(alpha, (int, float)) or (isinstance(alpha, (list, tuple)) and len(alpha) in (1, n)):
@@ -237,19 +237,21 @@ class _OutputSet:
     def __init__(self, outputs: Sequence[torch.Tensor], pin: bool):
         self.buffers = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=pin) for t in outputs)
         self.extent = np.full(outputs[0].shape[0], outputs[0].shape[1], dtype=np.int64)
-        self.base = tuple(_use_count(t) for t in self.buffers)
+        # held once (each counts in `base`), not fetched per call: `free` runs on every call
+        self.storages = tuple(t.untyped_storage() for t in self.buffers)
+        self.base = tuple(_use_count(s) for s in self.storages)
 
     def free(self) -> bool:
         """Nothing outside this set holds any of its buffers (no result, slice or view of one)."""
-        return all(base is not None and _use_count(t) == base for t, base in zip(self.buffers, self.base))
+        return all(base is not None and _use_count(s) == base for s, base in zip(self.storages, self.base))
 
 
-def _use_count(t: torch.Tensor) -> int | None:
-    """References to `t`'s memory: one per tensor viewing it (Inductor's cudagraph trees use the same
-    count to see whether a caller still holds a graph output). None where torch lacks the call: then
-    no set is ever reused, and every call takes a new one."""
+def _use_count(storage: torch.UntypedStorage) -> int | None:
+    """References to a tensor's memory: one per tensor viewing it (Inductor's cudagraph trees use the
+    same count to see whether a caller still holds a graph output). None where torch lacks the call:
+    then no set is ever reused, and every call takes a new one."""
     count = getattr(torch._C, "_storage_Use_Count", None)
-    return count(t.untyped_storage()._cdata) if count is not None else None
+    return count(storage._cdata) if count is not None else None
 
 
 class HostIO:
@@ -260,9 +262,10 @@ class HostIO:
     `replay()`, i.e. a CUDA graph; other runners get the staged tensors copied to the device), the
     replay, then with `to_host` asynchronous copies into a pinned output set and one wait.
 
-    Outputs: mel and wav are most of the bytes (batch 8, max_out 1024: 11 MB), some of it padding.
+    Outputs: mel and wav are most of the bytes (batch 8, max_out 1024: 7 MB, 11 MB before the wav
+    became int16), some of it padding.
     Below `two_phase_bytes` of mel + wav rows (every engine of the shipped sets up to batch 64:
-    i128_o1024 at batch 64 is 90 MB), one phase copies the rows whole, queued right behind the replay,
+    i128_o1024 at batch 64 is 55 MB), one phase copies the rows whole, queued right behind the replay,
     and the call can stay in flight while the host works (`to_host_later`). At or above it, the small
     outputs (lengths, durations) come first, one wait, then each row's mel and wav only up to its
     `mel_lens`, and the host zeroes the rest of the row where an earlier call left data
@@ -321,13 +324,16 @@ class HostIO:
 
     def to_host(self, outputs: Sequence[torch.Tensor], n: int) -> EngineOutput:
         """The first n rows of (mel, mel_lens, frames, durations[, wav]) on the host; see the class doc."""
-        return self.to_host_later(outputs, n)()
+        return self.to_host_later(outputs, n, now=True)()
 
-    def to_host_later(self, outputs: Sequence[torch.Tensor], n: int) -> Callable[[], EngineOutput]:
+    def to_host_later(
+        self, outputs: Sequence[torch.Tensor], n: int, now: bool = False
+    ) -> Callable[[], EngineOutput]:
         """`to_host`, with the wait left to the caller: -> `wait()` returning the same result. Where
-        the two-phase rule applies (it reads the lengths in between) the copies finish here."""
+        the two-phase rule applies (it reads the lengths in between) the copies finish here. `now`:
+        `wait` is called at once, so it waits for the stream (no event to record)."""
         if self._one_phase(outputs, n):
-            return self._whole_rows(self._output_set(outputs), outputs, n)
+            return self._whole_rows(self._output_set(outputs), outputs, n, event=not now)
         result = self._two_phase(outputs, n)
         return lambda: result
 
@@ -355,24 +361,29 @@ class HostIO:
     def _one_phase(self, outputs: Sequence[torch.Tensor], n: int) -> bool:
         """Whole rows in one phase: the n rows of mel + wav (padded) are under `two_phase_bytes`."""
         wide = (0,) + tuple(range(4, len(outputs)))  # mel (B, To, num_mels), wav (B, To * hop)
-        return sum(outputs[k][:n].nbytes for k in wide) < self.two_phase_bytes
+        return n * sum(outputs[k].nbytes // outputs[k].shape[0] for k in wide) < self.two_phase_bytes
 
     def _whole_rows(
-        self, out: _OutputSet, outputs: Sequence[torch.Tensor], n: int
+        self, out: _OutputSet, outputs: Sequence[torch.Tensor], n: int, event: bool = True
     ) -> Callable[[], EngineOutput]:
         """Queue copies of the first n rows of every output into `out` -> `wait()`, the result views.
-        The views exist from here on, so `out` is not free (not reused) until the caller drops them."""
+        The views exist from here on, so `out` is not free (not reused) until the caller drops them.
+        `event`: mark the copies' end with a CUDA event (the caller waits later), else `wait` waits
+        for the stream. (Each slice and event is a few µs of host time: none that is not needed.)"""
         views = tuple(t[:n] for t in out.buffers)  # views, never the buffers: what `_OutputSet.free` counts
-        for src, dst in zip(outputs, views):
-            dst.copy_(src[:n], non_blocking=True)
+        srcs = outputs if n == outputs[0].shape[0] else tuple(t[:n] for t in outputs)
+        for src, dst in zip(srcs, views):
+            dst.copy_(src, non_blocking=True)
         done = None
-        if self.cuda:
+        if self.cuda and event:
             done = torch.cuda.Event()
             done.record(torch.cuda.current_stream(self.device))
 
         def wait() -> EngineOutput:
             if done is not None:
                 done.synchronize()
+            else:
+                self._sync()
             out.extent[:n] = views[1].numpy()
             return EngineOutput(*views, *([None] * (5 - len(views))))
 

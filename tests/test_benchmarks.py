@@ -225,3 +225,25 @@ def test_interleaved_rounds_run_each_variant_once_in_a_shuffled_order(monkeypatc
         assert {n: len(t) for n, t in times.items()} == dict.fromkeys(names, 30)  # 20 warm-up rounds dropped
         distinct = {tuple(r) for r in rounds}
         assert distinct == {tuple(names)} if order is None else len(distinct) > 10
+
+
+def test_bench_host_io_times_two_checkouts_side_by_side(capsys, tmp_path):
+    """bench_host_io on the CPU: this tree against a checkout (here: a copy of this tree's engine.py),
+    both engines' calls returning host results of the engine's shapes; a missing checkout is one
+    clear line."""
+    import shutil
+
+    from benchmarks import bench_host_io
+
+    (tmp_path / "fastspeech").mkdir()
+    shutil.copy(bench_host_io.this_engine.__file__, tmp_path / "fastspeech" / "engine.py")
+    rows = bench_host_io.main(
+        ["--shapes", "i8_o16,i5_o7", "--batch", "3", "--calls", "20", "--against", str(tmp_path)]
+    )
+    assert [r["shape"] for r in rows] == ["i8_o16", "i5_o7"]
+    for r in rows:
+        assert 0 < r["this tree"]["median_us"] <= r["this tree"]["p90_us"] and r["against"]["median_us"] > 0
+    out = capsys.readouterr().out
+    assert "| i5_o7 |" in out and "against - this tree" in out
+    with pytest.raises(SystemExit, match="--against /nowhere: no fastspeech/engine.py there"):
+        bench_host_io.main(["--against", "/nowhere"])

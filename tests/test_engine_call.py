@@ -271,11 +271,14 @@ def test_cuda_mel_only_engine_returns_no_wav(tmp_path):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("batch, one_phase", [(1, True), (8, True), (64, True), (256, False)])
-def test_whole_rows_in_one_phase_up_to_256_mib(batch, one_phase):
+@pytest.mark.parametrize(
+    "batch, n, one_phase", [(1, 1, True), (8, 8, True), (64, 64, True), (320, 320, False), (320, 314, True)]
+)
+def test_whole_rows_in_one_phase_up_to_256_mib(batch, n, one_phase):
     """The default copy rule (runs 25-26): every shipped engine up to batch 64 copies whole rows in
-    one phase, so its calls can stay in flight; only outputs of 256 MiB and more go row by row.
-    i128_o1024's shapes, as meta tensors (sizes only)."""
+    one phase, so its calls can stay in flight; only outputs of 256 MiB and more go row by row,
+    counting the n rows a call copies (320 rows of mel + int16 wav: 272.6 MB; 314 rows: 267.5 MB,
+    under 2^28). i128_o1024's shapes, as meta tensors (sizes only)."""
     from fastspeech.engine import HostIO
 
     spec = EngineSpec(batch=batch, max_in=128, max_out=1024)
@@ -285,6 +288,6 @@ def test_whole_rows_in_one_phase_up_to_256_mib(batch, one_phase):
         torch.empty(batch, dtype=torch.long, device="meta"),  # mel_lens
         torch.empty(batch, dtype=torch.long, device="meta"),  # frames
         torch.empty(batch, 128, dtype=torch.long, device="meta"),  # durations
-        torch.empty(batch, 1024 * 256, device="meta"),  # wav
+        torch.empty(batch, 1024 * 256, dtype=torch.int16, device="meta"),  # wav, 16-bit PCM
     ]
-    assert io._one_phase(outputs, batch) is one_phase
+    assert io._one_phase(outputs, n) is one_phase
