@@ -36,7 +36,8 @@ def bench(session: nox.Session) -> None:
     """The README's performance tables on a CUDA GPU, in the current environment (its CUDA torch;
     `pip install -e .` first). Arguments go to `benchmarks.latency`; without any, the whole grid
     (3 precisions x 5 batches x 4 variants, ~16 min on an H100) plus the end-to-end split, then the
-    router, text-to-wav, Griffin-Lim and server benchmarks with the demo voice."""
+    router, text-to-wav, Griffin-Lim and server benchmarks with the demo voice, and an engine call's
+    host overhead (on the GPU, then its Python alone)."""
     out = "benchmarks/results/run"
     session.run("python", "-m", "benchmarks.latency", *(session.posargs or ["--e2e", "--profile", "--out", out]))
     if not session.posargs:
@@ -50,3 +51,8 @@ def bench(session: nox.Session) -> None:
             "python", "-m", "benchmarks.bench_griffin_lim", "--profile", "--out", f"{out}/bench_griffin_lim.json"
         )
         session.run("python", "-m", "benchmarks.bench_serve", "--out", f"{out}/bench_serve.json")
+        session.run(
+            "python", "-m", "benchmarks.bench_engine_call", "--engines", "i32_o256,i128_o1024", "--calls", "600",
+            "--out", f"{out}/bench_engine_call.json",
+        )  # fmt: skip
+        session.run("python", "-m", "benchmarks.bench_host_io")
