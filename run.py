@@ -26,8 +26,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from fastspeech.errors import FastSpeechError
-
 log = logging.getLogger("fastspeech")
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -51,6 +49,7 @@ def take_raw_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def dispatch(cfg: DictConfig) -> None:
     from fastspeech import pipeline
+    from fastspeech.errors import FastSpeechError
 
     if cfg.mode == "synthesize":
         pipeline.synthesize(cfg)
@@ -70,6 +69,10 @@ def dispatch(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    # Imported here, not at the top: `fastspeech` brings torch and the kernels (~5 s on 2 cores), and a
+    # setting Hydra cannot apply fails before this runs, so its one-line error comes in about a second.
+    from fastspeech.errors import FastSpeechError
+
     with open_dict(cfg):
         for key, value in _raw.items():
             cfg[key] = value

@@ -35,8 +35,13 @@ def compose(tmp_path, *args, engine="i32_o256"):
     from omegaconf import open_dict
 
     rest, raw = run_py.take_raw_overrides(
-        [*BASE, f"engine={engine}", f"results_dir={tmp_path / 'results'}", f"engine_dir={tmp_path / 'engines'}",
-         *args]
+        [
+            *BASE,
+            f"engine={engine}",
+            f"results_dir={tmp_path / 'results'}",
+            f"engine_dir={tmp_path / 'engines'}",
+            *args,
+        ]
     )
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=rest)
@@ -51,12 +56,20 @@ def synthesize(tmp_path, *args, engine="i32_o256"):
 
 
 def subprocess_run(tmp_path, *args, engine="i32_o256", stdin=None):
-    cmd = [sys.executable, str(ROOT / "run.py"), *BASE, f"engine={engine}",
-           f"results_dir={tmp_path / 'results'}", f"engine_dir={tmp_path / 'engines'}",
-           f"hydra.run.dir={tmp_path / 'hydra'}", *args]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *BASE,
+        f"engine={engine}",
+        f"results_dir={tmp_path / 'results'}",
+        f"engine_dir={tmp_path / 'engines'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        *args,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False,
-                          input=stdin)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False, input=stdin
+    )
 
 
 def one_error_line(proc) -> str:
@@ -82,7 +95,9 @@ def checkpoint(tmp_path_factory):
 # ---- texts as typed
 
 
-SPECIAL = "Hello, world! Don't stop: \"quoted\" (really) [yes] {HH AH0 L OW1} costs $5 = 50% & more; a+b @ 3°C."
+SPECIAL = (
+    'Hello, world! Don\'t stop: "quoted" (really) [yes] {HH AH0 L OW1} costs $5 = 50% & more; a+b @ 3°C.'
+)
 
 
 def test_text_with_every_special_character_runs_from_a_real_shell(tmp_path, checkpoint):
@@ -96,8 +111,16 @@ def test_text_with_every_special_character_runs_from_a_real_shell(tmp_path, chec
 
 @pytest.mark.parametrize(
     "text",
-    ["Hello, world!", "Don't stop.", "Is it (really) fine?", "Cost: $5 = five dollars", "100% sure",
-     "a=b, c=d", "'quoted'", "[bracketed] text"],
+    [
+        "Hello, world!",
+        "Don't stop.",
+        "Is it (really) fine?",
+        "Cost: $5 = five dollars",
+        "100% sure",
+        "a=b, c=d",
+        "'quoted'",
+        "[bracketed] text",
+    ],
 )
 def test_ordinary_text_passes_the_command_line(tmp_path, checkpoint, text):
     cfg = compose(tmp_path, f"text={text}", f"checkpoint={checkpoint}")
@@ -108,7 +131,9 @@ def test_ordinary_text_passes_the_command_line(tmp_path, checkpoint, text):
 
 
 def test_standard_input_one_utterance_a_line(tmp_path, checkpoint):
-    proc = subprocess_run(tmp_path, "input=-", f"checkpoint={checkpoint}", stdin="First, one.\n\nSecond: two!\n")
+    proc = subprocess_run(
+        tmp_path, "input=-", f"checkpoint={checkpoint}", stdin="First, one.\n\nSecond: two!\n"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [w.name for w in wavs(tmp_path)] == ["0000_first_one.wav", "0001_second_two.wav"]
 
@@ -116,10 +141,20 @@ def test_standard_input_one_utterance_a_line(tmp_path, checkpoint):
 def test_text_file_to_wavs_in_input_order(tmp_path, checkpoint):
     lines = ["It just works.", "", "Dr. Smith paid $3.50 on the 2nd of May, 1984.", "Short."]
     (tmp_path / "phrases.txt").write_text("\n".join(lines), encoding="utf-8")
-    synthesize(tmp_path, f"input={tmp_path / 'phrases.txt'}", f"checkpoint={checkpoint}", "batch_size=2",
-               "plot=true", engine="i128_o1024")
+    synthesize(
+        tmp_path,
+        f"input={tmp_path / 'phrases.txt'}",
+        f"checkpoint={checkpoint}",
+        "batch_size=2",
+        "plot=true",
+        engine="i128_o1024",
+    )
     names = [w.name for w in wavs(tmp_path)]
-    assert names == ["0000_it_just_works.wav", "0001_dr_smith_paid_3_50_on_the_2nd_of_may_198.wav", "0002_short.wav"]
+    assert names == [
+        "0000_it_just_works.wav",
+        "0001_dr_smith_paid_3_50_on_the_2nd_of_may_198.wav",
+        "0002_short.wav",
+    ]
     (run_dir,) = (tmp_path / "results" / "runs").iterdir()
     timings = json.loads((run_dir / "timings.json").read_text())
     assert len(timings["batches"]) == 2 and timings["rtf_engine"] > 0
@@ -266,14 +301,28 @@ def test_error_is_one_line_with_exit_code_1_and_earlier_files_intact(tmp_path, c
 def test_ctrl_c_says_interrupted_exit_130_and_leaves_no_partial_file(tmp_path, checkpoint):
     lines = "\n".join(f"Line number {i}, spoken slowly." for i in range(400))
     (tmp_path / "many.txt").write_text(lines)
-    cmd = [sys.executable, str(ROOT / "run.py"), *BASE, "engine=i32_o256", f"input={tmp_path / 'many.txt'}",
-           f"checkpoint={checkpoint}", f"results_dir={tmp_path / 'results'}", f"engine_dir={tmp_path / 'engines'}",
-           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *BASE,
+        "engine=i32_o256",
+        f"input={tmp_path / 'many.txt'}",
+        f"checkpoint={checkpoint}",
+        f"results_dir={tmp_path / 'results'}",
+        f"engine_dir={tmp_path / 'engines'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
     # A background job of a non-interactive shell starts with SIGINT ignored, and so would run.py:
     # give it the default disposition, as a terminal's Ctrl-C finds it.
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # noqa: PLW1509
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "results" / "runs").exists():
         time.sleep(0.2)
@@ -302,7 +351,10 @@ def test_verify_on_the_cpu_never_compares_eager_with_itself(tmp_path, checkpoint
     [
         ("input_file=phrases.txt", "unknown setting input_file=...; did you mean input?"),
         ("backend.inductor.modee=default", "did you mean backend.inductor.mode"),
-        ("precision=fp17", "precision=fp17: no such option in conf/precision/; choose one of bf16, fp16, fp32"),
+        (
+            "precision=fp17",
+            "precision=fp17: no such option in conf/precision/; choose one of bf16, fp16, fp32",
+        ),
         ("engine=i64_o51", "choose one of i128_o1024,"),
         ("alpha=[1,", "cannot parse the command line"),
         ("+precision=fp16", "Multiple values for precision"),  # any other refusal: Hydra's words, one line
@@ -312,3 +364,24 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
     """Hydra's own report of a misspelled key or option is several lines (and suggests `+key=`,
     which would only hide the typo): run.py turns it into one line."""
     assert message in one_error_line(subprocess_run(tmp_path, "text=hi", arg))
+
+
+def test_a_bad_setting_fails_before_torch_is_imported(tmp_path):
+    """A setting Hydra cannot apply is reported before `fastspeech` (torch, the kernels: ~5 s on 2
+    cores) is imported: here importing torch fails outright, and the one-line error still comes."""
+    code = (
+        "import runpy, sys; sys.modules['torch'] = None; "
+        f"sys.argv = ['run.py', 'precision=fp17', 'hydra.run.dir={tmp_path / 'hydra'}']; "
+        f"runpy.run_path({str(ROOT / 'run.py')!r}, run_name='__main__')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert "precision=fp17: no such option in conf/precision/" in one_error_line(proc)
