@@ -321,8 +321,8 @@ def test_ctrl_c_says_interrupted_exit_130_and_leaves_no_partial_file(tmp_path, c
         text=True,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # noqa: PLW1509
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "results" / "runs").exists():
         time.sleep(0.2)
