@@ -13,9 +13,10 @@ TORCH = "torch==2.13.0"
 @nox.session
 def tests(session: nox.Session) -> None:
     """CPU tests without the `slow` marker; Triton kernels run under the interpreter. CUDA/TensorRT
-    tests skip with a reason."""
+    tests skip with a reason. Two pytest-xdist workers (CI has 2 cores; `-- -n 0` runs in one
+    process, `-- -n 8` on more cores)."""
     session.install(TORCH, "-e", ".[dev]")
-    session.run("pytest", "-m", "not slow", *session.posargs, env={"TRITON_INTERPRET": "1"})
+    session.run("pytest", "-m", "not slow", "-n", "2", *session.posargs, env={"TRITON_INTERPRET": "1"})
 
 
 @nox.session
