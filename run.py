@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("fastspeech")
 
@@ -45,6 +45,37 @@ def take_raw_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         else:
             rest.append(arg)
     return rest, raw
+
+
+MODES = ("synthesize", "build", "verify", "serve")
+# Settings that must be whole numbers: (smallest allowed, the example an error suggests).
+WHOLE_NUMBERS = {
+    "engine.max_in": (1, 128),
+    "engine.max_out": (1, 1024),
+    "engine.batch": (1, 1),
+    "batch_size": (1, 8),
+    "seed": (0, 0),
+}
+FLAGS = ("plot", "force_build")
+
+
+def setting_problem(cfg: DictConfig) -> str | None:
+    """A setting Hydra accepts but we cannot use (`batch_size=abc`, `seed=1.5`, `plot=maybe`,
+    `device=gpu9`) -> one line naming it and the fix; None when every one is fine. Checked before
+    `fastspeech` (torch) is imported, so the error comes in about a second."""
+    if cfg.mode not in MODES:
+        return f"mode={cfg.mode}: use one of {', '.join(MODES)}"
+    for key, (least, example) in WHOLE_NUMBERS.items():
+        value = OmegaConf.select(cfg, key)  # batch_size: ${engine.batch} resolves here
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            shown = str(value).lower() if isinstance(value, bool) else value  # as typed: true, not True
+            return f"{key}={shown} is not a whole number >= {least}; use e.g. {key}={example}"
+    for key in FLAGS:
+        if not isinstance(cfg[key], bool):
+            return f"{key}={cfg[key]}: use {key}=true or {key}=false"
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
+        return f"device={cfg.device}: use device=auto, cpu, cuda or cuda:N (N: the GPU's index)"
+    return None
 
 
 def dispatch(cfg: DictConfig) -> None:
@@ -71,6 +102,11 @@ def dispatch(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     # Imported here, not at the top: `fastspeech` brings torch and the kernels (~5 s on 2 cores), and a
     # setting Hydra cannot apply fails before this runs, so its one-line error comes in about a second.
+    problem = setting_problem(cfg)
+    if problem is not None:
+        log.error("%s", problem)
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
     from fastspeech.errors import FastSpeechError
 
     with open_dict(cfg):

@@ -60,6 +60,11 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} asked for, but no CUDA GPU is visible; use device=auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(
+            f"device={name}: this machine has {n} CUDA GPU(s); use device=cuda:0 .. cuda:{n - 1}"
+        )
     return device
 
 

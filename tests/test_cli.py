@@ -366,12 +366,64 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
     assert message in one_error_line(subprocess_run(tmp_path, "text=hi", arg))
 
 
-def test_a_bad_setting_fails_before_torch_is_imported(tmp_path):
-    """A setting Hydra cannot apply is reported before `fastspeech` (torch, the kernels: ~5 s on 2
-    cores) is imported: here importing torch fails outright, and the one-line error still comes."""
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("batch_size=abc", "batch_size=abc is not a whole number >= 1; use e.g. batch_size=8"),
+        ("batch_size=2.5", "batch_size=2.5 is not a whole number >= 1"),
+        ("batch_size=0", "batch_size=0 is not a whole number >= 1"),
+        ("engine.max_in=abc", "engine.max_in=abc is not a whole number >= 1; use e.g. engine.max_in=128"),
+        ("engine.max_out=-5", "engine.max_out=-5 is not a whole number >= 1"),
+        ("engine.batch=true", "engine.batch=true is not a whole number >= 1"),
+        ("seed=1.5", "seed=1.5 is not a whole number >= 0; use e.g. seed=0"),
+        ("plot=maybe", "plot=maybe: use plot=true or plot=false"),
+        ("force_build=1", "force_build=1: use force_build=true or force_build=false"),
+        ("device=gpu9", "device=gpu9: use device=auto, cpu, cuda or cuda:N"),
+        ("mode=play", "mode=play: use one of synthesize, build, verify, serve"),
+    ],
+)
+def test_a_setting_of_the_wrong_kind_is_one_line_naming_it_and_the_fix(tmp_path, arg, message):
+    """Hydra takes any value for these; before the check some raised a traceback deep in the run
+    (`batch_size=abc`, `device=gpu9`) and some were used as something else (`seed=1.5` as 1)."""
+    assert message in run_py.setting_problem(compose(tmp_path, "text=hi", arg))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["engine_set=default"], ["mode=serve"], ["engine=i128_o1024", "precision=fp16", "batch_size=8"],
+     ["device=cuda:1", "seed=7", "plot=true", "force_build=true"]],
+)  # fmt: skip
+def test_shipped_and_ordinary_settings_pass_the_setting_checks(tmp_path, args):
+    assert run_py.setting_problem(compose(tmp_path, *args)) is None
+
+
+def test_a_cuda_index_past_the_machines_gpus_is_one_line(monkeypatch):
+    import torch
+
+    from fastspeech import pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        FastSpeechError, match=r"device=cuda:1: this machine has 1 CUDA GPU\(s\); use device=cuda:0"
+    ):
+        pipeline.pick_device("cuda:1")
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("precision=fp17", "precision=fp17: no such option in conf/precision/"),
+        ("batch_size=abc", "batch_size=abc is not a whole number"),
+    ],
+)
+def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, arg, message):
+    """A setting Hydra cannot apply, or one of the wrong kind, is reported before `fastspeech` (torch,
+    the kernels: ~5 s on 2 cores) is imported: here importing torch fails outright, and the one-line
+    error still comes."""
     code = (
         "import runpy, sys; sys.modules['torch'] = None; "
-        f"sys.argv = ['run.py', 'precision=fp17', 'hydra.run.dir={tmp_path / 'hydra'}']; "
+        f"sys.argv = ['run.py', {arg!r}, 'hydra.run.dir={tmp_path / 'hydra'}']; "
         f"runpy.run_path({str(ROOT / 'run.py')!r}, run_name='__main__')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -384,4 +436,4 @@ def test_a_bad_setting_fails_before_torch_is_imported(tmp_path):
         timeout=120,
         check=False,
     )
-    assert "precision=fp17: no such option in conf/precision/" in one_error_line(proc)
+    assert message in one_error_line(proc)
