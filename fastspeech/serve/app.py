@@ -3,44 +3,54 @@
 Thin, as vLLM's: a handler validates the request and hands the text to the service's batcher
 (`service.py` -> `fastspeech/batcher.py` -> the router's engines); errors are OpenAI-style JSON with
 a 4xx/503 status, never a 500 with a stack trace. wav and pcm stream sentence by sentence; a client
-that disconnects cancels its remaining work. `create_app(cfg)` builds the engines in the background
-at start-up (`/healthz` says "warming up" until they are warm); `create_app(service=...)` serves an
-existing service (tests). Uvicorn and Ray Serve (`ray.py`) serve this same app.
+that disconnects cancels its remaining work; `stream_format` "sse" wraps the same chunks in OpenAI's
+server-sent events (`_sse`). `create_app(cfg)` builds the engines in the background at start-up
+(`/healthz` says "warming up" until they are warm); `create_app(service=...)` serves an existing
+service (tests). Uvicorn and Ray Serve (`ray.py`) serve this same app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from fastspeech.batcher import QueueFull, Stream
 from fastspeech.errors import EngineError, TextError
-from fastspeech.router import SynthesisFailed
+from fastspeech.router import Part, SynthesisFailed
 from fastspeech.serve import audio
 from fastspeech.serve.protocol import (
     SPEED_MAX,
     SPEED_MIN,
+    STREAM_FORMATS,
     APIError,
+    ErrorInfo,
     Health,
     ModelCard,
     ModelList,
+    SpeechAudioDelta,
+    SpeechAudioDone,
     SpeechRequest,
+    SpeechUsage,
+    StreamError,
 )
 from fastspeech.serve.service import Service
 
 log = logging.getLogger(__name__)
 
 _SERVER = {"X-Server-Pid": str(os.getpid())}  # which process (Ray replica) answered
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_SERVER}
 MODEL_IDS = ("fastspeech", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted `model` names
 
 
@@ -141,16 +151,21 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         except APIError as exc:
             svc.metrics.requests.labels(str(exc.status)).inc()
             raise
+        sse, tally = body.stream_format == "sse", _Tally()
         if body.stream and fmt in audio.STREAMED:
             first = await _first(svc, stream, t0)  # errors of the first piece still get a status
+            chunks = _streamed(svc, voice, stream, first, fmt, t0, tally)
+            if sse:
+                return StreamingResponse(
+                    _sse(chunks, tally), media_type="text/event-stream", headers=_SSE_HEADERS
+                )
             return StreamingResponse(
-                _streamed(svc, voice, stream, first, fmt, t0),
-                media_type=audio.MEDIA_TYPES[fmt],
-                headers={"X-Accel-Buffering": "no", **_SERVER},
+                chunks, media_type=audio.MEDIA_TYPES[fmt], headers={"X-Accel-Buffering": "no", **_SERVER}
             )
         wavs = []
         try:
             async for part in stream.parts():
+                tally.add(part)
                 wavs.append(svc.voices[voice].wav(part))
         except SynthesisFailed:
             raise
@@ -163,6 +178,10 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         elapsed = time.perf_counter() - t0
         svc.metrics.ttfb.observe(elapsed)
         svc.metrics.latency.observe(elapsed)
+        if sse:  # one delta: the whole file
+            return StreamingResponse(
+                _sse(_one(data), tally), media_type="text/event-stream", headers=_SSE_HEADERS
+            )
         return Response(data, media_type=audio.MEDIA_TYPES[fmt], headers=_SERVER)
 
     return app
@@ -234,9 +253,11 @@ def _check(svc: Service, body: SpeechRequest) -> tuple[str, float, str]:
         raise APIError(
             400, f"speed {body.speed} is out of range; use {SPEED_MIN} to {SPEED_MAX}", param="speed"
         )
-    if body.stream_format not in (None, "audio"):
+    if body.stream_format not in (None, *STREAM_FORMATS):
         raise APIError(
-            400, f"stream_format {body.stream_format!r} is not supported; use 'audio'", param="stream_format"
+            400,
+            f"stream_format {body.stream_format!r} is not supported; use one of {', '.join(STREAM_FORMATS)}",
+            param="stream_format",
         )
     return voice, 1.0 / body.speed, fmt
 
@@ -259,16 +280,59 @@ async def _first(svc: Service, stream: Stream, t0: float):
     return parts, first
 
 
+class _Tally:
+    """What a request's pieces add up to, for the "sse" stream's last event: its `SpeechUsage` (input
+    tokens: the text symbols fed to the model, Ti summed over pieces; output tokens: the mel frames
+    generated, To summed) and the error that cut the stream short, if one did."""
+
+    def __init__(self) -> None:
+        self.symbols, self.frames = 0, 0
+        self.error: Exception | None = None
+
+    def add(self, part: Part) -> None:
+        self.symbols += len(part.durations)  # one duration per token id
+        self.frames += part.frames
+
+    def usage(self) -> SpeechUsage:
+        return SpeechUsage(
+            input_tokens=self.symbols, output_tokens=self.frames, total_tokens=self.symbols + self.frames
+        )
+
+
+async def _sse(chunks: AsyncIterator[bytes], tally: _Tally) -> AsyncIterator[bytes]:
+    """OpenAI's speech events around a body's chunks: `data: <json>` and a blank line each, one
+    `speech.audio.delta` (the chunk in base64) per chunk, then `speech.audio.done` with the usage,
+    or an `error` event when a piece failed mid-stream. Closing this closes `chunks` (client gone)."""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if chunk:
+                yield _event(SpeechAudioDelta(audio=base64.b64encode(chunk).decode("ascii")))
+    if tally.error is None:
+        yield _event(SpeechAudioDone(usage=tally.usage()))
+    else:
+        kind = "server_error" if isinstance(tally.error, SynthesisFailed) else "invalid_request_error"
+        yield _event(StreamError(error=ErrorInfo(message=str(tally.error), type=kind)))
+
+
+def _event(body: BaseModel) -> bytes:
+    return b"data: " + body.model_dump_json().encode() + b"\n\n"
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 async def _streamed(
-    svc: Service, voice: str, stream: Stream, first, fmt: str, t0: float
+    svc: Service, voice: str, stream: Stream, first, fmt: str, t0: float, tally: _Tally
 ) -> AsyncIterator[bytes]:
-    """The streamed body: header (wav), then each piece's pcm as it is synthesized."""
+    """The streamed body: header (wav), then each piece's pcm as it is synthesized (counted in `tally`)."""
     parts, part = first
     status = "499"  # the client went away, unless we get to the end
     try:
         head = audio.wav_header() if fmt == "wav" else b""
         sent = False
         while part is not None:
+            tally.add(part)
             pcm = audio.pcm16(svc.voices[voice].wav(part), head)
             if not sent:
                 svc.metrics.ttfb.observe(time.perf_counter() - t0)
@@ -282,6 +346,7 @@ async def _streamed(
     except (TextError, EngineError) as exc:  # a later piece failed: the status has gone out already
         log.warning("request failed mid-stream: %s", exc)
         status = "500" if isinstance(exc, SynthesisFailed) else "400"
+        tally.error = exc
     finally:
         stream.cancel()
         await parts.aclose()

@@ -6,9 +6,12 @@ status; a message names the input at fault and the fix. Nothing else here: handl
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
+STREAM_FORMATS = ("audio", "sse")
 
 
 class SpeechRequest(BaseModel):
@@ -16,7 +19,10 @@ class SpeechRequest(BaseModel):
 
     `stream` (ours, default true): wav and pcm go out sentence by sentence as each is synthesized;
     false waits for the whole text (a wav then has its exact sizes in the header). flac and mp3 are
-    always sent whole. `instructions` is accepted and ignored (FastSpeech takes no style prompt).
+    always sent whole. `stream_format` "sse" sends the same bytes as OpenAI's server-sent events:
+    one `SpeechAudioDelta` per chunk the "audio" response would send (with `stream` false, or for
+    flac/mp3, one for the whole file), then one `SpeechAudioDone`. `instructions` is accepted and
+    ignored (FastSpeech takes no style prompt).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -27,8 +33,33 @@ class SpeechRequest(BaseModel):
     response_format: str = "wav"
     speed: float = 1.0
     instructions: str | None = None
-    stream_format: str | None = Field(default=None, description="'audio' only (no server-sent events)")
+    stream_format: str | None = Field(default=None, description="'audio' (default) or 'sse'")
     stream: bool = True
+
+
+class SpeechUsage(BaseModel):
+    """OpenAI's token usage, in FastSpeech's units: `input_tokens` the text symbols fed to the model
+    (the token ids of all the request's sentences), `output_tokens` the mel frames it generated
+    (256 audio samples each)."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class SpeechAudioDelta(BaseModel):
+    """One server-sent event of `stream_format` "sse": a chunk of the audio, base64-encoded."""
+
+    type: Literal["speech.audio.delta"] = "speech.audio.delta"
+    audio: str
+
+
+class SpeechAudioDone(BaseModel):
+    """The last event of a complete "sse" stream (a stream cut short by a failure ends with an
+    `error` event instead)."""
+
+    type: Literal["speech.audio.done"] = "speech.audio.done"
+    usage: SpeechUsage
 
 
 class ErrorInfo(BaseModel):
@@ -39,6 +70,14 @@ class ErrorInfo(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class StreamError(BaseModel):
+    """The last event of an "sse" stream that a piece's failure cut short (its status went out
+    already): OpenAI's error object as an event."""
+
+    type: Literal["error"] = "error"
     error: ErrorInfo
 
 

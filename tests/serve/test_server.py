@@ -100,7 +100,7 @@ BAD = [
     ({"input": "Hi.", "response_format": "aac"}, 400, "use one of wav, pcm, flac"),
     ({"input": "Hi.", "speed": 5.0}, 400, "speed 5.0 is out of range; use 0.25 to 4.0"),
     ({"input": "Hi.", "speed": 0.1}, 400, "speed 0.1 is out of range"),
-    ({"input": "Hi.", "stream_format": "sse"}, 400, "stream_format 'sse' is not supported"),
+    ({"input": "Hi.", "stream_format": "ogg"}, 400, "'ogg' is not supported; use one of audio, sse"),
     ({"voice": "demo"}, 400, "input: Field required"),
     ({"input": 3}, 400, "input: Input should be a valid string"),
 ]
