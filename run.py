@@ -57,6 +57,13 @@ WHOLE_NUMBERS = {
     "seed": (0, 0),
 }
 FLAGS = ("plot", "force_build")
+# mode=serve only: (smallest, largest or None, example).
+SERVE_WHOLE_NUMBERS = {
+    "serve.port": (0, 65535, 8000),
+    "serve.max_queue": (1, None, 256),
+    "serve.max_chars": (1, None, 4096),
+    "serve.replicas": (1, None, 1),
+}
 
 
 def setting_problem(cfg: DictConfig) -> str | None:
@@ -65,16 +72,36 @@ def setting_problem(cfg: DictConfig) -> str | None:
     `fastspeech` (torch) is imported, so the error comes in about a second."""
     if cfg.mode not in MODES:
         return f"mode={cfg.mode}: use one of {', '.join(MODES)}"
-    for key, (least, example) in WHOLE_NUMBERS.items():
+    numbers = {key: (least, None, example) for key, (least, example) in WHOLE_NUMBERS.items()}
+    if cfg.mode == "serve":
+        numbers |= SERVE_WHOLE_NUMBERS
+        if cfg.serve.max_batch is not None:
+            numbers["serve.max_batch"] = (1, None, 8)
+    for key, (least, most, example) in numbers.items():
         value = OmegaConf.select(cfg, key)  # batch_size: ${engine.batch} resolves here
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < least
+            or (most is not None and value > most)
+        ):
             shown = str(value).lower() if isinstance(value, bool) else value  # as typed: true, not True
-            return f"{key}={shown} is not a whole number >= {least}; use e.g. {key}={example}"
+            bounds = f"from {least} to {most}" if most is not None else f">= {least}"
+            return f"{key}={shown} is not a whole number {bounds}; use e.g. {key}={example}"
     for key in FLAGS:
         if not isinstance(cfg[key], bool):
             return f"{key}={cfg[key]}: use {key}=true or {key}=false"
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
         return f"device={cfg.device}: use device=auto, cpu, cuda or cuda:N (N: the GPU's index)"
+    if cfg.mode == "serve":
+        wait = cfg.serve.max_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+            return (
+                f"serve.max_wait_ms={wait} is not a number of milliseconds >= 0; use e.g. serve.max_wait_ms=2"
+            )
+        voices = list(cfg.serve.voices or ["demo"])
+        if cfg.serve.default_voice is not None and cfg.serve.default_voice not in voices:
+            return f"serve.default_voice={cfg.serve.default_voice} is not one of serve.voices ({', '.join(voices)}); name one of them or leave it out"
     return None
 
 

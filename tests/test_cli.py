@@ -248,6 +248,7 @@ def _write_bad_engine(tmp_path, checkpoint, kind):
         (["text=hi", "alpha=-1"], "alpha=-1 is not a finite number > 0"),
         (["text=hi", "alpha=nan"], "not a finite number"),
         (["text=hi", "results_dir=RESULTS_IS_A_FILE"], "cannot write results"),
+        (["text=hi", "engine_dir=RESULTS_IS_A_FILE"], "cannot write engines to"),
         (["engine_set=default", "engine_set.split=false", "text=" + "word " * 40], "engine_set.split=true"),
     ],
 )
@@ -270,6 +271,9 @@ def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, args, message):
     if "results_dir=RESULTS_IS_A_FILE" in args:
         (tmp_path / "afile").write_text("x")
         args = [a.replace("RESULTS_IS_A_FILE", str(tmp_path / "afile" / "results")) for a in args]
+    if "engine_dir=RESULTS_IS_A_FILE" in args:
+        (tmp_path / "afile").write_text("x")
+        args = [a.replace("RESULTS_IS_A_FILE", str(tmp_path / "afile" / "engines")) for a in args]
     with pytest.raises(FastSpeechError) as info:
         synthesize(tmp_path, *args)
     assert message in str(info.value) and "\n" not in str(info.value)
@@ -380,18 +384,29 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
         ("force_build=1", "force_build=1: use force_build=true or force_build=false"),
         ("device=gpu9", "device=gpu9: use device=auto, cpu, cuda or cuda:N"),
         ("mode=play", "mode=play: use one of synthesize, build, verify, serve"),
+        ("mode=serve serve.port=abc", "serve.port=abc is not a whole number from 0 to 65535"),
+        ("mode=serve serve.port=99999", "serve.port=99999 is not a whole number from 0 to 65535"),
+        ("mode=serve serve.max_queue=0", "serve.max_queue=0 is not a whole number >= 1"),
+        ("mode=serve serve.max_chars=0", "serve.max_chars=0 is not a whole number >= 1"),
+        ("mode=serve serve.replicas=0", "serve.replicas=0 is not a whole number >= 1"),
+        ("mode=serve serve.max_batch=0", "serve.max_batch=0 is not a whole number >= 1"),
+        ("mode=serve serve.max_wait_ms=-1", "serve.max_wait_ms=-1 is not a number of milliseconds >= 0"),
+        ("mode=serve serve.max_wait_ms=nan", "serve.max_wait_ms=nan is not a number of milliseconds"),
+        ("mode=serve serve.default_voice=nope", "serve.default_voice=nope is not one of serve.voices (demo)"),
     ],
 )
 def test_a_setting_of_the_wrong_kind_is_one_line_naming_it_and_the_fix(tmp_path, arg, message):
     """Hydra takes any value for these; before the check some raised a traceback deep in the run
-    (`batch_size=abc`, `device=gpu9`) and some were used as something else (`seed=1.5` as 1)."""
-    assert message in run_py.setting_problem(compose(tmp_path, "text=hi", arg))
+    (`batch_size=abc`, `device=gpu9`, `serve.port=abc`), some were used as something else
+    (`seed=1.5` as 1) and some started a server that could not work (`serve.max_queue=0`)."""
+    assert message in run_py.setting_problem(compose(tmp_path, "text=hi", *arg.split()))
 
 
 @pytest.mark.parametrize(
     "args",
     [[], ["engine_set=default"], ["mode=serve"], ["engine=i128_o1024", "precision=fp16", "batch_size=8"],
-     ["device=cuda:1", "seed=7", "plot=true", "force_build=true"]],
+     ["device=cuda:1", "seed=7", "plot=true", "force_build=true"],
+     ["mode=serve", "serve.port=0", "serve.max_wait_ms=0.5", "serve.max_batch=4", "serve.default_voice=demo"]],
 )  # fmt: skip
 def test_shipped_and_ordinary_settings_pass_the_setting_checks(tmp_path, args):
     assert run_py.setting_problem(compose(tmp_path, *args)) is None
