@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from fastspeech.errors import EngineError
+from fastspeech.errors import EngineError, check_writable
 from fastspeech.graph import EngineGraph, Runner
 from fastspeech.model import FastSpeech
 from fastspeech.vocoder.base import Vocoder
@@ -546,26 +546,13 @@ def load_or_build(
         raise EngineError(
             f"engine {path} is not usable ({reason}); build it with mode=build or allow building"
         )
-    check_writable(path.parent)  # before the build: a compile can take minutes
+    check_writable(path.parent, "engine_dir", "engines")  # before the build: a compile can take minutes
     log.info("building engine %s: %s", path, reason)
     t0 = time.perf_counter()
     runner, payload = backend.build(graph, example)
     write_engine_file(path, parts, payload)
     log.info("engine %s built in %.1f s (%.1f MB)", path, time.perf_counter() - t0, len(payload) / 1e6)
     return Engine(spec, runner, device, graph.activation_names)
-
-
-def check_writable(folder: Path) -> None:
-    """Make `folder` and write a file in it, or one EngineError line naming it and the fix."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise EngineError(
-            f"cannot write engines to {folder} ({exc.strerror or exc}); pass engine_dir=PATH to a writable folder"
-        ) from None
 
 
 def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:

@@ -4,6 +4,11 @@ Every message names the input at fault and the fix; `run.py` prints the message 
 1) instead of a traceback, so these are the errors a user sees.
 """
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 
 class FastSpeechError(Exception):
     """Base class: anything `run.py` reports as a one-line error."""
@@ -27,3 +32,21 @@ class ConfigError(FastSpeechError):
 
 class VocoderError(FastSpeechError):
     """A vocoder checkpoint or setting that cannot be used (wrong format, missing keys, bad values)."""
+
+
+def check_writable(folder: Path, setting: str, what: str) -> None:
+    """Make `folder` and write a file in it, before the work that fills it; else one ConfigError
+    line naming the folder and `setting` as the fix (`what`: "results", "engines")."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise unwritable(folder, setting, what, exc) from None
+
+
+def unwritable(folder: Path, setting: str, what: str, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot write {what} to {folder} ({exc.strerror or exc}); pass {setting}=PATH to a writable folder"
+    )

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fastspeech.checkpoint import hparams_from_state_dict, load_checkpoint, read_state_dict
 from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
-from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextError
+from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextError, check_writable, unwritable
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, check_lengths
 from fastspeech.text import check_texts
@@ -415,13 +415,9 @@ def prepare_results(cfg: DictConfig) -> tuple[Path, Path]:
                 break
             except FileExistsError:
                 continue
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
-        raise ConfigError(
-            f"cannot write results to {out} ({exc.strerror or exc}); pass results_dir=PATH to a writable folder"
-        ) from None
+        raise unwritable(out, "results_dir", "results", exc) from None
+    check_writable(run_dir, "results_dir", "results")
     return out, run_dir
 
 
