@@ -35,11 +35,13 @@ max_out for one graph.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,7 +69,7 @@ def compile(  # shadows the builtin inside this module, as torch.compile does
 
     backend: auto | eager | inductor | tensorrt (auto: TensorRT where installed with a GPU, else
     Inductor on CUDA, else eager on the CPU). precision: fp32 | fp16 | bf16, default the model's
-    dtype (CPU: fp32). device: default the model's. engine_dir: default
+    dtype (CPU: fp32). device: cpu | cuda | cuda:N | auto, default the model's. engine_dir: default
     $XDG_CACHE_HOME/fastspeech-trt/engines. options: the backend's (conf/backend/auto.yaml).
     """
     return CompiledFastSpeech(model, backend, engine, precision, device, engine_dir, options)
@@ -89,18 +91,29 @@ class CompiledFastSpeech(nn.Module):
         from fastspeech.backends import resolve_backend
         from fastspeech.pipeline import resolve_precision
 
+        if not isinstance(model, FastSpeech):
+            raise TypeError(
+                f"fastspeech.compile takes a fastspeech.FastSpeech module, got {type(model).__name__}; "
+                "build one with fastspeech.FastSpeech(cfg) (a compiled one: pass its ._orig_mod)"
+            )
         super().__init__()
         self._orig_mod = model  # what acts= calls run; named as torch.compile's wrapper names it
         first = next(model.parameters())
-        self.device = torch.device(device) if device is not None else first.device
+        self.device = check_device(device) if device is not None else first.device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.out_dtype = first.dtype
         if precision is None:
             precision = next((name for name, dtype in PRECISIONS.items() if dtype == first.dtype), "fp32")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
         self.precision = resolve_precision(precision, self.device)
         self.backend, why = resolve_backend(backend, self.device)
         log.info("fastspeech.compile: backend=%s (%s), precision=%s", self.backend, why, self.precision)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(
+                f"options={options!r}: give a dict of the backend's settings (conf/backend/*.yaml)"
+            )
         self.options = dict(options or {})
         self.engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_dir()
         self.pinned = engine_shape(engine) if engine is not None else None
@@ -116,14 +129,11 @@ class CompiledFastSpeech(nn.Module):
         acts: dict[str, torch.Tensor] | None = None,
     ) -> ModelOutput:
         """As `FastSpeech.forward`: tokens (B, Ti) int, zero-padded at the end; alpha scalar or (B,)."""
+        ids, alphas = check_call(tokens, alpha, max_out, self._weights.cfg.n_symbols)
         if acts is not None:
             return self._orig_mod(tokens, alpha, max_out, acts)
         B, Ti = tokens.shape
-        lens = (tokens != 0).sum(1).tolist()
-        rows = tokens.tolist()
-        ids = [row[:n] for row, n in zip(rows, lens)]
-        alphas = torch.as_tensor(alpha, dtype=torch.float32).expand(B).tolist()
-        max_len = max(lens, default=0)
+        max_len = max(map(len, ids), default=0)
         cap = self._weights.cfg.max_seq_len
 
         if self.pinned is not None:
@@ -177,6 +187,60 @@ class CompiledFastSpeech(nn.Module):
         )
 
 
+def check_call(tokens, alpha, max_out, n_symbols: int) -> tuple[list[list[int]], list[float]]:
+    """The forward's arguments checked before any engine runs (eager would fail deep in torch, or
+    an engine would silently drop tokens after a 0 inside a row) -> each row's ids (its padding
+    dropped) and alpha per row. The ids are checked on one host copy (no device work per check)."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+        got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise TypeError(
+            f"tokens must be a (B, Ti) tensor of token ids, got {got}; one text of Ti ids is tokens[None]"
+        )
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"tokens must be integer ids (torch.long), got {tokens.dtype}; use tokens.long()")
+    if tokens.shape[0] == 0:
+        raise ValueError(f"tokens has no rows (shape {tuple(tokens.shape)}); pass at least one text")
+    host = tokens.detach().cpu().numpy()
+    if host.size and (host.min() < 0 or host.max() >= n_symbols):
+        bad = host[(host < 0) | (host >= n_symbols)][0]
+        raise ValueError(
+            f"token id {bad} is outside the model's 0..{n_symbols - 1}; take ids from fastspeech.text.text_to_ids"
+        )
+    real = host != 0
+    lens = real.sum(1)
+    wrong = real != (np.arange(host.shape[1]) < lens[:, None])
+    if wrong.any():  # the first difference is a 0 before a real token
+        b, t = (int(i) for i in np.argwhere(wrong)[0])
+        raise ValueError(
+            f"tokens row {b} has padding (0) at position {t}, before real tokens; pad only at the end"
+        )
+    if max_out is not None and not (_whole(max_out) and max_out >= 1):
+        raise ValueError(f"max_out={max_out!r}: give a number of frames >= 1, or None for the whole speech")
+    try:
+        alphas = torch.as_tensor(alpha, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"alpha={alpha!r}: give a number or one per row, a ({len(tokens)},) tensor") from None
+    if len(alphas) not in (1, len(tokens)):
+        raise ValueError(f"alpha has {len(alphas)} values for {len(tokens)} rows; give one, or one per row")
+    if not (alphas.isfinite() & (alphas >= 0)).all():
+        raise ValueError(f"alpha={alpha!r}: give finite values >= 0 (durations x alpha; 1.0: as trained)")
+    ids = [row[:n] for row, n in zip(host.tolist(), lens.tolist())]
+    return ids, alphas.expand(len(tokens)).tolist()
+
+
+def check_device(device: torch.device | str | int) -> torch.device:
+    """`device=` -> a torch.device this machine has (auto, cpu, cuda, cuda:N), or one line naming the fix."""
+    from fastspeech.pipeline import pick_device
+
+    try:
+        name = "auto" if device == "auto" else str(torch.device(device))
+    except (RuntimeError, TypeError):
+        name = None
+    if name is None or name.split(":")[0] not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    return pick_device(name)  # no CUDA, or a GPU index this machine lacks: one line
+
+
 def fit(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """Crop or zero-pad `x` along `dim` to `size`."""
     if x.shape[dim] >= size:
@@ -201,12 +265,24 @@ def engine_shape(engine: str | Any) -> tuple[int | None, int, int]:
         match = re.fullmatch(r"i(\d+)_o(\d+)", engine)
         if not match:
             raise ConfigError(f"engine={engine!r}: use a name like 'i64_o512' (max_in 64, max_out 512)")
-        return None, int(match[1]), int(match[2])
-    get = engine.get if isinstance(engine, dict) else lambda key, default=None: getattr(engine, key, default)
-    if get("max_in") is None or get("max_out") is None:
-        raise ConfigError(f"engine={engine!r}: give max_in and max_out (e.g. engine='i64_o512')")
-    batch = get("batch")
-    return (int(batch) if batch else None), int(get("max_in")), int(get("max_out"))
+        sizes = None, int(match[1]), int(match[2])
+    else:
+        get = engine.get if isinstance(engine, dict) else lambda key: getattr(engine, key, None)
+        sizes = get("batch"), get("max_in"), get("max_out")
+        if sizes[1] is None or sizes[2] is None:
+            raise ConfigError(f"engine={engine!r}: give max_in and max_out (e.g. engine='i64_o512')")
+    if not all(n is None or (_whole(n) and n >= 1) for n in sizes):
+        raise ConfigError(f"engine={engine!r}: batch, max_in and max_out must be whole numbers >= 1")
+    return tuple(n if n is None else operator.index(n) for n in sizes)
+
+
+def _whole(n: Any) -> bool:
+    """An int (or numpy/torch integer), not a bool, float or string."""
+    try:
+        operator.index(n)
+    except TypeError:
+        return False
+    return not isinstance(n, bool)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from helpers import random_model, requires_cuda
 import fastspeech
 from fastspeech.compile import CompiledFastSpeech, round_up
 from fastspeech.engine import EngineSpec
-from fastspeech.errors import EngineError
+from fastspeech.errors import ConfigError, EngineError
 from fastspeech.model import ModelOutput
 
 G = torch.Generator().manual_seed(0)
@@ -160,3 +160,119 @@ def test_torch_compile_backend_on_cuda(precision):
         got = ModelOutput(*(t.clone() for t in got))  # CUDA graph outputs are reused by the next call
         with torch.no_grad():
             assert_same(got, model(tokens, max_out=max_out), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"backend": "nope"},
+            ConfigError,
+            "unknown backend=nope; use one of auto, eager, inductor, tensorrt",
+        ),
+        ({"precision": "fp17"}, ConfigError, "precision='fp17': use one of fp32, fp16, bf16"),
+        ({"precision": torch.float16}, ConfigError, "precision=torch.float16: use one of fp32, fp16, bf16"),
+        ({"device": "gpu"}, ConfigError, "device='gpu': use 'cpu', 'cuda', 'cuda:N' or 'auto'"),
+        ({"device": "mps"}, ConfigError, "device='mps': use 'cpu', 'cuda', 'cuda:N' or 'auto'"),
+        ({"device": "cuda:99"}, ConfigError, "device=cuda:99"),  # no GPU, or not 100 of them
+        (
+            {"engine": "i0_o0"},
+            ConfigError,
+            "engine='i0_o0': batch, max_in and max_out must be whole numbers >= 1",
+        ),
+        ({"engine": {"max_in": 16, "max_out": 64, "batch": 0}}, ConfigError, "must be whole numbers >= 1"),
+        ({"engine": {"max_in": "abc", "max_out": 64}}, ConfigError, "must be whole numbers >= 1"),
+        ({"engine": {"max_in": 16.5, "max_out": 64}}, ConfigError, "must be whole numbers >= 1"),
+        ({"options": 5}, TypeError, "options=5: give a dict of the backend's settings"),
+    ],
+)
+def test_bad_compile_arguments_are_one_line_before_anything_is_built(tmp_path, kwargs, error, message):
+    with pytest.raises(error) as info:
+        fastspeech.compile(random_model(seed=1), engine_dir=tmp_path, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not any(tmp_path.iterdir())  # no engine built
+
+
+@pytest.mark.parametrize("model", [torch.nn.Linear(2, 2), torch.nn.Identity(), "model.pt"])
+def test_compile_refuses_what_is_not_a_fastspeech(tmp_path, model):
+    with pytest.raises(
+        TypeError, match=r"^fastspeech.compile takes a fastspeech.FastSpeech module, got \w+; "
+    ):
+        fastspeech.compile(model, engine_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "tokens, kwargs, error, message",
+    [
+        (
+            torch.tensor([1, 2, 3]),
+            {},
+            TypeError,
+            "a (B, Ti) tensor of token ids, got (3,); one text of Ti ids is tokens[None]",
+        ),
+        ([[1, 2, 3]], {}, TypeError, "a (B, Ti) tensor of token ids, got list"),
+        (
+            torch.tensor([[1.0, 2.0]]),
+            {},
+            TypeError,
+            "integer ids (torch.long), got torch.float32; use tokens.long()",
+        ),
+        (torch.tensor([[True, True]]), {}, TypeError, "integer ids (torch.long), got torch.bool"),
+        (
+            torch.zeros(0, 4, dtype=torch.long),
+            {},
+            ValueError,
+            "tokens has no rows (shape (0, 4)); pass at least one text",
+        ),
+        (
+            torch.tensor([[1, -3, 4]]),
+            {},
+            ValueError,
+            "token id -3 is outside the model's 0..148; take ids from",
+        ),
+        (torch.tensor([[1, 149, 4]]), {}, ValueError, "token id 149 is outside the model's 0..148"),
+        # The engines take each row up to its token count: the 5 after the gap would be dropped.
+        (
+            torch.tensor([[3, 4, 0, 0], [1, 0, 4, 5]]),
+            {},
+            ValueError,
+            "tokens row 1 has padding (0) at position 1, before real tokens; pad only at the end",
+        ),
+        (
+            torch.tensor([[1, 2]]),
+            {"max_out": 0},
+            ValueError,
+            "max_out=0: give a number of frames >= 1, or None",
+        ),
+        (torch.tensor([[1, 2]]), {"max_out": 1.5}, ValueError, "max_out=1.5: give a number of frames >= 1"),
+        (torch.tensor([[1, 2]]), {"alpha": -1.0}, ValueError, "alpha=-1.0: give finite values >= 0"),
+        (torch.tensor([[1, 2]]), {"alpha": float("nan")}, ValueError, "alpha=nan: give finite values >= 0"),
+        (
+            torch.tensor([[1, 2]] * 2),
+            {"alpha": torch.ones(3)},
+            ValueError,
+            "alpha has 3 values for 2 rows; give one, or one per row",
+        ),
+        (
+            torch.tensor([[1, 2]]),
+            {"alpha": "fast"},
+            TypeError,
+            "alpha='fast': give a number or one per row, a (1,) tensor",
+        ),
+    ],
+)
+def test_bad_call_arguments_are_one_line_before_any_engine_runs(tmp_path, tokens, kwargs, error, message):
+    fast = fastspeech.compile(random_model(seed=1), engine_dir=tmp_path)
+    with pytest.raises(error) as info:
+        fast(tokens, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not fast._engines
+
+
+def test_the_checks_pass_int32_tokens_and_an_alpha_per_row(tmp_path):
+    model = random_model(seed=1)
+    fast = fastspeech.compile(model, engine_dir=tmp_path, engine={"max_in": 16, "max_out": 128, "batch": 2})
+    tokens = padded_tokens([9, 3])
+    alpha = torch.tensor([0.8, 1.3])
+    with torch.no_grad():
+        assert_same(fast(tokens.int(), alpha=alpha), model(tokens, alpha=alpha))

@@ -25,12 +25,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fastspeech.batcher import QueueFull, Stream
 from fastspeech.errors import EngineError, TextError
 from fastspeech.router import Part, SynthesisFailed
 from fastspeech.serve import audio
 from fastspeech.serve.protocol import (
+    SEND_JSON,
     SPEED_MAX,
     SPEED_MIN,
     STREAM_FORMATS,
@@ -44,6 +46,7 @@ from fastspeech.serve.protocol import (
     SpeechRequest,
     SpeechUsage,
     StreamError,
+    invalid_request,
 )
 from fastspeech.serve.service import Service
 
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _SERVER = {"X-Server-Pid": str(os.getpid())}  # which process (Ray replica) answered
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_SERVER}
+SPEECH_ROUTE = "/v1/audio/speech"
 MODEL_IDS = ("fastspeech", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted `model` names
 
 
@@ -86,14 +90,24 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'] if x != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        first = exc.errors()[0]["loc"][-1] if exc.errors() else None
-        return JSONResponse(
-            APIError(400, f"invalid request: {problems}", param=str(first) if first else None).body(),
-            status_code=400,
-        )
+        _count(request, "400")
+        error = invalid_request(exc.errors(), request.headers.get("content-type", ""))
+        return JSONResponse(error.body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own errors (no route, wrong method, an unreadable body) as OpenAI's JSON."""
+        if request.url.path == SPEECH_ROUTE:
+            _count(request, str(exc.status_code))
+        where = f"{request.method} {request.url.path}"
+        message = {
+            404: f"no route {where}; this server has POST /v1/audio/speech, GET /v1/models, /healthz, /metrics",
+            405: f"{where} is not allowed; use {(exc.headers or {}).get('Allow', 'another method')}",
+            400: f"the request body could not be read ({exc.detail}); {SEND_JSON}",
+        }.get(exc.status_code, str(exc.detail))
+        code = {404: "not_found", 405: "method_not_allowed", 400: "invalid_body"}.get(exc.status_code)
+        body = APIError(exc.status_code, message, code=code).body()
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(SynthesisFailed)
     async def synthesis_failed(request: Request, exc: SynthesisFailed) -> JSONResponse:
@@ -128,7 +142,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=m) for m in MODEL_IDS])
 
-    @app.post("/v1/audio/speech")
+    @app.post(SPEECH_ROUTE)
     async def speech(body: SpeechRequest, request: Request) -> Response:
         t0 = time.perf_counter()
         svc = _service(request)
@@ -232,7 +246,7 @@ def _check(svc: Service, body: SpeechRequest) -> tuple[str, float, str]:
             param="input",
             code="input_too_long",
         )
-    voice = body.voice or svc.default_voice
+    voice = svc.default_voice if body.voice is None else body.voice
     if voice not in svc.voices:
         raise APIError(
             400,

@@ -23,9 +23,12 @@ class SpeechRequest(BaseModel):
     one `SpeechAudioDelta` per chunk the "audio" response would send (with `stream` false, or for
     flac/mp3, one for the whole file), then one `SpeechAudioDone`. `instructions` is accepted and
     ignored (FastSpeech takes no style prompt).
+
+    Strict JSON types, as OpenAI's: `"speed": "2"` or `true`, `"stream": "yes"` or `1` are 400s
+    naming the field, never read as something else (an int is a number for `speed`).
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = "fastspeech"
     input: str
@@ -100,6 +103,30 @@ class APIError(Exception):
     def body(self) -> dict:
         info = ErrorInfo(message=self.message, type=self.type, param=self.param, code=self.code)
         return ErrorResponse(error=info).model_dump()
+
+
+SEND_JSON = 'send a JSON object with Content-Type: application/json, e.g. {"input": "Hello there."}'
+
+
+def invalid_request(errors: list[dict], content_type: str) -> APIError:
+    """FastAPI's validation errors of a speech request -> one 400 naming each field at fault, or,
+    for a body that is not a JSON object at all (not JSON, empty, a list, sent as text/plain),
+    what it is and how to send one."""
+    whole = next((e for e in errors if e["type"] == "json_invalid" or tuple(e["loc"]) == ("body",)), None)
+    if whole is None:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'] if x != 'body') or 'body'}: {e['msg']}" for e in errors
+        )
+        return APIError(400, f"invalid request: {problems}", param=str(errors[0]["loc"][-1]))
+    if "json" not in content_type:
+        what = f"sent as {content_type}" if content_type else "sent without a Content-Type"
+    elif whole["type"] == "json_invalid":
+        what = f"not valid JSON ({whole.get('ctx', {}).get('error', 'decode error')})"
+    elif whole["type"] == "missing":
+        what = "empty"
+    else:
+        what = "JSON but not an object"
+    return APIError(400, f"the request body is {what}; {SEND_JSON}", code="invalid_body")
 
 
 class ModelCard(BaseModel):

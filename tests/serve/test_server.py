@@ -103,6 +103,14 @@ BAD = [
     ({"input": "Hi.", "stream_format": "ogg"}, 400, "'ogg' is not supported; use one of audio, sse"),
     ({"voice": "demo"}, 400, "input: Field required"),
     ({"input": 3}, 400, "input: Input should be a valid string"),
+    # Strict JSON types: nothing read as something else.
+    ({"input": "Hi.", "speed": True}, 400, "invalid request: speed: Input should be a valid number"),
+    ({"input": "Hi.", "speed": "2"}, 400, "invalid request: speed: Input should be a valid number"),
+    ({"input": "Hi.", "stream": "yes"}, 400, "invalid request: stream: Input should be a valid boolean"),
+    ({"input": "Hi.", "stream": 1}, 400, "invalid request: stream: Input should be a valid boolean"),
+    ({"input": "Hi.", "voice": ""}, 400, "unknown voice ''; this server has: demo"),
+    ([{"input": "Hi."}], 400, "the request body is JSON but not an object; send a JSON object with"),
+    ("Hi.", 400, "the request body is JSON but not an object"),
 ]
 
 
@@ -112,6 +120,67 @@ def test_bad_requests_get_their_status_and_an_openai_error(server, body, status,
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert message in error["message"] and error["type"] and "Traceback" not in r.text
+
+
+SEND_JSON = 'send a JSON object with Content-Type: application/json, e.g. {"input": "Hello there."}'
+
+
+@pytest.mark.parametrize(
+    "content, content_type, message",
+    [
+        (b"Hello there.", "application/json", "the request body is not valid JSON (Expecting value); "),
+        (b"", "application/json", "the request body is empty; "),
+        (b'{"input": "Hi."}', "text/plain", "the request body is sent as text/plain; "),
+        (b'{"input": "Hi."}', None, "the request body is sent without a Content-Type; "),
+        (b'{"input": "Hi \xff."}', "application/json", "the request body could not be read ("),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_says_how_to_send_one(server, content, content_type, message):
+    headers = {"content-type": content_type} if content_type else {}
+    before = _requests(server, "400")
+    r = httpx.post(f"{server.url}/v1/audio/speech", content=content, headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", None, "invalid_body")
+    assert error["message"].startswith(message) and error["message"].endswith(SEND_JSON), error
+    assert _requests(server, "400") == before + 1  # counted as any other bad request
+
+
+def _requests(server, status: str) -> float:
+    line = f'fastspeech_requests_total{{status="{status}"}} '
+    text = httpx.get(f"{server.url}/metrics").text
+    return next((float(x[len(line) :]) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+
+def test_wrong_method_and_unknown_route_are_openai_errors(server):
+    import openai
+
+    r = httpx.get(f"{server.url}/v1/audio/speech")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"] == {
+        "message": "GET /v1/audio/speech is not allowed; use POST",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "method_not_allowed",
+    }
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("tts-1")
+    assert info.value.message == "Error code: 404 - " + (
+        "no route GET /v1/models/tts-1; this server has POST /v1/audio/speech, GET /v1/models, /healthz, /metrics"
+    )
+
+
+@pytest.mark.parametrize("speed", [0.25, 2, 4.0])  # the bounds, and an int (a JSON number all the same)
+def test_speed_at_the_bounds_gives_exactly_its_audio(server, offline, speed):
+    import io
+
+    import soundfile
+
+    r = httpx.post(f"{server.url}/v1/audio/speech", json={"input": TEXTS[3], "speed": speed, "stream": False})
+    assert r.status_code == 200, r.text
+    wav, rate = soundfile.read(io.BytesIO(r.content), dtype="int16")
+    assert rate == 22050 and len(wav) == expected_samples(offline, TEXTS[3], speed) > 0
 
 
 def test_bad_requests_through_the_openai_client(server):
