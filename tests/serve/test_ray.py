@@ -1,10 +1,11 @@
 """Ray Serve: the same app, 2 replicas (tiny random model, eager CPU engines), answering the official
-`openai` client through Ray's HTTP proxy. Slow (Ray starts a local cluster: ~30 s on 2 cores)."""
+`openai` client through Ray's ingress (HAProxy by default). Slow (Ray starts a local cluster: ~30 s on 2 cores)."""
 
 from __future__ import annotations
 
 import socket
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,16 +54,23 @@ def test_ray_serve_two_replicas_answer_the_openai_client(tmp_path):
         replicas = serve.status().applications["fastspeech"].deployments["fastspeech"].replica_states
         assert replicas.get("RUNNING") == 2, replicas
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        pids, lengths = set(), set()
-        for _ in range(12):
+
+        def speak(_) -> tuple[str, bytes]:
             raw = client.audio.speech.with_raw_response.create(
                 model="tts-1", voice="demo", input="Two replicas. One client.", response_format="wav"
             )
-            pids.add(raw.headers["x-server-pid"])
-            data = raw.content
+            return raw.headers["x-server-pid"], raw.content
+
+        # Concurrent requests, as a loaded server gets them: HAProxy's `leastconn` sends each to the
+        # replica with fewer in flight. (One request at a time may all go to one replica, which
+        # costs nothing: the other would be idle either way.)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(speak, range(24)))
+        for _, data in answers:
             assert data[:4] == b"RIFF" and struct.unpack("<I", data[40:44])[0] == 0xFFFFFFFF
-            lengths.add(len(data))
+        lengths = {len(data) for _, data in answers}
         assert len(lengths) == 1 and lengths.pop() > 44  # same weights (seed), same audio on each replica
+        pids = {pid for pid, _ in answers}
         assert len(pids) == 2, f"one replica answered everything: {pids}"
     finally:
         ray_serve.stop()
