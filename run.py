@@ -16,19 +16,33 @@ cannot apply (a misspelled key or option, an unparsable value), unless HYDRA_FUL
 
 from __future__ import annotations
 
-import difflib
+import importlib.util
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger("fastspeech")
 
 CONF = Path(__file__).resolve().parent / "conf"
+
+
+def _load_settings():
+    """fastspeech/settings.py by its path, without the `fastspeech` package's `__init__` (torch and
+    the kernels: ~5 s on 2 cores): a bad setting's one-line error comes in about a second."""
+    spec = importlib.util.spec_from_file_location(
+        "_fastspeech_settings", CONF.parent / "fastspeech" / "settings.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+settings = _load_settings()
+setting_problem, config_error = settings.setting_problem, settings.config_error
 RAW_KEYS = ("text", "input")  # values Hydra's override grammar would reject: read verbatim
 _raw: dict[str, str] = {}
 
@@ -45,64 +59,6 @@ def take_raw_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         else:
             rest.append(arg)
     return rest, raw
-
-
-MODES = ("synthesize", "build", "verify", "serve")
-# Settings that must be whole numbers: (smallest allowed, the example an error suggests).
-WHOLE_NUMBERS = {
-    "engine.max_in": (1, 128),
-    "engine.max_out": (1, 1024),
-    "engine.batch": (1, 1),
-    "batch_size": (1, 8),
-    "seed": (0, 0),
-}
-FLAGS = ("plot", "force_build")
-# mode=serve only: (smallest, largest or None, example).
-SERVE_WHOLE_NUMBERS = {
-    "serve.port": (0, 65535, 8000),
-    "serve.max_queue": (1, None, 256),
-    "serve.max_chars": (1, None, 4096),
-    "serve.replicas": (1, None, 1),
-}
-
-
-def setting_problem(cfg: DictConfig) -> str | None:
-    """A setting Hydra accepts but we cannot use (`batch_size=abc`, `seed=1.5`, `plot=maybe`,
-    `device=gpu9`) -> one line naming it and the fix; None when every one is fine. Checked before
-    `fastspeech` (torch) is imported, so the error comes in about a second."""
-    if cfg.mode not in MODES:
-        return f"mode={cfg.mode}: use one of {', '.join(MODES)}"
-    numbers = {key: (least, None, example) for key, (least, example) in WHOLE_NUMBERS.items()}
-    if cfg.mode == "serve":
-        numbers |= SERVE_WHOLE_NUMBERS
-        if cfg.serve.max_batch is not None:
-            numbers["serve.max_batch"] = (1, None, 8)
-    for key, (least, most, example) in numbers.items():
-        value = OmegaConf.select(cfg, key)  # batch_size: ${engine.batch} resolves here
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < least
-            or (most is not None and value > most)
-        ):
-            shown = str(value).lower() if isinstance(value, bool) else value  # as typed: true, not True
-            bounds = f"from {least} to {most}" if most is not None else f">= {least}"
-            return f"{key}={shown} is not a whole number {bounds}; use e.g. {key}={example}"
-    for key in FLAGS:
-        if not isinstance(cfg[key], bool):
-            return f"{key}={cfg[key]}: use {key}=true or {key}=false"
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
-        return f"device={cfg.device}: use device=auto, cpu, cuda or cuda:N (N: the GPU's index)"
-    if cfg.mode == "serve":
-        wait = cfg.serve.max_wait_ms
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
-            return (
-                f"serve.max_wait_ms={wait} is not a number of milliseconds >= 0; use e.g. serve.max_wait_ms=2"
-            )
-        voices = list(cfg.serve.voices or ["demo"])
-        if cfg.serve.default_voice is not None and cfg.serve.default_voice not in voices:
-            return f"serve.default_voice={cfg.serve.default_voice} is not one of serve.voices ({', '.join(voices)}); name one of them or leave it out"
-    return None
 
 
 def dispatch(cfg: DictConfig) -> None:
@@ -145,58 +101,6 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-
-
-def config_error(exc: Exception) -> str | None:
-    """Hydra's multi-line message for a setting it cannot apply -> one line naming it and the fix
-    (None: not a command-line setting error)."""
-    from hydra.errors import (
-        CompactHydraException,
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-    )
-
-    message = str(exc)
-    if isinstance(exc, MissingConfigException) and (
-        found := re.search(r"Could not find '([^'/]+)/([^']+)'", message)
-    ):
-        group, option = found.groups()
-        options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-        return f"{group}={option}: no such option in conf/{group}/; choose one of {', '.join(options)}"
-    if isinstance(exc, ConfigCompositionException) and (
-        found := re.search(r"Could not override '([^']+)'", message)
-    ):
-        key = found.group(1)
-        close = difflib.get_close_matches(key, setting_names(), n=3)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        return f"unknown setting {key}=...; {hint}`python run.py --cfg job` lists every setting"
-    if isinstance(exc, OverrideParseException):
-        return (
-            f"cannot parse the command line: {message.splitlines()[0]}; quote values with spaces or brackets"
-        )
-    if isinstance(exc, CompactHydraException):  # any other setting Hydra refuses: its own words, one line
-        return "; ".join(line.strip() for line in message.splitlines() if line.strip())
-    return None
-
-
-def setting_names() -> list[str]:
-    """Every dotted setting of the default config (for `config_error`'s suggestions)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="config"), resolve=False)
-    names: list[str] = []
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            names.append(prefix + str(key))
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-
-    walk(cfg, "")
-    return names
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from fastspeech.checkpoint import hparams_from_state_dict, load_checkpoint, read
 from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
 from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextError, check_writable, unwritable
 from fastspeech.model import FastSpeech, FastSpeechConfig
-from fastspeech.router import Router, check_lengths
+from fastspeech.router import Router, RouteStats, check_lengths
 from fastspeech.text import check_texts
 from fastspeech.vocoder import AudioConfig, Vocoder, build_vocoder, pcm16
 
@@ -382,6 +382,13 @@ def synthesize(cfg: DictConfig) -> list[Utterance]:
     device = pick_device(cfg.device)
     model = load_model(cfg)
     router = open_router(cfg, model, device, vocoder)
+    stats = speak(router, utterances, alpha)
+    write_results(cfg, out, run_dir, utterances, stats.calls, device)
+    return utterances
+
+
+def speak(router: Router, utterances: list[Utterance], alpha: float) -> RouteStats:
+    """The utterances through the router: each one's mel and wav set (the CLI and `fastspeech.TTS`)."""
     routed, stats = router(
         [u.text for u in utterances], [u.ids for u in utterances], alpha, [u.label for u in utterances]
     )
@@ -397,8 +404,13 @@ def synthesize(cfg: DictConfig) -> list[Utterance]:
         stats.splits,
         100 * stats.padded_fraction,
     )
-    write_results(cfg, out, run_dir, utterances, stats.calls, device)
-    return utterances
+    return stats
+
+
+def trimmed_wav(u: Utterance) -> np.ndarray:
+    """The engine's 16-bit PCM of an utterance, exactly its mel frames x 256 samples (float input is
+    encoded as the server does): never a padded tail."""
+    return pcm16(np.asarray(u.wav)[: len(u.mel) * AudioConfig.hop_length])
 
 
 def prepare_results(cfg: DictConfig) -> tuple[Path, Path]:
@@ -432,8 +444,7 @@ def write_results(
     t0 = time.perf_counter()
     for u in tqdm(utterances, desc="writing", unit="wav", disable=len(utterances) < 2):
         stem = out / f"{u.index:04d}_{slug(u.text)}"
-        # The engine's 16-bit PCM (float input is encoded as the server does): never a padded tail.
-        wav = pcm16(np.asarray(u.wav)[: len(u.mel) * AudioConfig.hop_length])  # as the server's
+        wav = trimmed_wav(u)
         _atomic(
             f"{stem}.wav",
             lambda p, wav=wav: soundfile.write(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import soundfile
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -59,15 +60,17 @@ class DocCommand:
 
 
 def doc_commands() -> list[DocCommand]:
-    """Every `python run.py` command in a fenced code block, pipes and `&&` chains included."""
+    """Every `python run.py` command in a fenced code block (not a ```python one: Python code, where
+    `run.py` is only named), pipes and `&&` chains included."""
     commands = []
     for path in DOCS:
-        in_block, pending = False, ""
+        in_block, python, pending = False, False, ""
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if line.lstrip().startswith("```"):
                 in_block, pending = not in_block, ""
+                python = in_block and line.strip() == "```python"
                 continue
-            if not in_block:
+            if not in_block or python:
                 continue
             if line.rstrip().endswith("\\"):  # shell line continuation
                 pending += line.rstrip()[:-1] + " "
@@ -248,3 +251,17 @@ def test_command_runs_on_the_cpu(command, tmp_path):
     if (command.value("mode") or "synthesize") == "synthesize":  # one wav per utterance, none lost
         wavs = sorted((tmp_path / "results").rglob("*.wav"))
         assert len(wavs) == (1 if command.value("text") is not None else len(LINES)), wavs
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
+    """README's `fastspeech.TTS` block, executed as it stands (in a scratch folder: it writes
+    hello.wav), on the CPU with the demo voice."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (example,) = [b for b in blocks if "fastspeech.TTS(" in b]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)  # noqa: S102 (the README, run as written)
+    data, rate = soundfile.read(tmp_path / "hello.wav", dtype="int16")
+    assert rate == 22050 and len(data) == len(scope["speech"].wav) > 22050 // 2  # over half a second
+    assert scope["one"].text == "One line." and len(scope["two"].wav) > len(scope["one"].wav)

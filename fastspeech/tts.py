@@ -1,0 +1,98 @@
+"""Text to speech from Python: the command line's path (text -> router -> engines with the vocoder
+inside -> 16-bit audio), kept open between calls.
+
+    import fastspeech
+    tts = fastspeech.TTS()                                        # the demo voice, run.py's defaults
+    tts = fastspeech.TTS(engine="i64_o512", precision="fp16", checkpoint="/path/checkpoint_100000.pt")
+    tts = fastspeech.TTS(engine_set="default", precision="fp16")  # a set: the smallest engine per text
+    speech = tts("Hello, world! Don't stop.")                     # one Speech
+    speech.wav, speech.sample_rate                                # int16 (samples,), 22050
+    speech.save("hello.wav")
+    one, two = tts(["One line.", "Another, with a comma."], alpha=1.2)
+
+Settings are run.py's (conf/config.yaml and its groups; `python run.py --cfg job` lists them) as
+keyword arguments; dotted ones as `**{"vocoder.checkpoint": path}`. They are checked as run.py
+checks them, and the engines are built or loaded once, here. A text gets exactly the samples
+`python run.py text=...` writes for it with the same settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastspeech import pipeline
+from fastspeech.errors import TextError
+from fastspeech.settings import compose
+from fastspeech.vocoder.base import AudioConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Speech:
+    """One text's audio: wav int16 (frames x 256 samples, 16-bit PCM at `sample_rate` Hz, mono) and
+    mel (frames, 80) float32, natural-log magnitude."""
+
+    text: str
+    wav: np.ndarray
+    mel: np.ndarray
+    sample_rate: int = AudioConfig.sample_rate
+
+    @property
+    def seconds(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+    def save(self, path: str) -> None:
+        """A 16-bit PCM wav file, as run.py writes."""
+        import soundfile
+
+        soundfile.write(path, self.wav, self.sample_rate, format="WAV", subtype="PCM_16")
+
+
+class TTS:
+    """Engines loaded once, called many times: `TTS(**settings)(text or texts, alpha)`."""
+
+    def __init__(self, **settings: Any):
+        overrides = [f"{key}={_value(value)}" for key, value in settings.items()]
+        self.cfg = compose(overrides)
+        self.device = pipeline.pick_device(self.cfg.device)
+        model = pipeline.load_model(self.cfg)
+        self.router = pipeline.open_router(self.cfg, model, self.device, pipeline.open_vocoder(self.cfg))
+
+    def __call__(self, text: str | Sequence[str], alpha: float = 1.0) -> Speech | list[Speech]:
+        """One `Speech` for a text, a list in the same order for a list of texts (each text is one
+        utterance, split at sentences where it is longer than the engines, never cropped).
+        `alpha` > 1 speaks slower. A text that cannot be spoken is one `TextError` naming it."""
+        texts = [text] if isinstance(text, str) else text
+        if not isinstance(texts, Sequence) or not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"TTS takes a text or a list of texts (str), got {type(text).__name__}")
+        texts = list(texts)
+        blank = [i for i, t in enumerate(texts) if not t.strip()]
+        if blank:
+            raise TextError(
+                f"text {blank[0]} of {len(texts)} is empty; every text must have something to say"
+            )
+        alpha = pipeline.check_alpha(alpha)
+        utterances = pipeline.encode_all(texts, self.cfg.on_unknown)
+        self.router.progress = len(texts) > 1  # a bar for a list, none for one text
+        pipeline.speak(self.router, utterances, alpha)
+        speeches = [Speech(u.text, pipeline.trimmed_wav(u), u.mel) for u in utterances]
+        return speeches[0] if isinstance(text, str) else speeches
+
+
+def _value(value: Any) -> str:
+    """A Python value as a command-line override value (None -> null, True -> true)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value)
+    if re.fullmatch(r"[\w./:+-]*", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"  # Hydra's quoted string
