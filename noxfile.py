@@ -38,7 +38,7 @@ def bench(session: nox.Session) -> None:
     `pip install -e .` first). Arguments go to `benchmarks.latency`; without any, the whole grid
     (3 precisions x 5 batches x 4 variants, ~16 min on an H100) plus the end-to-end split, then the
     router, text-to-wav, Griffin-Lim and server benchmarks with the demo voice, and an engine call's
-    host overhead (on the GPU, then its Python alone)."""
+    host overhead (on the GPU, then its Python alone), and `fastspeech.TTS` from Python."""
     out = "benchmarks/results/run"
     session.run("python", "-m", "benchmarks.latency", *(session.posargs or ["--e2e", "--profile", "--out", out]))
     if not session.posargs:
@@ -57,3 +57,4 @@ def bench(session: nox.Session) -> None:
             "--out", f"{out}/bench_engine_call.json",
         )  # fmt: skip
         session.run("python", "-m", "benchmarks.bench_host_io")
+        session.run("python", "-m", "benchmarks.bench_tts", "--out", f"{out}/tts")
