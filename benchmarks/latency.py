@@ -19,6 +19,7 @@ its frames, as the default's ~900 of 1024):
                   enable_pdl / only combo_kernels
   ours_inductor_freeze / _autotune   + Inductor's freezing / max-autotune-no-cudagraphs mode
   ours_inductor_coordesc / _aggressive   + Inductor's coordinate_descent_tuning / aggressive_fusion
+  ours_inductor_cublaslt  GEMMs through cuBLASLt (preferred_blas_library) when the graph is captured
                   (these ablations build into their own engine folders, always afresh)
   ours_tensorrt   our engine through Torch-TensorRT (where installed; never run on our machines)
 
@@ -84,7 +85,9 @@ INDUCTOR_CONFIG = {
     # fuses nodes that share no reads too
     "ours_inductor_aggressive": {"aggressive_fusion": True},
 }
-ABLATIONS.update({name: (False, {}, False) for name in INDUCTOR_CONFIG})
+# cuBLAS's other front end for the GEMMs captured in the graph (torch.backends.cuda.preferred_blas_library)
+BLAS = {"ours_inductor_cublaslt": "cublaslt"}
+ABLATIONS.update({name: (False, {}, False) for name in (*INDUCTOR_CONFIG, *BLAS)})
 log = logging.getLogger("benchmarks.latency")
 
 
@@ -291,11 +294,15 @@ def main() -> None:
                             model_module.conv1d = gemm_conv
                             built = plain_weights(model)
                         spec = EngineSpec(batch, max_in, max_out, precision, "inductor")
+                        blas = torch.backends.cuda.preferred_blas_library()
+                        torch.backends.cuda.preferred_blas_library(BLAS.get(variant, blas))
                         with torch._inductor.config.patch(INDUCTOR_CONFIG.get(variant, {})):
                             engine = load_or_build(
                                 built, spec, Path(args.engine_dir) / variant, dev, {"mode": args.mode, **switches},
                                 force_build=True,
                             )  # fmt: skip
+                        # the graph keeps the kernels it captured
+                        torch.backends.cuda.preferred_blas_library(blas)
                         fn = partial(engine.runner, tokens, alpha)
                     elif variant in ("ours_inductor", "ours_tensorrt"):
                         torch._dynamo.reset()  # as for the ablations
