@@ -88,7 +88,7 @@ class CompiledFastSpeech(nn.Module):
         engine_dir: str | os.PathLike | None = None,
         options: dict[str, Any] | None = None,
     ):
-        from fastspeech.backends import resolve_backend
+        from fastspeech.backends import get_backend, resolve_backend
         from fastspeech.pipeline import resolve_precision
 
         if not isinstance(model, FastSpeech):
@@ -115,6 +115,7 @@ class CompiledFastSpeech(nn.Module):
                 f"options={options!r}: give a dict of the backend's settings (conf/backend/*.yaml)"
             )
         self.options = dict(options or {})
+        get_backend(self.backend, **self.options).check_available(self.device)  # e.g. TensorRT on a CPU: now
         self.engine_dir = Path(engine_dir) if engine_dir is not None else default_engine_dir()
         self.pinned = engine_shape(engine) if engine is not None else None
         weights = model_on(model, self.device, PRECISIONS[self.precision])

@@ -184,6 +184,7 @@ def test_torch_compile_backend_on_cuda(precision):
         ({"engine": {"max_in": "abc", "max_out": 64}}, ConfigError, "must be whole numbers >= 1"),
         ({"engine": {"max_in": 16.5, "max_out": 64}}, ConfigError, "must be whole numbers >= 1"),
         ({"options": 5}, TypeError, "options=5: give a dict of the backend's settings"),
+        ({"backend": "tensorrt", "device": "cpu"}, ConfigError, "backend=tensorrt needs "),  # GPU or TensorRT
     ],
 )
 def test_bad_compile_arguments_are_one_line_before_anything_is_built(tmp_path, kwargs, error, message):
