@@ -56,7 +56,8 @@ class Speech:
 
 
 class TTS:
-    """Engines loaded once, called many times: `TTS(**settings)(text or texts, alpha)`."""
+    """Engines loaded once, called many times: `TTS(**settings)(text or texts, alpha)`. One thread
+    at a time (engines reuse their buffers); many clients at once is the server's batcher."""
 
     def __init__(self, **settings: Any):
         overrides = [f"{key}={_value(value)}" for key, value in settings.items()]
