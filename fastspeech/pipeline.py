@@ -126,7 +126,10 @@ def matching_model_config(path: str) -> str | None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """fp16/bf16 engines are GPU engines; on the CPU we run fp32 and say so (documented fallback)."""
+    """fp16/bf16 engines are GPU engines; on the CPU we run fp32 and say so (documented fallback).
+    A name that is no precision is one line, before any fallback."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     if device.type == "cpu" and precision != "fp32":
         log.warning(
             "precision=%s on the CPU falls back to fp32 (half-precision CPU kernels are slow)", precision
