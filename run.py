@@ -81,15 +81,20 @@ def dispatch(cfg: DictConfig) -> None:
         raise FastSpeechError(f"unknown mode={cfg.mode}; use synthesize, build, verify or serve")
 
 
+def fail(problem: object) -> None:
+    """A mistake the user can fix: one line in the log and on stderr, exit code 1."""
+    log.error("%s", problem)
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(1)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    # Imported here, not at the top: `fastspeech` brings torch and the kernels (~5 s on 2 cores), and a
-    # setting Hydra cannot apply fails before this runs, so its one-line error comes in about a second.
+    # A setting of the wrong kind fails here, before `fastspeech` (torch and the kernels, ~5 s on 2
+    # cores) is imported, so its one-line error comes in about a second.
     problem = setting_problem(cfg)
     if problem is not None:
-        log.error("%s", problem)
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(1)
+        fail(problem)
     from fastspeech.errors import FastSpeechError
 
     with open_dict(cfg):
@@ -98,9 +103,7 @@ def main(cfg: DictConfig) -> None:
     try:
         dispatch(cfg)
     except FastSpeechError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        fail(exc)
 
 
 if __name__ == "__main__":
