@@ -56,6 +56,39 @@ _SERVER = {"X-Server-Pid": str(os.getpid())}  # which process (Ray replica) answ
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_SERVER}
 SPEECH_ROUTE = "/v1/audio/speech"
 MODEL_IDS = ("fastspeech", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted `model` names
+# Request body bytes allowed per character of serve.max_chars (a JSON \uXXXX escape is 6), plus room
+# for the other fields: a larger body gets its 413 before it is read whole.
+BODY_BYTES_PER_CHAR, BODY_BYTES_EXTRA = 6, 16384
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over `limit()` bytes is refused with a 413 as soon as that is
+    known, from its Content-Length before any of it is read, or, sent in chunks, once the bytes read
+    pass the limit. The 413 is raised where the route reads the body, so it is answered like
+    Starlette's own errors (`http_error`: OpenAI's JSON, counted in the metrics)."""
+
+    def __init__(self, app, limit):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit()
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        seen = int(declared) if declared.isdigit() else 0
+
+        async def counted():
+            nonlocal seen
+            if seen > limit:
+                raise StarletteHTTPException(413, f"{seen} bytes or more")
+            message = await receive()
+            if message["type"] == "http.request" and not declared.isdigit():
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise StarletteHTTPException(413, f"{seen} bytes or more")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(cfg=None, service: Service | None = None) -> FastAPI:
@@ -84,6 +117,11 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
     app = FastAPI(title="fastspeech-trt", summary="OpenAI-compatible speech API", lifespan=lifespan)
     app.state.service = None
 
+    def max_chars() -> int:
+        return app.state.service.max_chars if app.state.service is not None else int(cfg.serve.max_chars)
+
+    app.add_middleware(_BodyLimit, limit=lambda: BODY_BYTES_PER_CHAR * max_chars() + BODY_BYTES_EXTRA)
+
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
@@ -104,8 +142,15 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
             404: f"no route {where}; this server has POST /v1/audio/speech, GET /v1/models, /healthz, /metrics",
             405: f"{where} is not allowed; use {(exc.headers or {}).get('Allow', 'another method')}",
             400: f"the request body could not be read ({exc.detail}); {SEND_JSON}",
+            413: f"the request body is too large ({exc.detail}) for this server's input limit of "
+            f"{max_chars()} characters (serve.max_chars); send the text in several requests",
         }.get(exc.status_code, str(exc.detail))
-        code = {404: "not_found", 405: "method_not_allowed", 400: "invalid_body"}.get(exc.status_code)
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            400: "invalid_body",
+            413: "request_too_large",
+        }.get(exc.status_code)
         body = APIError(exc.status_code, message, code=code).body()
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 

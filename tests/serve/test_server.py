@@ -152,6 +152,38 @@ def _requests(server, status: str) -> float:
     return next((float(x[len(line) :]) for x in text.splitlines() if x.startswith(line)), 0.0)
 
 
+def _chunked(*pieces: bytes):
+    yield from pieces  # an iterator body: httpx sends it chunked, without a Content-Length
+
+
+@pytest.mark.parametrize("how", ["content-length", "chunked"])
+def test_a_body_too_large_for_the_input_limit_is_a_413_before_it_is_read_whole(server, offline, how):
+    from fastspeech.serve.app import BODY_BYTES_EXTRA, BODY_BYTES_PER_CHAR
+
+    limit = BODY_BYTES_PER_CHAR * 500 + BODY_BYTES_EXTRA  # the server's serve.max_chars is 500
+    body = b'{"input": "' + b"a" * limit + b'"}'
+    content = body if how == "content-length" else _chunked(body[:4000], body[4000:], b" ")
+    before = _requests(server, "413")
+    r = httpx.post(
+        f"{server.url}/v1/audio/speech", content=content, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "request_too_large")
+    expected = f"{len(body)} bytes or more" if how == "content-length" else "bytes or more"
+    assert (
+        expected in error["message"] and "input limit of 500 characters (serve.max_chars)" in error["message"]
+    )
+    assert _requests(server, "413") == before + 1
+    # At the limit a body is read; 500 characters as JSON escapes (6 bytes each) still speak.
+    escaped = '{"input": "' + "\\u0061" * 499 + '.", "response_format": "pcm"}'
+    assert len(escaped) <= limit
+    r = httpx.post(
+        f"{server.url}/v1/audio/speech", content=escaped, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 200 and len(r.content) == 2 * expected_samples(offline, "a" * 499 + ".")
+
+
 def test_wrong_method_and_unknown_route_are_openai_errors(server):
     import openai
 
