@@ -218,8 +218,11 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
                 return StreamingResponse(
                     _sse(chunks, tally), media_type="text/event-stream", headers=_SSE_HEADERS
                 )
-            return StreamingResponse(
-                chunks, media_type=audio.MEDIA_TYPES[fmt], headers={"X-Accel-Buffering": "no", **_SERVER}
+            return _AudioStream(
+                chunks,
+                tally,
+                media_type=audio.MEDIA_TYPES[fmt],
+                headers={"X-Accel-Buffering": "no", **_SERVER},
             )
         wavs = []
         try:
@@ -356,6 +359,24 @@ class _Tally:
         return SpeechUsage(
             input_tokens=self.symbols, output_tokens=self.frames, total_tokens=self.symbols + self.frames
         )
+
+
+class _AudioStream(StreamingResponse):
+    """A streamed audio body that is cut off, not ended, when a later sentence fails: its status went
+    out with the first sentence, so the only way left to tell the client is a response it can see
+    is incomplete (the connection closes before the last chunk; clients raise an error on it), never
+    short audio that looks whole. SSE tells the same failure with an `error` event instead."""
+
+    def __init__(self, content, tally: _Tally, **kwargs):
+        super().__init__(content, **kwargs)
+        self.tally = tally
+
+    async def stream_response(self, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if self.tally.error is None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _sse(chunks: AsyncIterator[bytes], tally: _Tally) -> AsyncIterator[bytes]:

@@ -343,6 +343,28 @@ def test_full_queue_is_503_with_retry_after_and_a_slow_reader_blocks_nobody(slow
         assert ok.status_code == 200
 
 
+@pytest.mark.parametrize("fmt", ["pcm", "wav"])
+def test_a_failure_mid_stream_cuts_the_audio_off_so_clients_see_it_incomplete(poisoned_server, fmt):
+    """The first sentence's audio has gone out with a 200; the failed second one closes the connection
+    before the body's last chunk, so no client takes the short audio for the whole."""
+    import openai
+
+    body = {"input": "A fine first sentence here. Broken piece.", "response_format": fmt}
+    got = bytearray()
+    url = f"{poisoned_server.url}/v1/audio/speech"
+    with (
+        pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"),
+        httpx.stream("POST", url, json=body, timeout=30) as r,
+    ):
+        assert r.status_code == 200
+        for chunk in r.iter_bytes():
+            got += chunk
+    assert len(got) > 44  # the first sentence arrived before the cut
+    client = openai.OpenAI(base_url=f"{poisoned_server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIConnectionError):
+        client.audio.speech.create(model="tts-1", voice="demo", **body)
+
+
 def test_an_engine_failure_is_a_500_for_that_request_only(poisoned_server):
     async def main():
         async with httpx.AsyncClient(base_url=poisoned_server.url, timeout=30) as http:
