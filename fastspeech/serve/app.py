@@ -224,16 +224,16 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
                 media_type=audio.MEDIA_TYPES[fmt],
                 headers={"X-Accel-Buffering": "no", **_SERVER},
             )
-        wavs = []
         try:
-            async for part in stream.parts():
-                tally.add(part)
-                wavs.append(svc.voices[voice].wav(part))
+            wavs = await _whole(svc, voice, stream, request, tally)
         except SynthesisFailed:
             raise
         except (TextError, EngineError) as exc:
             svc.metrics.requests.labels("400").inc()
             raise APIError(400, str(exc), param="input") from None
+        if wavs is None:  # the client left before its audio was ready: its work is cancelled
+            svc.metrics.requests.labels("499").inc()
+            return Response(status_code=499)
         wav = np.concatenate(wavs) if wavs else np.zeros(0, np.int16)
         data = await asyncio.to_thread(audio.encode_whole, wav, fmt)
         svc.metrics.requests.labels("200").inc()
@@ -359,6 +359,33 @@ class _Tally:
         return SpeechUsage(
             input_tokens=self.symbols, output_tokens=self.frames, total_tokens=self.symbols + self.frames
         )
+
+
+async def _whole(svc: Service, voice: str, stream: Stream, request: Request, tally: _Tally) -> list | None:
+    """Every piece's wav for a response sent whole (`stream: false`, mp3, flac), or None when the client
+    disconnects first: then its queued sentences leave the queues and its running call's results are
+    dropped (`Stream.cancel`), as for a client that leaves a stream."""
+
+    async def collect() -> list:
+        wavs = []
+        async for part in stream.parts():
+            tally.add(part)
+            wavs.append(svc.voices[voice].wav(part))
+        return wavs
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, gone = asyncio.ensure_future(collect()), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            stream.cancel()
+            work.cancel()
+    return work.result() if work.done() and not work.cancelled() else None
 
 
 class _AudioStream(StreamingResponse):

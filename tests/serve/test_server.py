@@ -323,6 +323,34 @@ def test_client_leaving_mid_stream_drops_its_remaining_work(slow_server):
     assert f"fastspeech_dropped_pieces_total {float(service.batcher.cancelled_pieces)}" in metrics
 
 
+@pytest.mark.parametrize(
+    "body", [{"stream": False}, {"response_format": "flac"}], ids=["stream false", "flac"]
+)
+def test_client_leaving_a_whole_response_drops_its_remaining_work(slow_server, body):
+    """A response sent whole (not streamed) is cancelled too when its client gives up waiting."""
+    from fastspeech.serve.audio import supported_formats
+
+    if body.get("response_format") == "flac" and "flac" not in supported_formats():
+        pytest.skip("this libsndfile cannot write flac")
+    service = slow_server.service
+    engines = service.voices["demo"].router.engines
+    before = service.batcher.cancelled_pieces, sum(e.calls for e in engines)
+    with pytest.raises(httpx.ReadTimeout):  # 0.5 s: a few of the ~20 sentences' 0.1 s calls
+        httpx.post(f"{slow_server.url}/v1/audio/speech", json={"input": LONG, **body}, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while service.batcher.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.batcher.in_flight() == 0 and service.batcher.queued_pieces() == 0
+    calls = sum(e.calls for e in engines) - before[1]
+    assert service.batcher.cancelled_pieces > before[0] and calls < 15, (
+        calls,
+        service.batcher.cancelled_pieces,
+    )
+    r = httpx.post(f"{slow_server.url}/v1/audio/speech", json={"input": "Still here."}, timeout=30)
+    assert r.status_code == 200 and len(pcm_of_wav(r.content)) > 0
+    assert 'fastspeech_requests_total{status="499"} 1.0' in httpx.get(f"{slow_server.url}/metrics").text
+
+
 def test_full_queue_is_503_with_retry_after_and_a_slow_reader_blocks_nobody(slow_server):
     with httpx.Client(base_url=slow_server.url, timeout=30) as http:
         # Two requests in flight (serve.max_queue=2); the first is never read (a slow reader).
