@@ -19,9 +19,10 @@ the batch's longest text, and silently cropped input and mel that did not fit. H
 Batching lives in one place, `Scheduler`, for the command line and the server alike: pending pieces
 wait in one queue per engine; a bucket is ready when it holds a full batch (the engine's, capped by
 `max_batch`) or one of its pieces has waited `max_wait`; the next call takes up to a batch from the
-ready bucket holding the first piece by priority: arrival, each later piece of a text counted 20 ms
-later per piece (`RANK_DELAY`), so texts queued together all start first and a long text never
-holds up a short one, while no piece starves behind a stream of new texts. The engine pads each call to its fixed shape, so the
+ready bucket holding the first piece by priority: arrival, each later piece of a text counted one
+engine call later per piece (`Scheduler.rank_delay`, the calls' running mean latency), so texts
+queued together all start first and a text that arrives while a long one runs goes next, while no
+piece starves behind a stream of new texts. The engine pads each call to its fixed shape, so the
 smallest engine that holds a piece is the least padding. `Router.__call__` queues every text at once
 and runs the scheduler to the end with no waiting; `fastspeech.batcher.Batcher` feeds it from
 concurrent requests and runs it on one worker thread. Pieces of different texts may share a call
@@ -126,7 +127,9 @@ class SynthesisFailed(EngineError):
     not of the text (the server answers 500 for it, 400 for other `FastSpeechError`s)."""
 
 
-RANK_DELAY = 0.02  # seconds: how much later an item's next piece counts than its previous one
+# Seconds: how much later an item's next piece counts than its previous one, until calls have been
+# timed; then the scheduler's running mean of one call's latency (`Scheduler.rank_delay`).
+RANK_DELAY = 0.02
 
 
 @dataclass(frozen=True)
@@ -139,15 +142,16 @@ class _Piece:
     engine: int  # index into Router.engines
     alpha: float = 1.0
     since: float = 0.0  # when its item was queued (the scheduler's clock)
-    rank: int = 0  # its place among its item's pieces: counted RANK_DELAY later per place (`priority`)
+    rank: int = 0  # its place among its item's pieces: counted `step` later per place (`priority`)
+    step: float = RANK_DELAY  # the scheduler's `rank_delay` when the item was queued
 
     @property
     def priority(self) -> tuple[float, tuple[int, ...]]:
-        """Arrival, each later piece of an item counted `RANK_DELAY` later per rank, then speaking
-        order: texts queued together start together, yet no later piece waits forever behind a
-        stream of new texts (strict first-pieces-first left a few requests 4 s behind at 64 clients
-        on the H200)."""
-        return (self.since + self.rank * RANK_DELAY, self.key)
+        """Arrival, each later piece of an item counted one engine call (`step`) later per rank, then
+        speaking order: texts queued together start together, a text that arrives while a long one
+        runs goes next, yet no later piece waits forever behind a stream of new texts (strict
+        first-pieces-first left a few requests 4 s behind at 64 clients on the H200)."""
+        return (self.since + self.rank * self.step, self.key)
 
 
 class Part(NamedTuple):
@@ -477,6 +481,10 @@ class Scheduler:
         self.queues = [_Queue() for _ in router.engines]
         self.items: dict[int, _Item] = {}
         self.stats = RouteStats()
+        # One call's latency, a running mean (`finish`): a queued text's later pieces count this much
+        # later per piece, so a text arriving t seconds after a long one goes before the long one's
+        # pieces from about t / rank_delay on, i.e. right after the calls that were already due.
+        self.rank_delay = RANK_DELAY
 
     def add(
         self,
@@ -507,7 +515,7 @@ class Scheduler:
             except TextError:  # a "sentence" with nothing to say ("!!!"): keep the text whole
                 pass
         placed = [q for p in roots for q in self.router.place(p, label, self.stats)]
-        placed = [replace(p, rank=r) for r, p in enumerate(placed)]
+        placed = [replace(p, rank=r, step=self.rank_delay) for r, p in enumerate(placed)]
         self.items[item] = _Item(label, {p.key for p in placed})
         for p in placed:
             self.queues[p.engine].push(p)
@@ -605,6 +613,8 @@ class Scheduler:
         again, failures -> events (see the class docstring)."""
         results, calls = executed
         self.stats.calls += calls
+        for call in calls:
+            self.rank_delay += 0.2 * (call["latency_s"] - self.rank_delay)
         events: list[tuple[int, list[Part] | None | Exception]] = []
         touched: dict[int, None] = {}
         # The engine that ran the call (the smallest of the shape that held it), else the shape's largest.
