@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -61,6 +62,20 @@ def take_raw_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return rest, raw
 
 
+def apply_raw(cfg: DictConfig, raw: dict[str, str]) -> None:
+    """Put the verbatim `text=`/`input=` values into `cfg` so that they read back exactly as typed.
+
+    OmegaConf would resolve `${...}` in them (`text='${x}'` failed, `text='${oc.env:HOME}'` spoke
+    the home folder), so each run of backslashes before `${` is doubled and one more added, its
+    escape for a literal `${`; and "???" (its missing-value marker when it is the whole value) gets
+    a leading space, which the text frontend drops.
+    """
+    with open_dict(cfg):
+        for key, value in raw.items():
+            value = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+            cfg[key] = " ???" if value == "???" else value
+
+
 def dispatch(cfg: DictConfig) -> None:
     from fastspeech import pipeline
     from fastspeech.errors import FastSpeechError
@@ -97,9 +112,7 @@ def main(cfg: DictConfig) -> None:
         fail(problem)
     from fastspeech.errors import FastSpeechError
 
-    with open_dict(cfg):
-        for key, value in _raw.items():
-            cfg[key] = value
+    apply_raw(cfg, _raw)
     try:
         dispatch(cfg)
     except FastSpeechError as exc:

@@ -32,7 +32,6 @@ def compose(tmp_path, *args, engine="i32_o256"):
     """The config `python run.py BASE... args...` would run with (raw `text=`/`input=` applied)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from omegaconf import open_dict
 
     rest, raw = run_py.take_raw_overrides(
         [
@@ -45,9 +44,7 @@ def compose(tmp_path, *args, engine="i32_o256"):
     )
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=rest)
-    with open_dict(cfg):
-        for key, value in raw.items():
-            cfg[key] = value
+    run_py.apply_raw(cfg, raw)
     return cfg
 
 
@@ -120,14 +117,28 @@ def test_text_with_every_special_character_runs_from_a_real_shell(tmp_path, chec
         "a=b, c=d",
         "'quoted'",
         "[bracketed] text",
+        "???",  # OmegaConf's missing value when it is the whole value
     ],
 )
 def test_ordinary_text_passes_the_command_line(tmp_path, checkpoint, text):
     cfg = compose(tmp_path, f"text={text}", f"checkpoint={checkpoint}")
-    assert cfg.text == (text[1:-1] if text[0] == text[-1] == "'" else text)  # one outer pair of quotes goes
+    typed = text[1:-1] if text[0] == text[-1] == "'" else text  # one outer pair of quotes goes
+    assert cfg.text.strip() == typed
     run_py.dispatch(cfg)
     (wav,) = wavs(tmp_path)
     assert len(soundfile.read(wav)[0]) == len(np.load(wav.with_suffix(".npy"))) * 256 > 0
+
+
+def test_text_that_looks_like_an_omegaconf_interpolation_is_taken_as_typed(tmp_path, checkpoint):
+    """`${...}` is OmegaConf's interpolation: it must reach the text frontend unresolved (it had
+    raised InterpolationKeyError, or spoken the value of ${oc.env:HOME}); braces there are ARPAbet."""
+    for text in ("Home ${oc.env:HOME}, ${x} and \\${y}.", "${", "a \\\\${b"):
+        assert compose(tmp_path, f"text={text}").text == text
+    proc = subprocess_run(tmp_path, "text=Home ${oc.env:HOME} and ${x}.", f"checkpoint={checkpoint}")
+    assert one_error_line(proc) == (
+        "error: unknown ARPAbet symbol 'oc.env:HOME' in {oc.env:HOME}; use CMUdict phones, upper case, "
+        "vowels with stress 0/1/2, e.g. {HH AH0 L OW1}"
+    )
 
 
 def test_standard_input_one_utterance_a_line(tmp_path, checkpoint):
