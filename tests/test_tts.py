@@ -45,6 +45,12 @@ def test_a_list_comes_back_in_order_each_as_if_alone(tts):
     assert len(slower.wav) > len(together[0].wav) > len(faster.wav)
 
 
+def test_the_alpha_setting_is_the_calls_default(tts):
+    slow = fastspeech.TTS(**SETTINGS, alpha=1.5)
+    np.testing.assert_array_equal(slow("One line.").wav, tts("One line.", alpha=1.5).wav)
+    np.testing.assert_array_equal(slow("One line.", alpha=1.0).wav, tts("One line.").wav)
+
+
 def test_a_text_longer_than_the_engine_is_split_not_cropped(tts):
     short = tts("word " * 5)
     long = tts("word " * 60)  # far more than the engine's 32 tokens
@@ -63,8 +69,8 @@ def test_save_writes_the_samples_as_16_bit_wav(tts, tmp_path):
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda t: t(""), TextError, "text 0 of 1 is empty"),
-        (lambda t: t(["fine", "   "]), TextError, "text 1 of 2 is empty"),
+        (lambda t: t(""), TextError, "text 1 of 1 is empty"),
+        (lambda t: t(["fine", "   "]), TextError, "text 2 of 2 is empty"),
         (lambda t: t("你好"), TextError, "'你', '好'"),
         (lambda t: t("hi", alpha=0), ConfigError, "alpha=0 is not a finite number > 0"),
         (lambda t: t(5), TypeError, "a text or a list of texts"),
@@ -83,7 +89,14 @@ def test_a_bad_text_or_alpha_is_one_line(tts, call, error, message):
         ({"batch_size": "abc"}, "batch_size=abc is not a whole number >= 1; use e.g. batch_size=8"),
         ({"enigne": "i32_o256"}, "unknown setting enigne=...; did you mean engine"),
         ({"precision": "fp17"}, "precision=fp17: no such option in conf/precision/"),
-        ({"plot": "maybe"}, "plot=maybe: use plot=true or plot=false"),
+        ({"force_build": "maybe"}, "force_build=maybe: use force_build=true or force_build=false"),
+        ({"alpha": "abc"}, "alpha=abc"),
+        (
+            {"text": "Hello."},
+            "text= is a run.py setting that TTS does not use; pass the text to the call: tts(text)",
+        ),
+        ({"mode": "verify"}, "mode= is a run.py setting that TTS does not use"),
+        ({"serve.port": 80}, "serve.port= is a run.py setting that TTS does not use; the server is"),
         ({"device": "gpu9"}, "device=gpu9: use device=auto, cpu, cuda or cuda:N"),
     ],
 )
