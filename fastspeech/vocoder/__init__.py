@@ -106,6 +106,11 @@ def build_vocoder(cfg: Mapping | str, **overrides: Any) -> Vocoder:
     if name not in KINDS:
         raise VocoderError(f"unknown vocoder={name}; use one of {', '.join(KINDS)}")
     settings = _settings(name, values)
+    if name == "griffin_lim" and checkpoint is not None:
+        raise VocoderError(
+            f"vocoder.checkpoint={checkpoint} is given but vocoder=griffin_lim takes none; add "
+            "vocoder=hifigan or vocoder=waveglow for it (docs/vocoders.md), or drop vocoder.checkpoint"
+        )
     if name != "griffin_lim":
         if checkpoint is None:
             raise VocoderError(

@@ -39,6 +39,10 @@ def dispatch(tmp_path, *overrides):
         ),
         (["vocoder=waveglow", f"vocoder.checkpoint={__file__}", "vocoder.sigma=-0.5"], "vocoder.sigma=-0.5"),
         (["vocoder.n_iter=0"], "vocoder.n_iter=0"),
+        (  # a checkpoint without the vocoder it is for had been dropped in silence
+            ["vocoder.checkpoint=/some/generator.pt"],
+            "vocoder.checkpoint=/some/generator.pt is given but vocoder=griffin_lim takes none; add vocoder=hifigan",
+        ),
         (["mode=verify", "vocoder.momentum=2"], "vocoder.momentum=2"),
     ],
 )

@@ -181,6 +181,7 @@ def test_tone_round_trip_stays_close():
         ({"name": "griffin_lim", "momentum": 1.5}, "vocoder.momentum=1.5"),
         ({"name": "griffin_lim", "n_iters": 3}, "no setting n_iters"),
         ({"name": "melgan"}, "unknown vocoder=melgan"),
+        ({"name": "griffin_lim", "checkpoint": "/x/g_00000001"}, "vocoder=griffin_lim takes none"),
         ({"name": "hifigan", "checkpoint": None}, "needs vocoder.checkpoint=PATH"),
         ({"name": "hifigan", "checkpoint": "/no/such/g_00000001"}, "no such file"),
         ({"name": "hifigan", "checkpoint": __file__, "variant": "v9"}, "vocoder.variant=v9"),
