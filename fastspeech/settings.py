@@ -25,7 +25,7 @@ WHOLE_NUMBERS = {
     "batch_size": (1, 8),
     "seed": (0, 0),
 }
-FLAGS = ("plot", "force_build")
+FLAGS = ("plot", "force_build", "engine_set.split", "engine_set.build_missing")  # the last two with a set
 # mode=serve only: (smallest, largest or None, example).
 SERVE_WHOLE_NUMBERS = {
     "serve.port": (0, 65535, 8000),
@@ -58,8 +58,9 @@ def setting_problem(cfg: DictConfig) -> str | None:
             bounds = f"from {least} to {most}" if most is not None else f">= {least}"
             return f"{key}={shown} is not a whole number {bounds}; use e.g. {key}={example}"
     for key in FLAGS:
-        if not isinstance(cfg[key], bool):
-            return f"{key}={cfg[key]}: use {key}=true or {key}=false"
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            return f"{key}={value}: use {key}=true or {key}=false"
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
         return f"device={cfg.device}: use device=auto, cpu, cuda or cuda:N (N: the GPU's index)"
     if cfg.mode == "serve":

@@ -393,6 +393,8 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
         ("seed=1.5", "seed=1.5 is not a whole number >= 0; use e.g. seed=0"),
         ("plot=maybe", "plot=maybe: use plot=true or plot=false"),
         ("force_build=1", "force_build=1: use force_build=true or force_build=false"),
+        ("engine_set=default engine_set.split=no", "engine_set.split=no: use engine_set.split=true or"),
+        ("engine_set=default engine_set.build_missing=no", "engine_set.build_missing=no: use engine_set"),
         ("device=gpu9", "device=gpu9: use device=auto, cpu, cuda or cuda:N"),
         ("mode=play", "mode=play: use one of synthesize, build, verify, serve"),
         ("mode=serve serve.port=abc", "serve.port=abc is not a whole number from 0 to 65535"),
@@ -417,6 +419,7 @@ def test_a_setting_of_the_wrong_kind_is_one_line_naming_it_and_the_fix(tmp_path,
     "args",
     [[], ["engine_set=default"], ["mode=serve"], ["engine=i128_o1024", "precision=fp16", "batch_size=8"],
      ["device=cuda:1", "seed=7", "plot=true", "force_build=true"],
+     ["engine_set=default", "engine_set.split=false", "engine_set.build_missing=false"],
      ["mode=serve", "serve.port=0", "serve.max_wait_ms=0.5", "serve.max_batch=4", "serve.default_voice=demo"]],
 )  # fmt: skip
 def test_shipped_and_ordinary_settings_pass_the_setting_checks(tmp_path, args):
