@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -22,13 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fastspeech.checkpoint import hparams_from_state_dict, load_checkpoint, read_state_dict
 from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
 from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextError, check_writable, unwritable
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, RouteStats, check_lengths
+from fastspeech.settings import hydra_value
 from fastspeech.text import check_texts
 from fastspeech.vocoder import AudioConfig, Vocoder, build_vocoder, pcm16
 
@@ -259,17 +261,20 @@ def open_engine_set(
 
 
 def build_command(cfg: DictConfig, engines: list[str]) -> str:
-    """The `run.py` sweep that builds `engines` as this run would load them (same weights, sizes)."""
+    """The `run.py` sweep that builds `engines` as this run would load them (same weights, sizes and
+    vocoder: the engine's fingerprint covers them all), quoted for a POSIX shell."""
     args = [
         f"engine={','.join(engines)}",
         f"model={cfg.model.name}",
         f"precision={cfg.precision.name}",
         f"backend={cfg.backend.name}",
         f"batch_size={','.join(str(b) for b in set_batches(cfg))}",
-        f"engine_dir={cfg.engine_dir}",
+        f"engine_dir={hydra_value(cfg.engine_dir)}",
+        f"vocoder={cfg.vocoder.name}",
     ]
-    args += [f"checkpoint={cfg.checkpoint}"] if cfg.checkpoint else [f"seed={cfg.seed}"]
-    return "python run.py -m " + " ".join(args) + " mode=build"
+    args += [f"vocoder.{k}={hydra_value(v)}" for k, v in cfg.vocoder.items() if k != "name" and v is not None]
+    args += [f"checkpoint={hydra_value(cfg.checkpoint)}"] if cfg.checkpoint else [f"seed={cfg.seed}"]
+    return "python run.py -m " + " ".join(shlex.quote(a) for a in args) + " mode=build"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +529,12 @@ def _atomic(path: str, write: Callable[[str], Any]) -> None:
             os.unlink(tmp)
 
 
-def build(cfg: DictConfig) -> Engine:
-    """`mode=build`: load or build the engine for `cfg.engine`, then stop."""
-    device = pick_device(cfg.device)
-    return open_engine(cfg, load_model(cfg), device)
+def build(cfg: DictConfig) -> list[Engine]:
+    """`mode=build`: load or build the engine `engine=` names, or every engine of `engine_set=` (each
+    batch size of `engine_set.batches`), with the vocoder inside as a run loads them; then stop."""
+    device, model = pick_device(cfg.device), load_model(cfg)
+    if cfg.get("engine_set") is None:
+        return [open_engine(cfg, model, device)]
+    with open_dict(cfg):
+        cfg.engine_set.build_missing = True  # building is what was asked for
+    return open_engine_set(cfg, model, device).all_engines

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -153,3 +154,15 @@ def compose(overrides: list[str]) -> DictConfig:
     if problem is not None:
         raise ConfigError(problem)
     return cfg
+
+
+def hydra_value(value: Any) -> str:
+    """A Python value as a command-line override value (None -> null, True -> true)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value)
+    if re.fullmatch(r"[\w./:+-]*", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"  # Hydra's quoted string

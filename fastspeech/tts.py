@@ -21,7 +21,6 @@ or loaded once, here. A text gets exactly the samples
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 
 from fastspeech import pipeline
 from fastspeech.errors import ConfigError, TextError
-from fastspeech.settings import compose
+from fastspeech.settings import compose, hydra_value
 from fastspeech.vocoder.base import AudioConfig
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ class TTS:
             fix = NOT_SETTINGS_HERE.get(key) or NOT_SETTINGS_HERE.get(key.partition(".")[0] + ".")
             if fix:
                 raise ConfigError(f"{key}= is a run.py setting that TTS does not use; {fix}")
-        overrides = [f"{key}={_value(value)}" for key, value in settings.items()]
+        overrides = [f"{key}={hydra_value(value)}" for key, value in settings.items()]
         self.cfg = compose(overrides)
         self.alpha = pipeline.check_alpha(self.cfg.alpha)  # the calls' default
         self.device = pipeline.pick_device(self.cfg.device)
@@ -105,15 +104,3 @@ NOT_SETTINGS_HERE = {
     "serve.": "the server is python run.py mode=serve",
     "verify.": "verify is python run.py mode=verify",
 }
-
-
-def _value(value: Any) -> str:
-    """A Python value as a command-line override value (None -> null, True -> true)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    text = str(value)
-    if re.fullmatch(r"[\w./:+-]*", text):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"  # Hydra's quoted string

@@ -8,6 +8,7 @@ batching and joining must not change a single frame.
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from fastspeech.checkpoint import save_checkpoint
 from fastspeech.engine import Engine, EngineSpec, load_or_build
 from fastspeech.errors import EngineError
 from fastspeech.router import Router
+from fastspeech.settings import hydra_value
 from fastspeech.text import text_to_ids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -354,8 +356,16 @@ def test_missing_engines_are_named_with_the_build_sweep(tmp_path, checkpoint):
 
 @pytest.mark.slow  # builds four engines in a Hydra sweep (~40 s on 2 cores)
 def test_the_named_sweep_builds_the_set_which_then_loads(tmp_path, checkpoint):
-    common = ["model=tiny", f"checkpoint={checkpoint}"]
+    spaced = tmp_path / "my voice" / "it's here.pt"  # the command is quoted for the shell
+    spaced.parent.mkdir()
+    shutil.copy(checkpoint, spaced)
+    common = [
+        "model=tiny",
+        f"checkpoint={hydra_value(spaced)}",
+        "vocoder.n_iter=3",
+    ]  # vocoder: in the fingerprint
     command = missing_engines_sweep(tmp_path, common)
+    assert "vocoder.n_iter=3" in command
     run(tmp_path, *shlex.split(command)[2:])  # the sweep the message names: one Hydra job per engine
     assert len(list((tmp_path / "engines").glob("*.engine"))) == 4
     lines = [
@@ -380,6 +390,20 @@ def test_the_named_sweep_builds_the_set_which_then_loads(tmp_path, checkpoint):
     for wav in wavs:
         audio, _ = soundfile.read(wav)
         assert len(audio) == len(np.load(wav.with_suffix(".npy"))) * 256 > 0
+
+
+@pytest.mark.slow  # builds two engines (~20 s on 2 cores)
+def test_mode_build_with_a_set_builds_every_engine_of_it(tmp_path, checkpoint):
+    common = [
+        "model=tiny",
+        f"checkpoint={checkpoint}",
+        "engine_set=default",
+        "engine_set.engines=[i32_o256,i64_o512]",
+    ]
+    run(tmp_path, *common, "mode=build")
+    assert len(list((tmp_path / "engines").glob("*.engine"))) == 2  # it had built engine= alone
+    _, output = run(tmp_path, *common, "engine_set.build_missing=false", "text=Hello there.")
+    assert "building" not in output
 
 
 @pytest.mark.slow  # two runs that build a set (~20 s on 2 cores)

@@ -10,7 +10,7 @@ import soundfile
 import fastspeech
 from fastspeech import pipeline
 from fastspeech.errors import ConfigError, TextError
-from fastspeech.settings import compose
+from fastspeech.settings import compose, hydra_value
 
 SETTINGS = {"model": "tiny", "checkpoint": "random", "engine": "i32_o256", "vocoder.n_iter": 4, "seed": 3}
 
@@ -108,9 +108,9 @@ def test_a_bad_setting_is_run_pys_one_line_before_any_model_loads(settings, mess
 
 def test_setting_values_with_spaces_commas_and_quotes_reach_the_config_as_given(tmp_path):
     odd = str(tmp_path / "a b, c's [x]")
-    cfg = compose([f"results_dir={fastspeech.tts._value(odd)}", f"seed={fastspeech.tts._value(7)}"])
+    cfg = compose([f"results_dir={hydra_value(odd)}", f"seed={hydra_value(7)}"])
     assert cfg.results_dir == odd and cfg.seed == 7
-    assert fastspeech.tts._value(None) == "null" and fastspeech.tts._value(True) == "true"
+    assert hydra_value(None) == "null" and hydra_value(True) == "true"
 
 
 def test_compose_inside_a_hydra_app_leaves_the_apps_hydra_in_place(tmp_path):
