@@ -310,7 +310,11 @@ def read_texts(cfg: DictConfig) -> list[str]:
             if not path.is_file():
                 raise ConfigError(f"input file not found: {path}; pass input=PATH to a text file")
             data, where = path.read_bytes(), f"input file {path}"
-        lines = [line.strip() for line in decode_text(data, where).splitlines()]
+        # Lines end at \n, \r\n or \r only: str.splitlines also breaks at form feeds, U+2028 and other
+        # separators inside a line, which `wc -l` and editors count as one line.
+        lines = [line.strip() for line in re.split(r"\r\n|\r|\n", decode_text(data, where))]
+        if lines and not lines[-1]:
+            lines.pop()  # the final newline ends the last line; it starts none
         if not any(lines):
             raise TextError(f"{where} has no text; write one utterance a line")
         return lines

@@ -141,6 +141,19 @@ def test_text_that_looks_like_an_omegaconf_interpolation_is_taken_as_typed(tmp_p
     )
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_an_input_line_ends_at_a_newline_only(tmp_path, newline):
+    """Form feeds, U+2028/U+2029, NEL and other separators inside a line keep it one line (str.splitlines
+    broke it in two: one line gave two wavs); blank lines are skipped but still counted."""
+    from fastspeech import pipeline
+
+    lines = ["Has\u2028a separator.", "", "Form\x0cfeed and\x85next.", "Para\u2029graph."]
+    path = tmp_path / "in.txt"
+    path.write_bytes(newline.join(lines).encode() + newline.encode())
+    cfg = compose(tmp_path, f"input={path}")
+    assert pipeline.read_texts(cfg) == [line.strip() for line in lines]
+
+
 def test_standard_input_one_utterance_a_line(tmp_path, checkpoint):
     proc = subprocess_run(
         tmp_path, "input=-", f"checkpoint={checkpoint}", stdin="First, one.\n\nSecond: two!\n"
