@@ -282,7 +282,10 @@ _WORD, _CLAUSE, _SENTENCE = 1, 2, 3
 # A word: non-space characters, a {...} group counting as one (it may hold spaces).
 _ATOM_RE = re.compile(r"(?:\{[^{}]*\}|[^\s{}])+")
 _CLOSERS = "\"')]}\u00bb\u2019\u201d"  # quotes and brackets that may close a sentence
-_ABBREVIATION_END_RE = re.compile(rf"\b(?:{'|'.join(s for s, _ in ABBREVIATIONS)})\.$", re.IGNORECASE)
+# Words whose period ends no sentence: the abbreviations the cleaners spell out ("Dr.", "Mr."...) and
+# a few that precede another word in any case ("vs. Dr. Jones").
+_NON_FINAL = [s for s, _ in ABBREVIATIONS] + ["vs", "cf", "approx", "e\\.g", "i\\.e"]
+_ABBREVIATION_END_RE = re.compile(rf"\b(?:{'|'.join(_NON_FINAL)})\.$", re.IGNORECASE)
 
 
 def _boundary(atom: str) -> int:
@@ -298,11 +301,18 @@ def _boundary(atom: str) -> int:
 
 
 def _units(text: str, level: int) -> list[str]:
-    """`text` cut after every word whose boundary is >= level (ARPAbet groups stay whole)."""
+    """`text` cut after every word whose boundary is >= level (ARPAbet groups stay whole). A period
+    followed by a word in lower case ends no sentence: "e.g. the U.S.A. today", "at 3 p.m. tomorrow",
+    "etc. are here" are one sentence each."""
     units, words = [], []
-    for atom in _ATOM_RE.findall(text):
+    atoms = _ATOM_RE.findall(text)
+    for i, atom in enumerate(atoms):
         words.append(atom)
-        if _boundary(atom) >= level:
+        boundary = _boundary(atom)
+        period = boundary == _SENTENCE and atom.rstrip(_CLOSERS).endswith(".")
+        if period and i + 1 < len(atoms) and atoms[i + 1][0].islower():
+            boundary = _WORD
+        if boundary >= level:
             units.append(" ".join(words))
             words = []
     if words:
@@ -312,7 +322,8 @@ def _units(text: str, level: int) -> list[str]:
 
 def split_sentences(text: str) -> list[str]:
     """`text` cut after every sentence end, as `split_text` cuts first (. ! ? with closing quotes or
-    brackets; "Dr." is not one), whatever the length; the server streams these one by one."""
+    brackets; not "Dr.", "vs.", "e.g.", nor a period before a word in lower case), whatever the length;
+    the server speaks these one by one."""
     return _units(text, _SENTENCE) or [text]
 
 

@@ -205,6 +205,31 @@ def test_split_rejects_nonpositive_max_tokens():
 def test_split_sentences_cuts_where_split_text_sees_a_sentence_end():
     from fastspeech.text import split_sentences
 
-    text = 'Hello, Dr. Smith. How are you? "Fine!" said {HH AH0 L OW1}. and more'
-    assert split_sentences(text) == ["Hello, Dr. Smith.", "How are you?", '"Fine!"', "said {HH AH0 L OW1}.", "and more"]
+    text = 'Hello, Dr. Smith. How are you? "Fine!" said {HH AH0 L OW1}. And more'
+    assert split_sentences(text) == [
+        "Hello, Dr. Smith.",
+        "How are you?",
+        '"Fine!"',
+        "said {HH AH0 L OW1}.",
+        "And more",
+    ]
     assert split_sentences("no end") == ["no end"]
+
+
+@pytest.mark.parametrize(
+    "text, sentences",
+    [
+        ("Mr. Smith vs. Dr. Jones etc. are here.", ["Mr. Smith vs. Dr. Jones etc. are here."]),
+        ("See e.g. the U.S.A. today.", ["See e.g. the U.S.A. today."]),
+        ("Call at 3 p.m. tomorrow. Or not.", ["Call at 3 p.m. tomorrow.", "Or not."]),
+        ("Fruit, e.g. Apples. Red vs. Blue.", ["Fruit, e.g. Apples.", "Red vs. Blue."]),
+        ("I live in the U.S.A. It is big.", ["I live in the U.S.A.", "It is big."]),
+        ('He left. "Why?" she asked.', ["He left.", '"Why?"', "she asked."]),
+    ],
+)
+def test_a_period_before_a_lower_case_word_or_after_an_abbreviation_ends_no_sentence(text, sentences):
+    """The server speaks each sentence on its own: a cut after "vs." or "p.m." mid-sentence had made
+    two utterances of one."""
+    from fastspeech.text import split_sentences
+
+    assert split_sentences(text) == sentences
