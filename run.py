@@ -48,6 +48,25 @@ RAW_KEYS = ("text", "input")  # values Hydra's override grammar would reject: re
 _raw: dict[str, str] = {}
 
 
+# Hydra's own command-line flags; any other `--name` is a setting typed with dashes.
+HYDRA_FLAGS = {
+    "--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--resolve", "--package", "-p",
+    "--run", "-r", "--multirun", "-m", "--shell-completion", "-sc", "--config-path", "-cp",
+    "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i",
+}  # fmt: skip
+
+
+def dashed_setting(argv: list[str]) -> str | None:
+    """`--text=Hello` (a setting typed as a flag) -> the one-line fix; None when there is none.
+    Hydra's argparse would print its nine-line usage and exit 2."""
+    for arg in argv:
+        name = arg.partition("=")[0]
+        if arg.startswith("-") and name not in HYDRA_FLAGS and not arg.lstrip("-")[:1].isdigit():
+            setting = arg.lstrip("-")
+            return f"{arg}: settings are key=value without dashes; use {setting or 'text=...'}"
+    return None
+
+
 def take_raw_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """Split `argv` into what Hydra parses and the verbatim `text=`/`input=` values (last one wins)."""
     rest, raw = [], {}
@@ -121,6 +140,9 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv[1:], _raw = take_raw_overrides(sys.argv[1:])
+    if dashed := dashed_setting(sys.argv[1:]):
+        print(f"error: {dashed}", file=sys.stderr)
+        sys.exit(1)
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for Hydra's own reports
     os.environ["HYDRA_FULL_ERROR"] = "1"  # so that a bad setting reaches us as an exception
     try:

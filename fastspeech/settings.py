@@ -104,6 +104,8 @@ def config_error(exc: Exception) -> str | None:
         return (
             f"cannot parse the command line: {message.splitlines()[0]}; quote values with spaces or brackets"
         )
+    if isinstance(exc, ValueError) and message.startswith("Only one of --run, --multirun, --cfg"):
+        return f"{message.splitlines()[0]}: give one of these flags at a time"
     if isinstance(exc, CompactHydraException):  # any other setting Hydra refuses: its own words, one line
         return "; ".join(line.strip() for line in message.splitlines() if line.strip())
     return None

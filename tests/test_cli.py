@@ -457,6 +457,11 @@ def test_a_cuda_index_past_the_machines_gpus_is_one_line(monkeypatch):
     [
         ("precision=fp17", "precision=fp17: no such option in conf/precision/"),
         ("batch_size=abc", "batch_size=abc is not a whole number"),
+        # a setting typed as a flag: argparse's nine-line usage and exit code 2 before
+        ("--text=Hello", "--text=Hello: settings are key=value without dashes; use text=Hello"),
+        ("--engine", "--engine: settings are key=value without dashes; use engine"),
+        # two of Hydra's run flags at once: a ValueError traceback before
+        ("--multirun --cfg=job", "Only one of --run, --multirun, --cfg, --info and --shell_completion"),
     ],
 )
 def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, arg, message):
@@ -465,7 +470,7 @@ def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, arg, message):
     error still comes."""
     code = (
         "import runpy, sys; sys.modules['torch'] = None; "
-        f"sys.argv = ['run.py', {arg!r}, 'hydra.run.dir={tmp_path / 'hydra'}']; "
+        f"sys.argv = ['run.py', *{arg.split()!r}, 'hydra.run.dir={tmp_path / 'hydra'}']; "
         f"runpy.run_path({str(ROOT / 'run.py')!r}, run_name='__main__')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
