@@ -29,7 +29,10 @@ def resolve_backend(name: str, device: torch.device) -> tuple[str, str]:
     if device.type == "cuda" and tensorrt_installed():
         return "tensorrt", "TensorRT is installed and a CUDA GPU is present"
     if device.type == "cuda":
-        return "inductor", "CUDA GPU present, TensorRT not installed (pip install 'fastspeech-trt[trt]')"
+        return (
+            "inductor",
+            "CUDA GPU present, TensorRT not installed (pip install -e '.[trt]' in this checkout)",
+        )
     return "eager", "no CUDA GPU: eager PyTorch on the CPU"
 
 
@@ -47,7 +50,7 @@ def get_backend(name: str, **options) -> Backend:
         if not tensorrt_installed():
             raise ConfigError(
                 "backend=tensorrt needs TensorRT and Torch-TensorRT, which are not installed: "
-                "pip install 'fastspeech-trt[trt]' on a CUDA machine, or use backend=auto"
+                "pip install -e '.[trt]' in this checkout on a CUDA machine, or use backend=auto"
             )
         from fastspeech.backends.tensorrt import TensorRTBackend
 

@@ -47,7 +47,7 @@ class TensorRTBackend(Backend):
         if not tensorrt_installed():
             raise ConfigError(
                 "backend=tensorrt needs TensorRT and Torch-TensorRT, which are not installed: "
-                "pip install 'fastspeech-trt[trt]' on a CUDA machine, or use backend=auto"
+                "pip install -e '.[trt]' in this checkout on a CUDA machine, or use backend=auto"
             )
 
     def build(self, graph: EngineGraph, example: tuple[torch.Tensor, torch.Tensor]) -> tuple[Runner, bytes]:

@@ -22,7 +22,7 @@ from fastspeech.engine import EngineSpec, load_or_build
 from fastspeech.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INSTALL = "pip install 'fastspeech-trt[trt]'"
+INSTALL = "pip install -e '.[trt]' in this checkout"
 
 
 @pytest.fixture
