@@ -118,7 +118,11 @@ def invalid_request(errors: list[dict], content_type: str) -> APIError:
             f"{'.'.join(str(x) for x in e['loc'] if x != 'body') or 'body'}: {e['msg']}" for e in errors
         )
         return APIError(400, f"invalid request: {problems}", param=str(errors[0]["loc"][-1]))
-    if "json" not in content_type:
+    media = content_type.split(";")[0].strip().lower()
+    maintype, _, subtype = media.partition("/")
+    if not (
+        maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+    ):  # as FastAPI reads
         what = f"sent as {content_type}" if content_type else "sent without a Content-Type"
     elif whole["type"] == "json_invalid":
         what = f"not valid JSON ({whole.get('ctx', {}).get('error', 'decode error')})"

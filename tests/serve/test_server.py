@@ -131,6 +131,8 @@ SEND_JSON = 'send a JSON object with Content-Type: application/json, e.g. {"inpu
         (b"Hello there.", "application/json", "the request body is not valid JSON (Expecting value); "),
         (b"", "application/json", "the request body is empty; "),
         (b'{"input": "Hi."}', "text/plain", "the request body is sent as text/plain; "),
+        (b'{"input": "Hi."}', "text/json", "the request body is sent as text/json; "),  # not "not an object"
+        (b'{"input": "Hi."}', "application/jsonfoo", "the request body is sent as application/jsonfoo; "),
         (b'{"input": "Hi."}', None, "the request body is sent without a Content-Type; "),
         (b'{"input": "Hi \xff."}', "application/json", "the request body could not be read ("),
     ],
