@@ -15,7 +15,14 @@ class FastSpeechError(Exception):
 
 
 class TextError(FastSpeechError):
-    """Text that cannot be turned into token ids (empty, unknown characters, too long)."""
+    """Text that cannot be turned into token ids (empty, unknown characters, too long).
+
+    `for_client`: the message for someone who sends text but cannot change this program's settings
+    (the server's clients): the same problem without a fix such as "set on_unknown=drop"."""
+
+    def __init__(self, message: str, for_client: str | None = None):
+        super().__init__(message)
+        self.for_client = for_client or message
 
 
 class CheckpointError(FastSpeechError):

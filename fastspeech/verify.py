@@ -347,7 +347,10 @@ def verify_backend(name: str, device: torch.device) -> tuple[str, str]:
     backend, why = resolve_backend(name, device)
     if backend == "eager" and device.type == "cpu":
         if name == "auto":
-            return "inductor", "on the CPU the eager engine runs the reference's own code; verifying Inductor's"
+            return (
+                "inductor",
+                "on the CPU the eager engine runs the reference's own code; verifying Inductor's",
+            )
         raise ConfigError(
             "backend=eager on the CPU runs the same PyTorch code as verify's reference, so there is nothing "
             "to compare; use backend=inductor (the Inductor CPU engine) or run on a CUDA GPU"

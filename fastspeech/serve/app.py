@@ -204,7 +204,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
                     headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
                 ) from None
             except TextError as exc:
-                raise APIError(400, f"input: {exc}", param="input", code="invalid_text") from None
+                raise APIError(400, f"input: {exc.for_client}", param="input", code="invalid_text") from None
             except EngineError as exc:
                 raise APIError(400, str(exc), param="input", code="input_too_long") from None
         except APIError as exc:

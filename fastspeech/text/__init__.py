@@ -256,9 +256,8 @@ def _trim(cleaned: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
 
 
 def _unknown_error(unknown: dict[str, None]) -> TextError:
-    return TextError(
-        f"text contains characters with no symbol: {_names(unknown)}; remove them or set on_unknown=drop"
-    )
+    problem = f"text contains characters with no symbol: {_names(unknown)}; remove them"
+    return TextError(f"{problem} or set on_unknown=drop", for_client=problem)
 
 
 def _names(chars: Iterable[str]) -> str:
