@@ -294,7 +294,7 @@ def _check(svc: Service, body: SpeechRequest) -> tuple[str, float, str]:
             param="input",
             code="input_too_long",
         )
-    voice = svc.default_voice if body.voice is None else body.voice
+    voice = svc.default_voice if body.voice is None else getattr(body.voice, "id", body.voice)
     if voice not in svc.voices:
         raise APIError(
             400,

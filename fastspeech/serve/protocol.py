@@ -14,6 +14,14 @@ SPEED_MIN, SPEED_MAX = 0.25, 4.0
 STREAM_FORMATS = ("audio", "sse")
 
 
+class VoiceRef(BaseModel):
+    """OpenAI's other form of `voice`: an object naming a custom voice by its id."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: str
+
+
 class SpeechRequest(BaseModel):
     """OpenAI's speech request. `speed` s is the model's alpha = 1 / s (durations x alpha).
 
@@ -22,7 +30,8 @@ class SpeechRequest(BaseModel):
     always sent whole. `stream_format` "sse" sends the same bytes as OpenAI's server-sent events:
     one `SpeechAudioDelta` per chunk the "audio" response would send (with `stream` false, or for
     flac/mp3, one for the whole file), then one `SpeechAudioDone`. `instructions` is accepted and
-    ignored (FastSpeech takes no style prompt).
+    ignored (FastSpeech takes no style prompt). `voice` is a voice's name or, as OpenAI's SDK also
+    sends it, `{"id": name}`.
 
     Strict JSON types, as OpenAI's: `"speed": "2"` or `true`, `"stream": "yes"` or `1` are 400s
     naming the field, never read as something else (an int is a number for `speed`).
@@ -32,7 +41,7 @@ class SpeechRequest(BaseModel):
 
     model: str = "fastspeech"
     input: str
-    voice: str | None = None
+    voice: str | VoiceRef | None = None  # a name, or {"id": name}
     response_format: str = "wav"
     speed: float = 1.0
     instructions: str | None = None

@@ -109,6 +109,8 @@ BAD = [
     ({"input": "Hi.", "stream": "yes"}, 400, "invalid request: stream: Input should be a valid boolean"),
     ({"input": "Hi.", "stream": 1}, 400, "invalid request: stream: Input should be a valid boolean"),
     ({"input": "Hi.", "voice": ""}, 400, "unknown voice ''; this server has: demo"),
+    ({"input": "Hi.", "voice": {"id": "alloy"}}, 400, "unknown voice 'alloy'; this server has: demo"),
+    ({"input": "Hi.", "voice": {"name": "demo"}}, 400, "voice.VoiceRef.id: Field required"),
     ([{"input": "Hi."}], 400, "the request body is JSON but not an object; send a JSON object with"),
     ("Hi.", 400, "the request body is JSON but not an object"),
 ]
@@ -153,6 +155,14 @@ def _requests(server, status: str) -> float:
     line = f'fastspeech_requests_total{{status="{status}"}} '
     text = httpx.get(f"{server.url}/metrics").text
     return next((float(x[len(line) :]) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+
+def test_voice_as_an_object_with_its_id_is_that_voice(server):
+    """OpenAI's SDK also sends `voice` as {"id": name} (custom voices)."""
+    body = {"input": TEXTS[0], "response_format": "pcm"}
+    by_name = httpx.post(f"{server.url}/v1/audio/speech", json={**body, "voice": "demo"}, timeout=30)
+    by_id = httpx.post(f"{server.url}/v1/audio/speech", json={**body, "voice": {"id": "demo"}}, timeout=30)
+    assert by_name.status_code == by_id.status_code == 200 and by_id.content == by_name.content
 
 
 def _chunked(*pieces: bytes):
