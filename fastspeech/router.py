@@ -127,7 +127,7 @@ class SynthesisFailed(EngineError):
     not of the text (the server answers 500 for it, 400 for other `FastSpeechError`s)."""
 
 
-# Seconds: how much later an item's next piece counts than its previous one, until calls have been
+# Seconds: how much later an item's next piece counts than its previous one until a call has been
 # timed; then the scheduler's running mean of one call's latency (`Scheduler.rank_delay`).
 RANK_DELAY = 0.02
 
@@ -143,7 +143,7 @@ class _Piece:
     alpha: float = 1.0
     since: float = 0.0  # when its item was queued (the scheduler's clock)
     rank: int = 0  # its place among its item's pieces: counted `step` later per place (`priority`)
-    step: float = RANK_DELAY  # the scheduler's `rank_delay` when the item was queued
+    step: float = RANK_DELAY  # the scheduler's step: every queued piece has the same (`Scheduler._rekey`)
 
     @property
     def priority(self) -> tuple[float, tuple[int, ...]]:
@@ -481,10 +481,13 @@ class Scheduler:
         self.queues = [_Queue() for _ in router.engines]
         self.items: dict[int, _Item] = {}
         self.stats = RouteStats()
-        # One call's latency, a running mean (`finish`): a queued text's later pieces count this much
-        # later per piece, so a text arriving t seconds after a long one goes before the long one's
-        # pieces from about t / rank_delay on, i.e. right after the calls that were already due.
-        self.rank_delay = RANK_DELAY
+        # One call's latency, a running mean (`finish`; the first call's own latency at first): a
+        # queued text's later pieces count this much later per piece, so a text arriving t seconds
+        # after a long one goes before the long one's pieces from about t / rank_delay on, i.e. right
+        # after the calls that were already due. `_step` is the value the queued pieces carry; they
+        # are re-keyed when the mean moves more than 1.5x away from it.
+        self.rank_delay = self._step = RANK_DELAY
+        self._timed = 0
 
     def add(
         self,
@@ -515,11 +518,19 @@ class Scheduler:
             except TextError:  # a "sentence" with nothing to say ("!!!"): keep the text whole
                 pass
         placed = [q for p in roots for q in self.router.place(p, label, self.stats)]
-        placed = [replace(p, rank=r, step=self.rank_delay) for r, p in enumerate(placed)]
+        placed = [replace(p, rank=r, step=self._step) for r, p in enumerate(placed)]
         self.items[item] = _Item(label, {p.key for p in placed})
         for p in placed:
             self.queues[p.engine].push(p)
         return len(placed)
+
+    def _time_call(self, latency: float) -> None:
+        """A call's latency into `rank_delay`; the queues re-keyed when it moved far from their step."""
+        self._timed += 1
+        self.rank_delay = latency if self._timed == 1 else self.rank_delay + 0.2 * (latency - self.rank_delay)
+        if self.rank_delay > 0 and not 2 / 3 <= self.rank_delay / self._step <= 1.5:
+            self._step = self.rank_delay
+            self.queues = [_Queue(replace(p, step=self._step) for p in q) for q in self.queues]
 
     def cancel(self, item: int) -> int:
         """Drop `item`: its queued pieces leave the queues; results of running ones are discarded.
@@ -614,7 +625,7 @@ class Scheduler:
         results, calls = executed
         self.stats.calls += calls
         for call in calls:
-            self.rank_delay += 0.2 * (call["latency_s"] - self.rank_delay)
+            self._time_call(call["latency_s"])
         events: list[tuple[int, list[Part] | None | Exception]] = []
         touched: dict[int, None] = {}
         # The engine that ran the call (the smallest of the shape that held it), else the shape's largest.
@@ -631,7 +642,7 @@ class Scheduler:
                     again = self.router.overflow(piece, result, item.label, self.stats)
                     item.outstanding.update(p.key for p in again)
                     for p in again:
-                        self.queues[p.engine].push(p)
+                        self.queues[p.engine].push(replace(p, step=self._step))
                 else:
                     item.done.append(Part(piece.key, piece.text, name, *result))
                 touched[piece.key[0]] = None

@@ -466,21 +466,26 @@ def test_engine_set_batches_are_checked_before_any_engine_loads(batches, want):
 def test_a_text_arriving_while_a_long_one_runs_goes_next_whatever_a_call_costs(tmp_path):
     """A later piece of a text counts one call's latency later per piece (`Scheduler.rank_delay`): a
     short text queued t seconds after a long one goes right after the long one's pieces that were
-    already due by then, for fast and slow calls alike (a fixed 20 ms put it behind all 20 pieces of
-    the long text when calls take 0.4 s, as on a CPU)."""
+    due by then, for fast and slow calls alike. The long text here is queued before any call was
+    timed (the default 20 ms per piece); the first call's latency re-keys its queued pieces. A fixed
+    20 ms put the short text behind all 20 pieces when calls take 0.4 s, as on a CPU (8-11 s)."""
     from fastspeech.router import Scheduler
 
     router = make_router(random_model(seed=6), tmp_path, [(16, 80)])
     long = " ".join(f"Word {w} here." for w in "abcdefghijklmnopqrst")  # 20 sentences
     for call_s in (0.01, 0.4):  # a GPU-like and a CPU-like call
         scheduler = Scheduler(router)
-        scheduler.rank_delay = call_s  # as measured (next test)
         assert scheduler.add(1, long, since=0.0, sentences=True) == 20
+        batch = scheduler.next_batch()  # the long text's first piece
+        results, calls = scheduler.execute(batch)
+        calls[0]["latency_s"] = call_s  # as if it had taken call_s
+        scheduler.finish(batch, (results, calls))
+        assert scheduler.rank_delay == call_s
         scheduler.add(2, "Short one.", since=5.5 * call_s, sentences=True)  # while piece 6 is due
         order = []
         while (batch := scheduler.next_batch()) is not None:
-            order += [p.key[0] for p in batch.pieces]
-        assert order.index(2) == 6, order  # after the long text's pieces 0-5, before the rest
+            order += [p.key for p in batch.pieces]
+        assert order.index((2,)) == 5, order  # after the long text's pieces 1-5, before the rest
 
 
 def test_the_rank_delay_follows_the_measured_call_latency(tmp_path):
@@ -490,14 +495,15 @@ def test_the_rank_delay_follows_the_measured_call_latency(tmp_path):
     scheduler = Scheduler(router)
     assert scheduler.rank_delay == RANK_DELAY  # before any call is timed
     delays = []
-    for i in range(12):
+    for i, latency in enumerate([0.1] + [0.5] * 12):
         scheduler.add(i, "Hello there.")
         batch = scheduler.next_batch()
         results, calls = scheduler.execute(batch)
-        calls[0]["latency_s"] = 0.5  # a slow machine's call
+        calls[0]["latency_s"] = latency
         scheduler.finish(batch, (results, calls))
         delays.append(scheduler.rank_delay)
-    assert delays == sorted(delays) and 0.45 < delays[-1] < 0.5, delays  # a running mean of 0.5 s calls
+    assert delays[0] == 0.1  # the first call's own latency, then a running mean
+    assert delays == sorted(delays) and 0.45 < delays[-1] < 0.5, delays
 
 
 def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
