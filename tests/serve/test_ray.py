@@ -72,5 +72,16 @@ def test_ray_serve_two_replicas_answer_the_openai_client(tmp_path):
         assert len(lengths) == 1 and lengths.pop() > 44  # same weights (seed), same audio on each replica
         pids = {pid for pid, _ in answers}
         assert len(pids) == 2, f"one replica answered everything: {pids}"
+        # A response sent whole watches for its client leaving through the replica's ASGI receive:
+        # under Ray's proxy too it must wait for the audio, not take the request for abandoned.
+        whole = client.audio.speech.create(
+            model="tts-1", voice="demo", input="Two replicas. One client.", response_format="wav",
+            extra_body={"stream": False},
+        )  # fmt: skip
+        assert (
+            whole.content[:4] == b"RIFF"
+            and struct.unpack("<I", whole.content[40:44])[0] == len(whole.content) - 44
+        )
+        assert len(whole.content) == len(answers[0][1])
     finally:
         ray_serve.stop()
