@@ -286,9 +286,9 @@ def _check(svc: Service, body: SpeechRequest) -> tuple[str, float, str]:
     """-> (voice, alpha, response format), or the APIError naming what is wrong."""
     if not body.input or not body.input.strip():
         raise APIError(400, "input is empty; give text to speak", param="input", code="empty_input")
-    if len(body.input) > svc.max_chars:
+    if len(body.input) > svc.max_chars:  # 400, as OpenAI's over-long input (openai.BadRequestError)
         raise APIError(
-            413,
+            400,
             f"input is {len(body.input)} characters, more than this server takes ({svc.max_chars}, "
             "serve.max_chars); send it in several requests",
             param="input",

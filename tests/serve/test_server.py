@@ -95,7 +95,7 @@ BAD = [
     ({"input": ""}, 400, "input is empty"),
     ({"input": "   "}, 400, "input is empty"),
     ({"input": "Snow \u2603 and \u2602 today."}, 400, "'\u2603', '\u2602'; remove them"),
-    ({"input": "word " * 120}, 413, "600 characters, more than this server takes (500"),
+    ({"input": "word " * 120}, 400, "600 characters, more than this server takes (500"),
     ({"input": "Hi.", "voice": "alloy"}, 400, "unknown voice 'alloy'; this server has: demo"),
     ({"input": "Hi.", "response_format": "aac"}, 400, "use one of wav, pcm, flac"),
     ({"input": "Hi.", "speed": 5.0}, 400, "speed 5.0 is out of range; use 0.25 to 4.0"),
@@ -195,6 +195,16 @@ def test_a_body_too_large_for_the_input_limit_is_a_413_before_it_is_read_whole(s
         f"{server.url}/v1/audio/speech", content=escaped, headers={"content-type": "application/json"}
     )
     assert r.status_code == 200 and len(r.content) == 2 * expected_samples(offline, "a" * 499 + ".")
+
+
+def test_input_over_the_limit_is_the_openai_clients_bad_request(server):
+    """OpenAI answers over-long input with a 400, which its client raises as BadRequestError."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.speech.create(model="tts-1", voice="demo", input="word " * 120)
+    assert info.value.code == "input_too_long" and "more than this server takes (500" in info.value.message
 
 
 def test_wrong_method_and_unknown_route_are_openai_errors(server):
