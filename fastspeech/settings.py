@@ -70,6 +70,14 @@ def setting_problem(cfg: DictConfig) -> str | None:
             return (
                 f"serve.max_wait_ms={wait} is not a number of milliseconds >= 0; use e.g. serve.max_wait_ms=2"
             )
+        origins = cfg.serve.get("cors_origins")
+        if origins is not None and not (
+            OmegaConf.is_list(origins) and all(isinstance(o, str) for o in origins)
+        ):
+            return (
+                f"serve.cors_origins={origins} is not a list of web origins; use e.g. "
+                "serve.cors_origins=[https://example.com] (or ['*'] for any page)"
+            )
         voices = list(cfg.serve.voices or ["demo"])
         if cfg.serve.default_voice is not None and cfg.serve.default_voice not in voices:
             return f"serve.default_voice={cfg.serve.default_voice} is not one of serve.voices ({', '.join(voices)}); name one of them or leave it out"

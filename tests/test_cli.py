@@ -419,6 +419,10 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
         ("mode=serve serve.max_wait_ms=-1", "serve.max_wait_ms=-1 is not a number of milliseconds >= 0"),
         ("mode=serve serve.max_wait_ms=nan", "serve.max_wait_ms=nan is not a number of milliseconds"),
         ("mode=serve serve.default_voice=nope", "serve.default_voice=nope is not one of serve.voices (demo)"),
+        (
+            "mode=serve serve.cors_origins=https://x.org",
+            "serve.cors_origins=https://x.org is not a list of web",
+        ),
     ],
 )
 def test_a_setting_of_the_wrong_kind_is_one_line_naming_it_and_the_fix(tmp_path, arg, message):
@@ -433,7 +437,8 @@ def test_a_setting_of_the_wrong_kind_is_one_line_naming_it_and_the_fix(tmp_path,
     [[], ["engine_set=default"], ["mode=serve"], ["engine=i128_o1024", "precision=fp16", "batch_size=8"],
      ["device=cuda:1", "seed=7", "plot=true", "force_build=true"],
      ["engine_set=default", "engine_set.split=false", "engine_set.build_missing=false"],
-     ["mode=serve", "serve.port=0", "serve.max_wait_ms=0.5", "serve.max_batch=4", "serve.default_voice=demo"]],
+     ["mode=serve", "serve.port=0", "serve.max_wait_ms=0.5", "serve.max_batch=4", "serve.default_voice=demo"],
+     ["mode=serve", "serve.cors_origins=[https://example.com,'*']"]],
 )  # fmt: skip
 def test_shipped_and_ordinary_settings_pass_the_setting_checks(tmp_path, args):
     assert run_py.setting_problem(compose(tmp_path, *args)) is None

@@ -23,6 +23,7 @@ from contextlib import aclosing, asynccontextmanager
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -121,6 +122,11 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         return app.state.service.max_chars if app.state.service is not None else int(cfg.serve.max_chars)
 
     app.add_middleware(_BodyLimit, limit=lambda: BODY_BYTES_PER_CHAR * max_chars() + BODY_BYTES_EXTRA)
+    origins = list(service.cors_origins if service is not None else cfg.serve.get("cors_origins") or [])
+    if origins:  # web pages on these origins may call the API from the browser (preflight included)
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -166,7 +172,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
         body = APIError(500, "internal error; see the server log", type="server_error").body()
         return JSONResponse(body, status_code=500)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: load balancers' checks
     async def healthz(request: Request) -> JSONResponse:
         svc = request.app.state.service
         if svc is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +111,14 @@ class Service:
         max_queue: int = 256,
         max_chars: int = 4096,
         default_voice: str | None = None,
+        cors_origins: Sequence[str] = (),
     ):
         if not voices:
             raise ValueError("a server needs at least one voice")
         self.voices = dict(voices)
         self.default_voice = default_voice or next(iter(self.voices))
         self.max_chars = max_chars
+        self.cors_origins = list(cors_origins)  # web pages allowed to call the server (CORS)
         self.metrics = Metrics()
         self.batcher = Batcher(
             {name: v.router for name, v in self.voices.items()},
@@ -187,6 +189,7 @@ class Service:
             max_queue=int(serve.max_queue),
             max_chars=int(serve.max_chars),
             default_voice=serve.get("default_voice") or names[0],
+            cors_origins=list(serve.get("cors_origins") or []),
         )
         service.warm_up()
         return service

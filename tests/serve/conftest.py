@@ -116,6 +116,12 @@ def model():
     return random_model(seed=7)
 
 
+@pytest.fixture
+def cors_service(model, tmp_path):
+    """A service whose server lets web pages on https://example.com call it (serve.cors_origins)."""
+    return make_service(model, tmp_path, cors_origins=["https://example.com"])
+
+
 @pytest.fixture(scope="module")
 def server(model, tmp_path_factory) -> Iterator[Server]:
     """The shared server: max_wait 20 ms so concurrent requests meet in batches."""

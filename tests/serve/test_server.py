@@ -207,6 +207,24 @@ def test_input_over_the_limit_is_the_openai_clients_bad_request(server):
     assert info.value.code == "input_too_long" and "more than this server takes (500" in info.value.message
 
 
+def test_head_healthz_and_cors_only_where_configured(server, cors_service):
+    from fastapi.testclient import TestClient
+
+    from fastspeech.serve.app import create_app
+
+    assert httpx.head(f"{server.url}/healthz").status_code == 200  # load balancers' checks
+    preflight = {"Origin": "https://example.com", "Access-Control-Request-Method": "POST"}
+    closed = httpx.options(f"{server.url}/v1/audio/speech", headers=preflight)
+    assert closed.status_code == 405 and "access-control-allow-origin" not in closed.headers  # default: none
+    with TestClient(create_app(service=cors_service)) as client:
+        r = client.options("/v1/audio/speech", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.com"
+        r = client.post("/v1/audio/speech", json={"input": "Hi."}, headers={"Origin": "https://example.com"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.com"
+        other = client.options("/v1/audio/speech", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+
+
 def test_wrong_method_and_unknown_route_are_openai_errors(server):
     import openai
 
