@@ -143,7 +143,7 @@ class _Piece:
     alpha: float = 1.0
     since: float = 0.0  # when its item was queued (the scheduler's clock)
     rank: int = 0  # its place among its item's pieces: counted `step` later per place (`priority`)
-    step: float = RANK_DELAY  # the scheduler's step: every queued piece has the same (`Scheduler._rekey`)
+    step: float = RANK_DELAY  # the scheduler's step: every queued piece has the same (`Scheduler._time_call`)
 
     @property
     def priority(self) -> tuple[float, tuple[int, ...]]:
