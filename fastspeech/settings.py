@@ -47,6 +47,8 @@ def setting_problem(cfg: DictConfig) -> str | None:
         numbers |= SERVE_WHOLE_NUMBERS
         if cfg.serve.max_batch is not None:
             numbers["serve.max_batch"] = (1, None, 8)
+        if cfg.serve.get("pcm_rate") is not None:
+            numbers["serve.pcm_rate"] = (8000, 192000, 24000)
     for key, (least, most, example) in numbers.items():
         value = OmegaConf.select(cfg, key)  # batch_size: ${engine.batch} resolves here
         if (

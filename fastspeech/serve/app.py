@@ -241,7 +241,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
             svc.metrics.requests.labels("499").inc()
             return Response(status_code=499)
         wav = np.concatenate(wavs) if wavs else np.zeros(0, np.int16)
-        data = await asyncio.to_thread(audio.encode_whole, wav, fmt)
+        data = await asyncio.to_thread(audio.encode_whole, wav, fmt, svc.pcm_rate)
         svc.metrics.requests.labels("200").inc()
         elapsed = time.perf_counter() - t0
         svc.metrics.ttfb.observe(elapsed)
@@ -443,10 +443,11 @@ async def _streamed(
     status = "499"  # the client went away, unless we get to the end
     try:
         head = audio.wav_header() if fmt == "wav" else b""
+        out = audio.Pcm(svc.pcm_rate if fmt == "pcm" else None)
         sent = False
         while part is not None:
             tally.add(part)
-            pcm = audio.pcm16(svc.voices[voice].wav(part), head)
+            pcm = out.piece(svc.voices[voice].wav(part), head)
             if not sent:
                 svc.metrics.ttfb.observe(time.perf_counter() - t0)
                 sent = True
@@ -455,6 +456,8 @@ async def _streamed(
             part = await anext(parts, None)
         if not sent and head:
             yield head
+        if tail := out.end():
+            yield tail
         status = "200"
     except (TextError, EngineError) as exc:  # a later piece failed: the status has gone out already
         log.warning("request failed mid-stream: %s", exc)

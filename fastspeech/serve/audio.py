@@ -53,6 +53,30 @@ def pcm16(wav: np.ndarray, head: bytes = b"") -> bytes:
     return b"".join((head, pcm16_samples(wav).data))
 
 
+class Pcm:
+    """One response's samples as 16-bit pcm bytes, piece by piece: at the model's 22050 Hz as they are
+    (`pcm16`), or resampled to `rate` (`serve.pcm_rate`, e.g. OpenAI's 24 kHz) by soxr's streaming
+    resampler, which keeps its state from piece to piece: the pieces join into one resampled signal,
+    and `end` gives the tail the filter still holds."""
+
+    def __init__(self, rate: int | None = None):
+        self.resampler = None
+        if rate is not None and rate != SAMPLE_RATE:
+            import soxr  # the `serve` extra
+
+            self.resampler = soxr.ResampleStream(SAMPLE_RATE, rate, 1, dtype="int16")
+
+    def piece(self, wav: np.ndarray, head: bytes = b"") -> bytes:
+        if self.resampler is None:
+            return pcm16(wav, head)
+        return b"".join((head, self.resampler.resample_chunk(pcm16_samples(wav)).data))
+
+    def end(self) -> bytes:
+        if self.resampler is None:
+            return b""
+        return self.resampler.resample_chunk(np.zeros(0, np.int16), last=True).tobytes()
+
+
 def wav_header(n_samples: int | None = None) -> bytes:
     """A 44-byte PCM wav header; `n_samples` None: the streaming header (sizes 0xFFFFFFFF)."""
     data = 0xFFFFFFFF if n_samples is None else 2 * n_samples
@@ -67,10 +91,12 @@ def wav_header(n_samples: int | None = None) -> bytes:
     )
 
 
-def encode_whole(wav: np.ndarray, response_format: str) -> bytes:
-    """The whole utterance in one file of `response_format` (wav with exact sizes, pcm, flac, mp3)."""
+def encode_whole(wav: np.ndarray, response_format: str, pcm_rate: int | None = None) -> bytes:
+    """The whole utterance in one file of `response_format` (wav with exact sizes, pcm at `pcm_rate`
+    (None: 22050 Hz), flac, mp3)."""
     if response_format == "pcm":
-        return pcm16(wav)
+        out = Pcm(pcm_rate)
+        return out.piece(wav) + out.end()
     if response_format == "wav":
         return pcm16(wav, wav_header(len(wav)))
     import soundfile

@@ -112,6 +112,7 @@ class Service:
         max_chars: int = 4096,
         default_voice: str | None = None,
         cors_origins: Sequence[str] = (),
+        pcm_rate: int | None = None,
     ):
         if not voices:
             raise ValueError("a server needs at least one voice")
@@ -119,6 +120,7 @@ class Service:
         self.default_voice = default_voice or next(iter(self.voices))
         self.max_chars = max_chars
         self.cors_origins = list(cors_origins)  # web pages allowed to call the server (CORS)
+        self.pcm_rate = pcm_rate  # response_format pcm at this rate (None: the model's 22050 Hz)
         self.metrics = Metrics()
         self.batcher = Batcher(
             {name: v.router for name, v in self.voices.items()},
@@ -190,6 +192,7 @@ class Service:
             max_chars=int(serve.max_chars),
             default_voice=serve.get("default_voice") or names[0],
             cors_origins=list(serve.get("cors_origins") or []),
+            pcm_rate=serve.get("pcm_rate"),
         )
         service.warm_up()
         return service

@@ -117,6 +117,15 @@ def model():
 
 
 @pytest.fixture
+def pcm24_server(model, tmp_path) -> Iterator[Server]:
+    """A server that sends pcm at OpenAI's 24 kHz (serve.pcm_rate=24000)."""
+    pytest.importorskip("soxr", reason='needs soxr: pip install -e ".[serve]"')
+    s = Server(make_service(model, tmp_path, max_wait_ms=20, pcm_rate=24000))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
 def cors_service(model, tmp_path):
     """A service whose server lets web pages on https://example.com call it (serve.cors_origins)."""
     return make_service(model, tmp_path, cors_origins=["https://example.com"])

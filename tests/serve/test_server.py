@@ -225,6 +225,30 @@ def test_head_healthz_and_cors_only_where_configured(server, cors_service):
         assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_pcm_at_openais_24_khz_is_the_22050_hz_audio_resampled(server, pcm24_server, stream):
+    """serve.pcm_rate=24000: a client written for OpenAI's pcm plays it at the right speed. Streamed, the
+    sentences go through one resampler in turn, so they join as one signal (whole: within 2 LSB)."""
+    import soxr
+
+    body = {"input": TEXTS[2], "response_format": "pcm", "stream": stream}  # three sentences
+    native = httpx.post(f"{server.url}/v1/audio/speech", json=body, timeout=30)
+    at_24k = httpx.post(f"{pcm24_server.url}/v1/audio/speech", json=body, timeout=30)
+    assert native.status_code == at_24k.status_code == 200
+    samples = np.frombuffer(native.content, "<i2")
+    got = np.frombuffer(at_24k.content, "<i2")
+    want = soxr.resample(samples, 22050, 24000)
+    assert abs(len(got) - round(len(samples) * 24000 / 22050)) <= 1 and len(got) == len(want)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 4  # soxr's streaming vs one-shot rounding
+    other = httpx.post(f"{pcm24_server.url}/v1/audio/speech", json={**body, "stream": not stream}, timeout=30)
+    other = np.frombuffer(other.content, "<i2")  # resampled in one piece or sentence by sentence
+    assert len(other) == len(got) and np.abs(other.astype(int) - got.astype(int)).max() <= 2
+    wav = httpx.post(
+        f"{pcm24_server.url}/v1/audio/speech", json={**body, "response_format": "wav"}, timeout=30
+    )
+    assert np.array_equal(pcm_of_wav(wav.content), samples)  # wav says its rate: still 22050 Hz
+
+
 def test_wrong_method_and_unknown_route_are_openai_errors(server):
     import openai
 
