@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from fastspeech.checkpoint import hparams_from_state_dict, load_checkpoint, read_state_dict
 from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
@@ -222,9 +222,14 @@ def set_batches(cfg: DictConfig) -> list[int]:
 
 
 def open_engine_set(
-    cfg: DictConfig, model: FastSpeech, device: torch.device, vocoder: Vocoder | None = None
+    cfg: DictConfig,
+    model: FastSpeech,
+    device: torch.device,
+    vocoder: Vocoder | None = None,
+    build_missing: bool | None = None,
 ) -> Router:
-    """Load (or, with `engine_set.build_missing`, build) every engine of the set -> a `Router`.
+    """Load (or, with `build_missing`, default `engine_set.build_missing`, build) every engine of the
+    set -> a `Router`.
 
     The engines share the model's weights (cast once, in place) and, on CUDA, one graph memory pool.
     With building off, every engine that is missing or stale is named in one error with the command
@@ -234,7 +239,7 @@ def open_engine_set(
     vocoder = vocoder or open_vocoder(cfg)
     # One placed copy of the vocoder for every engine of the set.
     vocoder = vocoder.on(device, PRECISIONS[resolve_precision(cfg.precision.name, device)])
-    build_missing = bool(cfg.engine_set.build_missing)
+    build_missing = bool(cfg.engine_set.build_missing) if build_missing is None else build_missing
     engines, missing = [], []
     for engine_cfg in engine_set_configs(cfg):
         for batch in set_batches(cfg):
@@ -539,6 +544,4 @@ def build(cfg: DictConfig) -> list[Engine]:
     device, model = pick_device(cfg.device), load_model(cfg)
     if cfg.get("engine_set") is None:
         return [open_engine(cfg, model, device)]
-    with open_dict(cfg):
-        cfg.engine_set.build_missing = True  # building is what was asked for
-    return open_engine_set(cfg, model, device).all_engines
+    return open_engine_set(cfg, model, device, build_missing=True).all_engines  # building is what was asked

@@ -124,7 +124,6 @@ def config_error(exc: Exception) -> str | None:
 def setting_names() -> list[str]:
     """Every dotted setting of the default config (for `config_error`'s suggestions)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = OmegaConf.to_container(compose(config_name="config"), resolve=False)

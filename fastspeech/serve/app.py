@@ -76,17 +76,17 @@ class _BodyLimit:
             return await self.app(scope, receive, send)
         limit = self.limit()
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        seen = int(declared) if declared.isdigit() else 0
+        chunked = not declared.isdigit()  # no Content-Length: count the chunks as they come
+        seen = 0 if chunked else int(declared)
 
         async def counted():
             nonlocal seen
+            if seen <= limit:
+                message = await receive()
+                if chunked and message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
             if seen > limit:
                 raise StarletteHTTPException(413, f"{seen} bytes or more")
-            message = await receive()
-            if message["type"] == "http.request" and not declared.isdigit():
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise StarletteHTTPException(413, f"{seen} bytes or more")
             return message
 
         await self.app(scope, counted, send)
@@ -210,7 +210,9 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
                     headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
                 ) from None
             except TextError as exc:
-                raise APIError(400, f"input: {exc.for_client}", param="input", code="invalid_text") from None
+                raise APIError(
+                    400, f"input: {_for_client(exc)}", param="input", code="invalid_text"
+                ) from None
             except EngineError as exc:
                 raise APIError(400, str(exc), param="input", code="input_too_long") from None
         except APIError as exc:
@@ -236,7 +238,7 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
             raise
         except (TextError, EngineError) as exc:
             svc.metrics.requests.labels("400").inc()
-            raise APIError(400, str(exc), param="input") from None
+            raise APIError(400, _for_client(exc), param="input") from None
         if wavs is None:  # the client left before its audio was ready: its work is cancelled
             svc.metrics.requests.labels("499").inc()
             return Response(status_code=499)
@@ -341,11 +343,17 @@ async def _first(svc: Service, stream: Stream, t0: float):
         raise
     except (TextError, EngineError) as exc:
         svc.metrics.requests.labels("400").inc()
-        raise APIError(400, str(exc), param="input") from None
+        raise APIError(400, _for_client(exc), param="input") from None
     except BaseException:
         stream.cancel()
         raise
     return parts, first
+
+
+def _for_client(exc: Exception) -> str:
+    """What a client is told of a failed request: a `TextError` without the operator's fix (its
+    `for_client`, e.g. no "set on_unknown=drop"), any other error as it reads."""
+    return exc.for_client if isinstance(exc, TextError) else str(exc)
 
 
 class _Tally:
@@ -424,7 +432,7 @@ async def _sse(chunks: AsyncIterator[bytes], tally: _Tally) -> AsyncIterator[byt
         yield _event(SpeechAudioDone(usage=tally.usage()))
     else:
         kind = "server_error" if isinstance(tally.error, SynthesisFailed) else "invalid_request_error"
-        yield _event(StreamError(error=ErrorInfo(message=str(tally.error), type=kind)))
+        yield _event(StreamError(error=ErrorInfo(message=_for_client(tally.error), type=kind)))
 
 
 def _event(body: BaseModel) -> bytes:
