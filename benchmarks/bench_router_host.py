@@ -31,18 +31,32 @@ FRAMES_PER_TOKEN = 5
 
 
 class InstantEngine:
-    """What `Router` uses of an `Engine` (spec, device, a host call), answering at once."""
+    """What `Router` uses of an `Engine` (spec, device, a host call), answering at once from host
+    buffers it reuses, as `Engine`'s are: `frames_per_token` frames a token (past `max_out`: an
+    overflow, as a real engine reports it), after `seconds` of sleep (a GPU's time, the GIL let go)."""
 
-    def __init__(self, max_in: int, max_out: int):
-        self.spec = EngineSpec(1, max_in, max_out, "fp16", "inductor", vocoder="griffin_lim")
+    def __init__(
+        self,
+        max_in: int,
+        max_out: int,
+        batch: int = 1,
+        frames_per_token: float = FRAMES_PER_TOKEN,
+        seconds=0.0,
+    ):
+        self.spec = EngineSpec(batch, max_in, max_out, "fp16", "inductor", vocoder="griffin_lim")
         self.device = torch.device("cpu")
-        self.mel, self.wav = torch.zeros(1, max_out, 80), torch.zeros(1, max_out * 256, dtype=torch.int16)
-        self.durations = torch.full((1, max_in), FRAMES_PER_TOKEN)
+        self.fpt, self.seconds = frames_per_token, seconds
+        self.mel = torch.zeros(batch, max_out, 80)
+        self.wav = torch.zeros(batch, max_out * 256, dtype=torch.int16)
+        self.durations = torch.full((batch, max_in), round(frames_per_token))
 
     def __call__(self, ids, alpha, to_host: bool = False) -> EngineOutput:
-        frames = torch.tensor([FRAMES_PER_TOKEN * len(one) for one in ids])
+        if self.seconds:
+            time.sleep(self.seconds)
+        frames = torch.tensor([round(self.fpt * len(one)) for one in ids])
         n = len(ids)
-        return EngineOutput(self.mel[:n], frames, frames, self.durations[:n], self.wav[:n])
+        lens = frames.clamp(max=self.spec.max_out)
+        return EngineOutput(self.mel[:n], lens, frames, self.durations[:n], self.wav[:n])
 
 
 def measure(name: str, texts: list[str], ids: list[list[int]], repeat: int) -> dict:

@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ray-ingress", default="haproxy", help="serve.ray_ingress: haproxy | proxy")
     p.add_argument("--no-long", action="store_true", help="skip the single-client long utterance")
     p.add_argument("--no-offline", action="store_true", help="skip the offline pipeline's yardstick")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run.py setting for the server alone, e.g. --set serve.max_queue=64 (repeatable)",
+    )
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine-dir", default="engines/bench_serve")
@@ -199,6 +206,7 @@ class ServerProcess:
             f"serve.replicas={replicas}",
             f"serve.ray_ingress={args.ray_ingress}",
             f"hydra.run.dir={workdir / 'hydra'}",
+            *args.set,
         ]
         self.cmd = [sys.executable, str(ROOT / "run.py"), *overrides(args, checkpoint), *serve]
         self.log_path = workdir / f"server_{replicas}.log"

@@ -62,13 +62,13 @@ HOP_S = HOP / AudioConfig.sample_rate  # seconds of audio per mel frame
 class Routed:
     """One input text, synthesized: the mels of its pieces joined in order.
 
-    mel (To, num_mels) float32 on the CPU; durations (sum of the pieces' Ti,) int64 frames per token;
-    len(mel) == durations.sum(). wav (To * 256,) int16 16-bit PCM on the CPU when the engines have a
-    vocoder inside, else None. `pieces` are the texts that ran (one unless the text was split), `engines`
-    the engine that produced each.
+    mel (To, num_mels) float32 on the CPU (None from a router with `keep_mel` off); durations (sum of
+    the pieces' Ti,) int64 frames per token; len(mel) == durations.sum(). wav (To * 256,) int16 16-bit
+    PCM on the CPU when the engines have a vocoder inside, else None. `pieces` are the texts that ran
+    (one unless the text was split), `engines` the engine that produced each.
     """
 
-    mel: torch.Tensor
+    mel: torch.Tensor | None
     durations: torch.Tensor
     pieces: list[str]
     engines: list[str]
@@ -76,7 +76,7 @@ class Routed:
 
     @property
     def frames(self) -> int:
-        return len(self.mel)
+        return len(self.mel) if self.mel is not None else len(self.wav) // HOP
 
 
 @dataclass
@@ -155,25 +155,31 @@ class _Piece:
 
 
 class Part(NamedTuple):
-    """A piece's result, on the CPU: mel (frames, num_mels), durations (Ti,), wav (frames * 256,) or None."""
+    """A piece's result, on the CPU: mel (frames, num_mels) or None (a router with `keep_mel` off),
+    durations (Ti,), wav (frames * 256,) or None (an engine without a vocoder)."""
 
     key: tuple[int, ...]
     text: str
     engine: str
-    mel: torch.Tensor
+    mel: torch.Tensor | None
     durations: torch.Tensor
     wav: torch.Tensor | None
 
     @property
     def frames(self) -> int:
-        return len(self.mel)
+        return len(self.mel) if self.mel is not None else len(self.wav) // HOP
 
 
 class Router:
     """Runs texts on a set of engines (see the module docstring). Engines: same precision, backend."""
 
     def __init__(
-        self, engines: Sequence[Engine], split: bool = True, on_unknown: str = "error", progress: bool = True
+        self,
+        engines: Sequence[Engine],
+        split: bool = True,
+        on_unknown: str = "error",
+        progress: bool = True,
+        keep_mel: bool = True,
     ):
         if not engines:
             raise EngineError("an engine set needs at least one engine")
@@ -193,6 +199,9 @@ class Router:
         self.sizes = [sorted(by_shape[s], key=lambda e: e.spec.batch) for s in shapes]
         self.engines = [sizes[-1] for sizes in self.sizes]
         self.split, self.on_unknown, self.progress = split, on_unknown, progress
+        # False: results carry no mel (the server sends only audio; each piece's mel is 320 bytes a
+        # frame to copy out of the engine's output buffers); the engines need a vocoder inside then.
+        self.keep_mel = keep_mel
         self.max_in = self.engines[-1].spec.max_in
         self.largest_out = max(self.engines, key=lambda e: (e.spec.max_out, e.spec.max_in))
         self._ready_at = 0.0  # when the last call's results reached the host (`start_batch`)
@@ -359,16 +368,28 @@ class Router:
         """A call's output (`EngineOutput` on the host) -> `start_batch`'s results and stats."""
         now = time.perf_counter()
         latency, self._ready_at = now - max(t0, self._ready_at), now
-        mel, frames, durations = out.mel, out.frames.tolist(), out.durations
-        wav = out.wav  # None for a mel-only engine (`Engine.__call__` drops the graph's placeholder)
-        results: list[int | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        frames = out.frames.tolist()
+        fitted = [(p, f) for p, f in zip(batch, frames) if f <= s.max_out]
+        # The engine's host buffers are reused by later calls: each output is copied out once for the
+        # whole call, as far as its longest fitted piece, and the pieces are views of that copy (three
+        # torch calls a call, not three a piece: the server's worker shares the GIL with HTTP).
+        longest = max((f for _, f in fitted), default=0)
+        n = len(batch)
+        durations = out.durations[:n, : max(len(p.ids) for p in batch)].clone()
+        wav = None if out.wav is None else out.wav[:n, : longest * HOP].clone()  # None: mel-only engine
+        mel = out.mel[:n, :longest].clone() if self.keep_mel or wav is None else None
+        results: list[int | tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = []
         for i, (p, f) in enumerate(zip(batch, frames)):
             if f > s.max_out:
                 results.append(f)
             else:
-                w = None if wav is None else wav[i, : f * HOP].clone()
-                results.append((mel[i, :f].clone(), durations[i, : len(p.ids)].clone(), w))
-        fitted = [(p, f) for p, f in zip(batch, frames) if f <= s.max_out]
+                results.append(
+                    (
+                        None if mel is None else mel[i, :f],
+                        durations[i, : len(p.ids)],
+                        None if wav is None else wav[i, : f * HOP],
+                    )
+                )
         audio_s = sum(f for _, f in fitted) * HOP_S
         call = {
             "engine": s.name,
@@ -391,9 +412,9 @@ def join(parts: Sequence[Part]) -> Routed:
     if len(parts) == 1:
         p = parts[0]
         return Routed(p.mel, p.durations, [p.text], [p.engine], p.wav)
-    wavs = [p.wav for p in parts]
+    wavs, mels = [p.wav for p in parts], [p.mel for p in parts]
     return Routed(
-        mel=torch.cat([p.mel for p in parts]),
+        mel=None if any(m is None for m in mels) else torch.cat(mels),
         durations=torch.cat([p.durations for p in parts]),
         pieces=[p.text for p in parts],
         engines=[p.engine for p in parts],
@@ -506,17 +527,19 @@ class Scheduler:
         if item in self.items:
             raise ValueError(f"item {item} is queued already")
         on_unknown = self.router.on_unknown
-        ids = tuple(ids) if ids is not None else tuple(text_to_ids(text, on_unknown))  # checks the text
-        roots = [_Piece((item,), text, ids, -1, float(alpha), since)]
         chunks = split_sentences(text) if sentences else [text]
-        if len(chunks) > 1:
+        roots = None
+        if len(chunks) > 1:  # each sentence encoded once; the whole text only when one fails
             try:
                 roots = [
                     _Piece((item, j), c, tuple(text_to_ids(c, on_unknown)), -1, float(alpha), since)
                     for j, c in enumerate(chunks)
                 ]
-            except TextError:  # a "sentence" with nothing to say ("!!!"): keep the text whole
+            except TextError:  # a "sentence" with nothing to say (quotes alone), or bad text: the whole text
                 pass
+        if roots is None:
+            ids = tuple(ids) if ids is not None else tuple(text_to_ids(text, on_unknown))  # checks the text
+            roots = [_Piece((item,), text, ids, -1, float(alpha), since)]
         placed = [q for p in roots for q in self.router.place(p, label, self.stats)]
         placed = [replace(p, rank=r, step=self._step) for r, p in enumerate(placed)]
         self.items[item] = _Item(label, {p.key for p in placed})

@@ -247,3 +247,16 @@ def test_bench_host_io_times_two_checkouts_side_by_side(capsys, tmp_path):
     assert "| i5_o7 |" in out and "against - this tree" in out
     with pytest.raises(SystemExit, match="--against /nowhere: no fastspeech/engine.py there"):
         bench_host_io.main(["--against", "/nowhere"])
+
+
+@pytest.mark.slow  # ~25 s: a server process starts (torch, the text frontend) for 2 s of load
+def test_serve_host_bench_answers_every_request_of_its_hand_written_clients():
+    """bench_serve_host: the real app on instant engines in a child process, hand-written HTTP/1.1
+    clients (chunked pcm streams read to their end): every request answered, its audio counted."""
+    pytest.importorskip("fastapi", reason='needs the serve extra: pip install -e ".[serve]"')
+    from benchmarks import bench_serve_host
+
+    out = bench_serve_host.main(["--clients", "3", "--duration", "1.5", "--warmup", "0.5"])
+    (r,) = out["results"]["this"]
+    assert r["ok"] == r["requests"] > 3 and not r["errors"]
+    assert r["audio_s"] > 0 and r["latency_ms"]["p50"] > 0 and r["ttfb_ms"]["p50"] <= r["latency_ms"]["p50"]

@@ -215,6 +215,51 @@ def test_staged_engines_with_calls_in_flight_give_each_text_its_own_result(tmp_p
     assert all(len(e.io.sets) <= e.io.max_sets for e in router.all_engines)
 
 
+def test_results_stay_whole_while_later_calls_reuse_the_host_buffers_with_or_without_mel(
+    tmp_path, monkeypatch
+):
+    """Each call's outputs are copied out of the engine's reused host buffers once, the pieces views
+    of that copy: with two calls in flight (staged engines, Griffin-Lim inside), every text's wav
+    and mel still equal what the same text gives alone, after every later call has run. A router
+    with `keep_mel` off (the server's) gives the same wav and durations, and no mel."""
+    from fastspeech import engine as engine_module
+    from fastspeech.vocoder.griffin_lim import GriffinLim
+
+    model = random_model(seed=21)
+    vocoder = GriffinLim(n_iter=1)
+    engines = [
+        load_or_build(model, EngineSpec(3, i, o), tmp_path, "cpu", vocoder=vocoder)
+        for i, o in [(8, 24), (16, 48)]
+    ]
+    for e in engines:
+        e.staged = True
+    created = []
+
+    class CountedSet(engine_module._OutputSet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    monkeypatch.setattr(engine_module, "_OutputSet", CountedSet)
+    texts = [text_of(n, seed=60 + n) for n in (5, 14, 2, 9, 16, 7, 3, 12, 30)]
+    routed, stats = Router(engines, progress=False)(texts)
+    without, _ = Router(engines, progress=False, keep_mel=False)(texts)
+    assert len(stats.calls) > 4
+    alone = [Router(engines, progress=False)([t])[0][0] for t in texts]  # one text per call
+    for r, w, a in zip(routed, without, alone):
+        assert r.pieces == a.pieces == w.pieces
+        torch.testing.assert_close(r.mel, a.mel, rtol=1e-5, atol=1e-5)
+        assert torch.equal(r.durations, a.durations) and torch.equal(w.durations, a.durations)
+        # One frame of Griffin-Lim reaches two frames either side: only a piece's own padding differs.
+        assert r.wav.shape == w.wav.shape == a.wav.shape == (256 * r.frames,)
+        assert torch.equal(r.wav, w.wav)
+        assert (r.wav.int() - a.wav.int()).abs().max() <= 1
+        assert w.mel is None and w.frames == r.frames == int(r.durations.sum())
+    # Copies, not views of the engines' host buffers: with nothing of theirs held, the engines reuse
+    # their output sets (a view held would make every call allocate another: pinned memory on CUDA).
+    assert 0 < len(created) <= sum(e.io.max_sets for e in engines)
+
+
 def test_a_call_that_fails_when_submitted_fails_only_its_text(tmp_path):
     """A started call that raises runs again piece by piece: the bad text's error names it."""
     model = random_model(seed=13)
@@ -486,6 +531,40 @@ def test_a_text_arriving_while_a_long_one_runs_goes_next_whatever_a_call_costs(t
         while (batch := scheduler.next_batch()) is not None:
             order += [p.key for p in batch.pieces]
         assert order.index((2,)) == 5, order  # after the long text's pieces 1-5, before the rest
+
+
+def test_a_text_cut_into_sentences_is_encoded_once_and_kept_whole_when_a_sentence_says_nothing(
+    tmp_path, monkeypatch
+):
+    """`sentences=True` (the server): each sentence is encoded once, the whole text not again; a
+    "sentence" with nothing to say (quotes alone) keeps the text whole; a text that cannot be encoded raises
+    the error the whole text gives, and nothing is queued."""
+    import fastspeech.router as router_module
+    from fastspeech.errors import TextError
+    from fastspeech.router import Scheduler
+
+    encoded = []
+
+    def counting(text, on_unknown="error"):
+        encoded.append(text)
+        return text_to_ids(text, on_unknown)
+
+    monkeypatch.setattr(router_module, "text_to_ids", counting)
+    scheduler = Scheduler(make_router(random_model(seed=6), tmp_path, [(16, 80), (64, 320)]))
+    text = "It works. Does it? Yes, 3 times!"
+    assert scheduler.add(1, text, sentences=True) == 3
+    assert encoded == ["It works.", "Does it?", "Yes, 3 times!"]
+    queued = sorted((p for q in scheduler.queues for p in q), key=lambda p: p.key)
+    assert [p.ids for p in queued] == [tuple(text_to_ids(c)) for c in encoded]
+    encoded.clear()
+    assert scheduler.add(2, 'Go now. ""', sentences=True) == 1  # the quotes alone say nothing
+    assert encoded == ["Go now.", '""', 'Go now. ""']
+    with pytest.raises(TextError) as caught:
+        scheduler.add(3, "Fine. Bad \u0007 here.", sentences=True)
+    with pytest.raises(TextError) as whole:
+        text_to_ids("Fine. Bad \u0007 here.")
+    assert str(caught.value) == str(whole.value) and 3 not in scheduler.items
+    assert scheduler.add(4, "One. Two.") == 1 and encoded[-1] == "One. Two."  # sentences off: whole
 
 
 def test_the_rank_delay_follows_the_measured_call_latency(tmp_path):

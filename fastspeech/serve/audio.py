@@ -33,10 +33,15 @@ ALL = ("mp3", "opus", "aac", "flac", "wav", "pcm")  # what OpenAI's API names
 
 @functools.cache
 def supported_formats() -> tuple[str, ...]:
-    """wav, pcm, and each of flac/mp3/opus that this soundfile can write at 22050 Hz (probed once)."""
-    import soundfile
-
+    """wav, pcm, and each of flac/mp3/opus that this soundfile can write at 22050 Hz (probed once).
+    wav and pcm alone where soundfile cannot be imported (not installed, its cffi or libsndfile
+    missing): a request for the others then gets a 400 naming what is served, never a 500."""
     ok = list(STREAMED)
+    try:
+        import soundfile
+    except (ImportError, OSError) as exc:
+        log.warning("soundfile cannot be imported (%s): serving wav and pcm only", exc)
+        return tuple(ok)
     for name, (fmt, subtype) in WHOLE.items():
         try:
             soundfile.write(io.BytesIO(), np.zeros(256, np.float32), SAMPLE_RATE, format=fmt, subtype=subtype)

@@ -175,7 +175,7 @@ class Service:
             model = pipeline.load_model(vcfg)
             t0 = time.perf_counter()
             router = pipeline.open_router(vcfg, model, device)
-            router.progress = False
+            router.progress, router.keep_mel = False, False  # the server sends audio only
             log.info(
                 "voice %s: %d engine(s) ready in %.1f s: %s",
                 name,

@@ -268,6 +268,28 @@ def test_wrong_method_and_unknown_route_are_openai_errors(server):
     )
 
 
+def test_without_a_working_soundfile_flac_is_a_400_and_wav_pcm_still_play(server, monkeypatch):
+    """soundfile installed without its cffi or libsndfile (as on our GPU image) raises on import:
+    the server then serves wav and pcm, and a flac request gets a 400 naming them, not a 500."""
+    import sys
+
+    from fastspeech.serve import audio
+
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # any import of it raises ImportError
+    audio.supported_formats.cache_clear()
+    try:
+        assert audio.supported_formats() == ("wav", "pcm")
+        r = httpx.post(f"{server.url}/v1/audio/speech", json={"input": "Hi.", "response_format": "flac"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "unsupported_format"
+        assert "use one of wav, pcm" in r.json()["error"]["message"]
+        for fmt in ("wav", "pcm"):
+            r = httpx.post(f"{server.url}/v1/audio/speech", json={"input": "Hi.", "response_format": fmt})
+            assert r.status_code == 200 and len(r.content) > 44
+    finally:
+        audio.supported_formats.cache_clear()
+
+
 @pytest.mark.parametrize("speed", [0.25, 2, 4.0])  # the bounds, and an int (a JSON number all the same)
 def test_speed_at_the_bounds_gives_exactly_its_audio(server, offline, speed):
     import io
