@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each")
     p.add_argument("--format", default="pcm", help="pcm (streamed: TTFB measured) | wav | flac ...")
     p.add_argument("--no-stream", action="store_true", help="ask for whole responses (stream=false)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="serve.max_wait_ms (the server's default)")
     p.add_argument("--max-batch", type=int, default=None)
     p.add_argument("--long-tokens", type=int, default=175, help="the single-client long utterance (~10 s)")
     p.add_argument("--long-requests", type=int, default=50)

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=1, help="each tree this many times, alternating")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--frames-per-token", type=float, default=4.9)
-    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="serve.max_wait_ms")
     p.add_argument(
         "--engine-ms", type=float, default=0.0, help="each engine call sleeps this long (a GPU's time)"
     )
