@@ -368,28 +368,20 @@ class Router:
         """A call's output (`EngineOutput` on the host) -> `start_batch`'s results and stats."""
         now = time.perf_counter()
         latency, self._ready_at = now - max(t0, self._ready_at), now
-        frames = out.frames.tolist()
-        fitted = [(p, f) for p, f in zip(batch, frames) if f <= s.max_out]
-        # The engine's host buffers are reused by later calls: each output is copied out once for the
-        # whole call, as far as its longest fitted piece, and the pieces are views of that copy (three
-        # torch calls a call, not three a piece: the server's worker shares the GIL with HTTP).
-        longest = max((f for _, f in fitted), default=0)
-        n = len(batch)
-        durations = out.durations[:n, : max(len(p.ids) for p in batch)].clone()
-        wav = None if out.wav is None else out.wav[:n, : longest * HOP].clone()  # None: mel-only engine
-        mel = out.mel[:n, :longest].clone() if self.keep_mel or wav is None else None
+        mel, frames, durations = out.mel, out.frames.tolist(), out.durations
+        wav = out.wav  # None for a mel-only engine (`Engine.__call__` drops the graph's placeholder)
+        keep_mel = self.keep_mel or wav is None
+        # Copies, each of its piece's own samples: the engine reuses its host buffers once nothing of
+        # them is held, and a slow client holding one piece holds no other piece's audio.
         results: list[int | tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = []
         for i, (p, f) in enumerate(zip(batch, frames)):
             if f > s.max_out:
                 results.append(f)
             else:
-                results.append(
-                    (
-                        None if mel is None else mel[i, :f],
-                        durations[i, : len(p.ids)],
-                        None if wav is None else wav[i, : f * HOP],
-                    )
-                )
+                m = mel[i, :f].clone() if keep_mel else None
+                w = None if wav is None else wav[i, : f * HOP].clone()
+                results.append((m, durations[i, : len(p.ids)].clone(), w))
+        fitted = [(p, f) for p, f in zip(batch, frames) if f <= s.max_out]
         audio_s = sum(f for _, f in fitted) * HOP_S
         call = {
             "engine": s.name,

@@ -218,10 +218,10 @@ def test_staged_engines_with_calls_in_flight_give_each_text_its_own_result(tmp_p
 def test_results_stay_whole_while_later_calls_reuse_the_host_buffers_with_or_without_mel(
     tmp_path, monkeypatch
 ):
-    """Each call's outputs are copied out of the engine's reused host buffers once, the pieces views
-    of that copy: with two calls in flight (staged engines, Griffin-Lim inside), every text's wav
-    and mel still equal what the same text gives alone, after every later call has run. A router
-    with `keep_mel` off (the server's) gives the same wav and durations, and no mel."""
+    """Each piece's results are copied out of the engine's reused host buffers: with two calls in
+    flight (staged engines, Griffin-Lim inside), every text's wav and mel still equal what the same
+    text gives alone, after every later call has run. A router with `keep_mel` off (the server's)
+    gives the same wav and durations, and no mel."""
     from fastspeech import engine as engine_module
     from fastspeech.vocoder.griffin_lim import GriffinLim
 
