@@ -33,6 +33,7 @@ SERVE_WHOLE_NUMBERS = {
     "serve.max_queue": (1, None, 256),
     "serve.max_chars": (1, None, 4096),
     "serve.replicas": (1, None, 1),
+    "serve.workers": (1, None, 2),
 }
 
 

@@ -424,6 +424,10 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
             "serve.cors_origins=https://x.org is not a list of web",
         ),
         ("mode=serve serve.pcm_rate=100", "serve.pcm_rate=100 is not a whole number from 8000 to 192000"),
+        (
+            "mode=serve serve.workers=0",
+            "serve.workers=0 is not a whole number >= 1; use e.g. serve.workers=2",
+        ),
     ],
 )
 def test_a_setting_of_the_wrong_kind_is_one_line_naming_it_and_the_fix(tmp_path, arg, message):
@@ -439,7 +443,7 @@ def test_a_setting_of_the_wrong_kind_is_one_line_naming_it_and_the_fix(tmp_path,
      ["device=cuda:1", "seed=7", "plot=true", "force_build=true"],
      ["engine_set=default", "engine_set.split=false", "engine_set.build_missing=false"],
      ["mode=serve", "serve.port=0", "serve.max_wait_ms=0.5", "serve.max_batch=4", "serve.default_voice=demo"],
-     ["mode=serve", "serve.cors_origins=[https://example.com,'*']", "serve.pcm_rate=24000"]],
+     ["mode=serve", "serve.cors_origins=[https://example.com,'*']", "serve.pcm_rate=24000", "serve.workers=4"]],
 )  # fmt: skip
 def test_shipped_and_ordinary_settings_pass_the_setting_checks(tmp_path, args):
     assert run_py.setting_problem(compose(tmp_path, *args)) is None

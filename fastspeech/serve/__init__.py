@@ -13,7 +13,11 @@ Needs the `serve` extra (`pip install -e ".[serve]"`); importing this package wi
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import multiprocessing
+import os
+from pathlib import Path
 
 from fastspeech.errors import ConfigError
 
@@ -21,6 +25,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("fastapi", "uvicorn", "prometheus_client", "pydantic")
 INSTALL = 'pip install -e ".[serve]"'
+CONFIG_ENV = "FASTSPEECH_SERVE_CONFIG"  # the run's config, to uvicorn's worker processes (`app.worker_app`)
 
 
 def missing(*extra: str) -> list[str]:
@@ -38,6 +43,10 @@ def serve(cfg) -> None:
     """`mode=serve`: engines built or loaded at start-up, then HTTP on serve.host:serve.port until
     interrupted; `serve.engine=ray` deploys the same app on Ray Serve (serve.replicas replicas)."""
     engine = str(cfg.serve.engine)
+    if engine == "ray" and int(cfg.serve.get("workers") or 1) > 1:
+        raise ConfigError(
+            "serve.workers is for serve.engine=uvicorn; with Ray set serve.replicas (one process per GPU)"
+        )
     if engine == "ray":
         require("ray")
         from fastspeech.serve.ray import run
@@ -51,11 +60,61 @@ def serve(cfg) -> None:
 
     from fastspeech.serve.app import create_app
 
+    workers = int(cfg.serve.get("workers") or 1)
     log.info(
-        "serving on http://%s:%d (OpenAI base_url http://%s:%d/v1)",
+        "serving on http://%s:%d (OpenAI base_url http://%s:%d/v1)%s",
         cfg.serve.host,
         cfg.serve.port,
         cfg.serve.host,
         cfg.serve.port,
+        f", {workers} worker processes" if workers > 1 else "",
     )
-    uvicorn.run(create_app(cfg), host=str(cfg.serve.host), port=int(cfg.serve.port), log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(cfg), host=str(cfg.serve.host), port=int(cfg.serve.port), log_level="info")
+        return
+    # Several processes, each the whole server (engines, batcher, HTTP) on the same GPU, sharing the
+    # port: one process's Python serves ~500-700 requests/s whatever the GPU (docs/performance.md).
+    # The engines are built (or checked) once first, in a child process, so that the workers only load.
+    plain = portable_config(cfg)
+    check = multiprocessing.get_context("spawn").Process(target=_prepare, args=(plain,))
+    check.start()
+    check.join()
+    if check.exitcode != 0:
+        raise ConfigError(f"the engines could not be prepared for {workers} workers; see the log above")
+    os.environ[CONFIG_ENV] = json.dumps(plain)
+    uvicorn.run(
+        "fastspeech.serve.app:worker_app",
+        factory=True,
+        workers=workers,
+        host=str(cfg.serve.host),
+        port=int(cfg.serve.port),
+        log_level="info",
+    )
+
+
+def portable_config(cfg) -> dict:
+    """The run's config as plain data for processes that start elsewhere (uvicorn's workers, Ray's
+    replicas, maybe on another node of a shared file system): resolved, with absolute paths."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["engine_dir"] = str(Path(plain["engine_dir"]).resolve())
+    if plain.get("checkpoint") not in (None, "demo", "random"):
+        plain["checkpoint"] = str(Path(plain["checkpoint"]).resolve())
+    return plain
+
+
+def _prepare(plain: dict) -> None:
+    """Every voice's engines built or loaded once (a child process of `serve`, before the workers)."""
+    from omegaconf import OmegaConf
+
+    from fastspeech import pipeline
+    from fastspeech.serve.service import voice_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = OmegaConf.create(plain)
+    names = list((cfg.serve.voices or {"demo": {}}).keys())
+    device = pipeline.pick_device(cfg.device)
+    for name in names:
+        vcfg = voice_config(cfg, name, len(names))
+        pipeline.open_router(vcfg, pipeline.load_model(vcfg), device)

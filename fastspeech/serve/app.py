@@ -257,6 +257,19 @@ def create_app(cfg=None, service: Service | None = None) -> FastAPI:
     return app
 
 
+def worker_app() -> FastAPI:
+    """`create_app` in one of uvicorn's worker processes (`serve.workers` > 1), for the config the
+    parent put in the environment (`fastspeech.serve.CONFIG_ENV`)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from fastspeech.serve import CONFIG_ENV
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return create_app(OmegaConf.create(json.loads(os.environ[CONFIG_ENV])))
+
+
 async def _build(app: FastAPI, cfg) -> None:
     try:
         service = await asyncio.to_thread(Service.from_config, cfg)

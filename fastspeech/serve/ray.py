@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,12 +43,10 @@ def deployment(cfg, replicas: int | None = None) -> Any:
     from omegaconf import OmegaConf
     from ray import serve
 
+    from fastspeech.serve import portable_config
+
     replicas = int(replicas or cfg.serve.replicas)
-    plain = OmegaConf.to_container(cfg, resolve=True)  # shipped to each replica
-    # Replicas may run elsewhere (another folder, another node of a shared file system): absolute paths.
-    plain["engine_dir"] = str(Path(plain["engine_dir"]).resolve())
-    if plain.get("checkpoint") not in (None, "demo", "random"):
-        plain["checkpoint"] = str(Path(plain["checkpoint"]).resolve())
+    plain = portable_config(cfg)  # shipped to each replica
     gpus = torch.cuda.device_count()
     if gpus and replicas > gpus:
         log.warning(

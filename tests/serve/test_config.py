@@ -35,6 +35,29 @@ def test_without_the_extra_serve_is_one_line_naming_the_install(monkeypatch):
         serve.serve(config("mode=serve"))
 
 
+def test_workers_with_ray_is_one_line_naming_replicas():
+    from fastspeech import serve
+
+    with pytest.raises(
+        ConfigError, match=r"^serve.workers is for serve.engine=uvicorn; with Ray set serve.replicas"
+    ):
+        serve.serve(config("mode=serve", "serve.engine=ray", "serve.workers=2"))
+
+
+def test_the_config_for_other_processes_is_plain_data_with_absolute_paths(tmp_path, monkeypatch):
+    """What uvicorn's workers and Ray's replicas get: resolved, JSON-able, paths made absolute
+    (they may start in another folder)."""
+    import json
+
+    from fastspeech.serve import portable_config
+
+    monkeypatch.chdir(tmp_path)
+    plain = portable_config(config("engine_dir=eng", "checkpoint=ckpt/x.pt", "mode=serve"))
+    assert plain["engine_dir"] == str(tmp_path / "eng") and plain["checkpoint"] == str(tmp_path / "ckpt/x.pt")
+    assert json.loads(json.dumps(plain)) == plain and plain["batch_size"] == plain["engine"]["batch"]
+    assert portable_config(config("checkpoint=demo"))["checkpoint"] == "demo"
+
+
 def test_a_voice_overrides_checkpoint_model_and_engine_dir():
     from fastspeech.serve.service import voice_config
 
@@ -81,3 +104,67 @@ def test_the_app_from_config_warms_up_then_serves(tmp_path):
         assert (
             r.status_code == 200 and len(r.content) > 0 and len(r.content) % 512 == 0
         )  # frames x 256 x 2 bytes
+
+
+@pytest.mark.slow  # two server processes start (torch, the text frontend each): ~30 s
+def test_two_workers_share_the_port_each_a_whole_server(tmp_path):
+    """`serve.workers=2`: the engines are prepared once, then two processes each load them and serve
+    on the one port; every request is answered whole, by one of the two; Ctrl-C stops them all."""
+    pytest.importorskip("fastapi", reason='needs the serve extra: pip install -e ".[serve]"')
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, str(ROOT / "run.py"), "mode=serve", "model=tiny", "checkpoint=random",
+           "device=cpu", "engine=i64_o512", "vocoder.n_iter=2", f"engine_dir={tmp_path / 'engines'}",
+           f"hydra.run.dir={tmp_path / 'hydra'}", f"serve.port={port}", "serve.workers=2"]  # fmt: skip
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )  # fmt: skip
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 240
+        while (tmp_path / "server.log").read_text().count("ready: voices demo") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[
+                -3000:
+            ]
+            time.sleep(0.5)
+
+        def speak(i: int) -> httpx.Response:
+            return httpx.post(
+                f"{url}/v1/audio/speech", json={"input": f"Request {i}, said.", "stream": False}, timeout=60
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(speak, range(16)))
+        assert all(r.status_code == 200 and r.content[:4] == b"RIFF" and len(r.content) > 44 for r in answers)
+        pids = {int(r.headers["x-server-pid"]) for r in answers}
+        assert pids and pids <= set(_children(proc.pid))  # answered by the workers, not the parent
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        log.close()
+    text = (tmp_path / "server.log").read_text()
+    assert text.count("engine(s) ready") == 2 and "Traceback" not in text
+    assert text.count("built in") + text.count("loaded in") >= 3  # prepared once, then loaded by each
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is `pid` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().split(") ")[1].split()[1]) == pid:
+                out.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
