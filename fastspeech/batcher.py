@@ -220,12 +220,6 @@ class Batcher:
         try:
             with self._cond:
                 events = scheduler.finish(batch, executed)
-                info = CallInfo(
-                    voice,
-                    executed[1],
-                    sum(s.pending() for s in self.schedulers.values()),
-                    len(self.streams),
-                )
                 for item, event in events:
                     stream = self.streams.get((voice, item))
                     if stream is None:
@@ -233,6 +227,12 @@ class Batcher:
                     if event is None or isinstance(event, Exception):
                         del self.streams[(voice, item)]
                     _deliver(stream, event)
+                info = CallInfo(  # the queue as this call leaves it: its finished requests gone
+                    voice,
+                    executed[1],
+                    sum(s.pending() for s in self.schedulers.values()),
+                    len(self.streams),
+                )
         except Exception:  # never let the worker die: fail the requests of this call
             log.exception("the batcher failed to finish a call")
             with self._cond:

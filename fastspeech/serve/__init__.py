@@ -17,6 +17,8 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from fastspeech.errors import ConfigError
@@ -82,14 +84,22 @@ def serve(cfg) -> None:
     if check.exitcode != 0:
         raise ConfigError(f"the engines could not be prepared for {workers} workers; see the log above")
     os.environ[CONFIG_ENV] = json.dumps(plain)
-    uvicorn.run(
-        "fastspeech.serve.app:worker_app",
-        factory=True,
-        workers=workers,
-        host=str(cfg.serve.host),
-        port=int(cfg.serve.port),
-        log_level="info",
-    )
+    # /metrics for the whole server from any worker: prometheus_client's multiprocess mode (`Metrics`)
+    metrics_dir = None
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fastspeech-metrics-")
+    try:
+        uvicorn.run(
+            "fastspeech.serve.app:worker_app",
+            factory=True,
+            workers=workers,
+            host=str(cfg.serve.host),
+            port=int(cfg.serve.port),
+            log_level="info",
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def portable_config(cfg) -> dict:

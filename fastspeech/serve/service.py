@@ -8,6 +8,7 @@ which the offline pipeline's router shares; audio comes back per piece, in speak
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,11 +38,17 @@ class Voice:
 
 
 class Metrics:
-    """Prometheus metrics in their own registry (several apps may live in one process, as in tests)."""
+    """Prometheus metrics in their own registry (several apps may live in one process, as in tests).
+
+    Under `serve.workers` > 1 each worker process writes its values to files in
+    `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode, set up by `serve`), and a
+    scrape of any worker reads them all: counts and histograms summed over the workers, the two
+    gauges summed over the live ones (each worker's as of its last request, engine call or scrape)."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         r = self.registry = CollectorRegistry()
         latency_buckets = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
         self.requests = Counter(
@@ -68,8 +75,13 @@ class Metrics:
         self.engine_seconds = Histogram(
             "fastspeech_engine_call_seconds", "One engine call", buckets=latency_buckets, registry=r
         )
-        self.queue_depth = Gauge("fastspeech_queue_depth", "Pieces waiting for an engine call", registry=r)
-        self.in_flight = Gauge("fastspeech_requests_in_flight", "Requests admitted, not finished", registry=r)
+        live = {"multiprocess_mode": "livesum"}  # several workers: the sum over the live ones
+        self.queue_depth = Gauge(
+            "fastspeech_queue_depth", "Pieces waiting for an engine call", registry=r, **live
+        )
+        self.in_flight = Gauge(
+            "fastspeech_requests_in_flight", "Requests admitted, not finished", registry=r, **live
+        )
         self.audio = Counter("fastspeech_audio_seconds", "Audio seconds produced", registry=r)
         self.dropped = Counter(
             "fastspeech_dropped_pieces", "Queued pieces dropped because their client went away", registry=r
@@ -95,9 +107,14 @@ class Metrics:
             self._dropped_seen += dropped
 
     def text(self) -> bytes:
-        from prometheus_client import generate_latest
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker)
+        return generate_latest(every_worker)
 
 
 class Service:

@@ -109,7 +109,8 @@ def test_the_app_from_config_warms_up_then_serves(tmp_path):
 @pytest.mark.slow  # two server processes start (torch, the text frontend each): ~30 s
 def test_two_workers_share_the_port_each_a_whole_server(tmp_path):
     """`serve.workers=2`: the engines are prepared once, then two processes each load them and serve
-    on the one port; every request is answered whole, by one of the two; Ctrl-C stops them all."""
+    on the one port; every request is answered whole, by one of the two; /metrics counts both;
+    Ctrl-C stops them all."""
     pytest.importorskip("fastapi", reason='needs the serve extra: pip install -e ".[serve]"')
     import os
     import signal
@@ -149,6 +150,10 @@ def test_two_workers_share_the_port_each_a_whole_server(tmp_path):
         assert all(r.status_code == 200 and r.content[:4] == b"RIFF" and len(r.content) > 44 for r in answers)
         pids = {int(r.headers["x-server-pid"]) for r in answers}
         assert pids and pids <= set(_children(proc.pid))  # answered by the workers, not the parent
+        for _ in range(3):  # whichever worker a scrape reaches, it counts the whole server's requests
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+            assert 'fastspeech_requests_total{status="200"} 16.0' in metrics, metrics[:3000]
+            assert "fastspeech_requests_in_flight 0.0" in metrics
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
