@@ -63,27 +63,25 @@ def serve(cfg) -> None:
     from fastspeech.serve.app import create_app
 
     workers = int(cfg.serve.get("workers") or 1)
-    log.info(
-        "serving on http://%s:%d (OpenAI base_url http://%s:%d/v1)%s",
-        cfg.serve.host,
-        cfg.serve.port,
-        cfg.serve.host,
-        cfg.serve.port,
-        f", {workers} worker processes" if workers > 1 else "",
-    )
+    where = f"http://{cfg.serve.host}:{cfg.serve.port} (OpenAI base_url http://{cfg.serve.host}:{cfg.serve.port}/v1)"
     if workers == 1:
+        log.info("serving on %s", where)
         uvicorn.run(create_app(cfg), host=str(cfg.serve.host), port=int(cfg.serve.port), log_level="info")
         return
     # Several processes, each the whole server (engines, batcher, HTTP) on the same GPU, sharing the
     # port: one process's Python serves ~500-700 requests/s whatever the GPU (docs/performance.md).
     # The engines are built (or checked) once first, in a child process, so that the workers only load.
     plain = portable_config(cfg)
-    check = multiprocessing.get_context("spawn").Process(target=_prepare, args=(plain,))
-    check.start()
-    check.join()
-    if check.exitcode != 0:
-        raise ConfigError(f"the engines could not be prepared for {workers} workers; see the log above")
+    context = multiprocessing.get_context("spawn")  # no CUDA in this process: its children only
+    answer = context.SimpleQueue()
+    prepare = context.Process(target=_prepare, args=(plain, answer))
+    prepare.start()
+    prepare.join()
+    problem = answer.get() if not answer.empty() else f"exit code {prepare.exitcode}"
+    if problem is not None:
+        raise ConfigError(f"serve.workers={workers}: the engines could not be prepared: {problem}")
     os.environ[CONFIG_ENV] = json.dumps(plain)
+    log.info("serving on %s, %d worker processes", where, workers)
     # /metrics for the whole server from any worker: prometheus_client's multiprocess mode (`Metrics`)
     metrics_dir = None
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -114,17 +112,29 @@ def portable_config(cfg) -> dict:
     return plain
 
 
-def _prepare(plain: dict) -> None:
-    """Every voice's engines built or loaded once (a child process of `serve`, before the workers)."""
+def _prepare(plain: dict, answer) -> None:
+    """Every voice's engines built or loaded once (a child process of `serve`, before the workers);
+    `answer` gets None, or the one line that says what stopped it (a traceback only in the log, for
+    what is not a `FastSpeechError`)."""
     from omegaconf import OmegaConf
 
     from fastspeech import pipeline
+    from fastspeech.errors import FastSpeechError
     from fastspeech.serve.service import voice_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = OmegaConf.create(plain)
     names = list((cfg.serve.voices or {"demo": {}}).keys())
-    device = pipeline.pick_device(cfg.device)
-    for name in names:
-        vcfg = voice_config(cfg, name, len(names))
-        pipeline.open_router(vcfg, pipeline.load_model(vcfg), device)
+    try:
+        device = pipeline.pick_device(cfg.device)
+        for name in names:
+            vcfg = voice_config(cfg, name, len(names))
+            pipeline.open_router(vcfg, pipeline.load_model(vcfg), device)
+    except (FastSpeechError, ValueError) as exc:
+        answer.put(str(exc))
+        return
+    except Exception as exc:
+        log.exception("preparing the engines failed")
+        answer.put(f"{type(exc).__name__}: {exc}")
+        return
+    answer.put(None)

@@ -173,3 +173,17 @@ def _children(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             pass
     return out
+
+
+@pytest.mark.slow  # the preparing process starts (torch): ~10 s
+def test_workers_whose_engines_cannot_be_prepared_stop_with_one_line(tmp_path):
+    """`serve.workers=2` with a checkpoint that is not there: one line naming it, before any worker
+    starts (one worker would answer /healthz "failed" instead)."""
+    from fastspeech import serve
+
+    cfg = config("mode=serve", "model=tiny", "device=cpu", "engine=i64_o512", "serve.workers=2",
+                 f"checkpoint={tmp_path / 'missing.pt'}", f"engine_dir={tmp_path / 'engines'}")  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"^serve.workers=2: the engines could not be prepared: checkpoint not found"
+    ):
+        serve.serve(cfg)
