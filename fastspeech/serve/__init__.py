@@ -44,8 +44,8 @@ def require(*extra: str) -> None:
 def serve(cfg) -> None:
     """`mode=serve`: engines built or loaded at start-up, then HTTP on serve.host:serve.port until
     interrupted; `serve.engine=ray` deploys the same app on Ray Serve (serve.replicas replicas)."""
-    engine = str(cfg.serve.engine)
-    if engine == "ray" and int(cfg.serve.get("workers") or 1) > 1:
+    engine, workers = str(cfg.serve.engine), int(cfg.serve.get("workers") or 1)
+    if engine == "ray" and workers > 1:
         raise ConfigError(
             "serve.workers is for serve.engine=uvicorn; with Ray set serve.replicas (one process per GPU)"
         )
@@ -62,7 +62,6 @@ def serve(cfg) -> None:
 
     from fastspeech.serve.app import create_app
 
-    workers = int(cfg.serve.get("workers") or 1)
     where = f"http://{cfg.serve.host}:{cfg.serve.port} (OpenAI base_url http://{cfg.serve.host}:{cfg.serve.port}/v1)"
     if workers == 1:
         log.info("serving on %s", where)
