@@ -260,3 +260,24 @@ def test_serve_host_bench_answers_every_request_of_its_hand_written_clients():
     (r,) = out["results"]["this"]
     assert r["ok"] == r["requests"] > 3 and not r["errors"]
     assert r["audio_s"] > 0 and r["latency_ms"]["p50"] > 0 and r["ttfb_ms"]["p50"] <= r["latency_ms"]["p50"]
+
+
+@pytest.mark.slow  # ~20 s: one FFT block's six phases under the Triton interpreter
+def test_fft_stack_probe_matches_the_models_blocks_with_ragged_lengths():
+    """The persistent-kernel probe (runs 74-77) computes what the model's FFT blocks compute: its
+    timings in docs/kernels.md are of a correct kernel. Two items, the second shorter, T not a
+    multiple of the 16-row tile, scratch poisoned with NaN (each phase must write what it reads)."""
+    from benchmarks.kernels import probe_fft_stack as probe
+
+    cfg, layers, x, lengths = probe.make_side(20, 2, "cpu", seed=3)
+    assert int(lengths[1]) < 20
+    W = probe.stack_weights(layers[:1])
+    stack = probe.FFTStack(W, 2, 20, cfg.phoneme_side_head, cfg.d_k, 1e-5)
+    for buf in (stack.qkv, stack.fc, stack.y, stack.hid, stack.w2acc):
+        buf.fill_(float("nan"))
+    with torch.no_grad():
+        want = probe.reference(layers[:1], x, lengths)
+        got = stack.run(x.half(), lengths).float()
+    assert torch.isfinite(got).all()
+    assert (got[1, int(lengths[1]) :] == 0).all()  # padding rows exactly zero
+    torch.testing.assert_close(got, want, atol=8e-3, rtol=0)
