@@ -84,6 +84,22 @@ def _barrier(bar_ptr, count, P: tl.constexpr, POLL_LOAD: tl.constexpr):
 
 
 @triton.jit
+def _add_ln_rows(pid, acc_ptr, res_ptr, b_ptr, g_ptr, be_ptr, dst_ptr, len_ptr, T, TT, MT,
+                 H: tl.constexpr, EPS: tl.constexpr, BM: tl.constexpr, BLOCK_H: tl.constexpr, P: tl.constexpr):  # fmt: skip
+    """A LayerNorm phase: dst = LN(acc (fp32) + res + b) * valid, this program's row tiles."""
+    cols = tl.arange(0, BLOCK_H)
+    col_ok = cols < H
+    for mt in range(pid, MT, P):
+        rows, exists, valid, _, _, _ = _rows(len_ptr, mt, T, TT, BM)
+        msk = exists[:, None] & col_ok[None, :]
+        v = tl.load(acc_ptr + rows[:, None] * H + cols[None, :], mask=msk, other=0.0)
+        v += tl.load(res_ptr + rows[:, None] * H + cols[None, :], mask=msk, other=0.0).to(tl.float32)
+        v += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        y = tl.where(valid[:, None], _ln(v, cols, g_ptr, be_ptr, H, EPS), 0.0)
+        tl.store(dst_ptr + rows[:, None] * H + cols[None, :], y.to(tl.float16), mask=msk)
+
+
+@triton.jit
 def _barriers_kernel(bar_ptr, N, P: tl.constexpr, POLL_LOAD: tl.constexpr):
     """N grid barriers and nothing else: what one costs, against a kernel boundary in a CUDA graph."""
     for i in range(N):
@@ -230,17 +246,24 @@ def _fft_stack_kernel(
         # ---- phase 2: Y = LN1(FC + b_fc + X) * valid --------------------------------------------------
         if LO <= p0 + 2 and p0 + 2 <= HI:
             _prefetch(w2, KS * H * D, pid, P, LINES, PREFETCH)
-            for mt in range(pid, MT, P):
-                rows, exists, valid, b, t, length = _rows(len_ptr, mt, T, TT, BM)
-                msk = exists[:, None] & hmask[None, :]
-                v = tl.load(fc_ptr + rows[:, None] * H + cols_h[None, :], mask=msk, other=0.0)
-                v += tl.load(out_ptr + rows[:, None] * H + cols_h[None, :], mask=msk, other=0.0).to(
-                    tl.float32
-                )
-                v += tl.load(bfc_ptr + l * H + cols_h, mask=hmask, other=0.0).to(tl.float32)[None, :]
-                y = _ln(v, cols_h, g1_ptr + l * H, be1_ptr + l * H, H, EPS)
-                y = tl.where(valid[:, None], y, 0.0)
-                tl.store(y_ptr + rows[:, None] * H + cols_h[None, :], y.to(tl.float16), mask=msk)
+            _add_ln_rows(
+                pid,
+                fc_ptr,
+                out_ptr,
+                bfc_ptr + l * H,
+                g1_ptr + l * H,
+                be1_ptr + l * H,
+                y_ptr,
+                len_ptr,
+                T,
+                TT,
+                MT,
+                H,
+                EPS,
+                BM,
+                BLOCK_H,
+                P,
+            )
             if p0 + 2 < HI:
                 n_bar += 1
                 _barrier(bar_ptr, n_bar, P, POLL_LOAD)
@@ -295,15 +318,24 @@ def _fft_stack_kernel(
                 _barrier(bar_ptr, n_bar, P, POLL_LOAD)
         # ---- phase 5: X = LN2(W2 + b2 + Y) * valid ----------------------------------------------------
         if LO <= p0 + 5 and p0 + 5 <= HI:
-            for mt in range(pid, MT, P):
-                rows, exists, valid, b, t, length = _rows(len_ptr, mt, T, TT, BM)
-                msk = exists[:, None] & hmask[None, :]
-                v = tl.load(w2acc_ptr + rows[:, None] * H + cols_h[None, :], mask=msk, other=0.0)
-                v += tl.load(y_ptr + rows[:, None] * H + cols_h[None, :], mask=msk, other=0.0).to(tl.float32)
-                v += tl.load(b2_ptr + l * H + cols_h, mask=hmask, other=0.0).to(tl.float32)[None, :]
-                x = _ln(v, cols_h, g2_ptr + l * H, be2_ptr + l * H, H, EPS)
-                x = tl.where(valid[:, None], x, 0.0)
-                tl.store(out_ptr + rows[:, None] * H + cols_h[None, :], x.to(tl.float16), mask=msk)
+            _add_ln_rows(
+                pid,
+                w2acc_ptr,
+                y_ptr,
+                b2_ptr + l * H,
+                g2_ptr + l * H,
+                be2_ptr + l * H,
+                out_ptr,
+                len_ptr,
+                T,
+                TT,
+                MT,
+                H,
+                EPS,
+                BM,
+                BLOCK_H,
+                P,
+            )
             if p0 + 5 < HI:
                 n_bar += 1
                 _barrier(bar_ptr, n_bar, P, POLL_LOAD)
