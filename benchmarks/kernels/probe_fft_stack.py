@@ -246,24 +246,7 @@ def _fft_stack_kernel(
         # ---- phase 2: Y = LN1(FC + b_fc + X) * valid --------------------------------------------------
         if LO <= p0 + 2 and p0 + 2 <= HI:
             _prefetch(w2, KS * H * D, pid, P, LINES, PREFETCH)
-            _add_ln_rows(
-                pid,
-                fc_ptr,
-                out_ptr,
-                bfc_ptr + l * H,
-                g1_ptr + l * H,
-                be1_ptr + l * H,
-                y_ptr,
-                len_ptr,
-                T,
-                TT,
-                MT,
-                H,
-                EPS,
-                BM,
-                BLOCK_H,
-                P,
-            )
+            _add_ln_rows(pid, fc_ptr, out_ptr, bfc_ptr + l * H, g1_ptr + l * H, be1_ptr + l * H, y_ptr, len_ptr, T, TT, MT, H, EPS, BM, BLOCK_H, P)  # fmt: skip
             if p0 + 2 < HI:
                 n_bar += 1
                 _barrier(bar_ptr, n_bar, P, POLL_LOAD)
@@ -318,24 +301,7 @@ def _fft_stack_kernel(
                 _barrier(bar_ptr, n_bar, P, POLL_LOAD)
         # ---- phase 5: X = LN2(W2 + b2 + Y) * valid ----------------------------------------------------
         if LO <= p0 + 5 and p0 + 5 <= HI:
-            _add_ln_rows(
-                pid,
-                w2acc_ptr,
-                y_ptr,
-                b2_ptr + l * H,
-                g2_ptr + l * H,
-                be2_ptr + l * H,
-                out_ptr,
-                len_ptr,
-                T,
-                TT,
-                MT,
-                H,
-                EPS,
-                BM,
-                BLOCK_H,
-                P,
-            )
+            _add_ln_rows(pid, w2acc_ptr, y_ptr, b2_ptr + l * H, g2_ptr + l * H, be2_ptr + l * H, out_ptr, len_ptr, T, TT, MT, H, EPS, BM, BLOCK_H, P)  # fmt: skip
             if p0 + 5 < HI:
                 n_bar += 1
                 _barrier(bar_ptr, n_bar, P, POLL_LOAD)
