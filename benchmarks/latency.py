@@ -20,6 +20,7 @@ its frames, as the default's ~900 of 1024):
   ours_inductor_freeze / _autotune   + Inductor's freezing / max-autotune-no-cudagraphs mode
   ours_inductor_coordesc / _aggressive   + Inductor's coordinate_descent_tuning / aggressive_fusion
   ours_inductor_cublaslt  GEMMs through cuBLASLt (preferred_blas_library) when the graph is captured
+  ours_inductor_cublasproj  the attention projections on cuBLAS (`nn.Linear`) instead of the `linear` op
                   (these ablations build into their own engine folders, always afresh)
   ours_tensorrt   our engine through Torch-TensorRT (where installed; never run on our machines)
 
@@ -64,6 +65,7 @@ SAMPLE_TEXT = (
 HOP, SR = 256, 22050
 conv_op = model_module.conv1d
 attention_op = model_module.self_attention
+linear_op = model_module.linear
 # Engines measured without part of issue 17's work: (attention swapped for SDPA + mask, Inductor
 # switches, convs on the previous cuBLAS GEMM path with DLE's plain weight layout).
 OFF = {"enable_pdl": False, "combo_kernels": False}
@@ -87,7 +89,9 @@ INDUCTOR_CONFIG = {
 }
 # cuBLAS's other front end for the GEMMs captured in the graph (torch.backends.cuda.preferred_blas_library)
 BLAS = {"ours_inductor_cublaslt": "cublaslt"}
-ABLATIONS.update({name: (False, {}, False) for name in (*INDUCTOR_CONFIG, *BLAS)})
+# the attention projections as before the `linear` op (issue 17, runs 78-79)
+CUBLAS_PROJECTIONS = {"ours_inductor_cublasproj"}
+ABLATIONS.update({name: (False, {}, False) for name in (*INDUCTOR_CONFIG, *BLAS, *CUBLAS_PROJECTIONS)})
 log = logging.getLogger("benchmarks.latency")
 
 
@@ -140,6 +144,11 @@ def plain_conv(x: torch.Tensor, conv: torch.nn.Conv1d, lengths: torch.Tensor, re
     the relu and row mask the model's `conv1d` applies)."""
     out = conv(x.transpose(1, 2)).transpose(1, 2)
     return _relu_mask(out, lengths) if relu else out
+
+
+def cublas_linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+    """The attention projections before the `linear` op: `nn.Linear`, cuBLAS at every size."""
+    return layer(x)
 
 
 def gemm_conv(x: torch.Tensor, conv: torch.nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -276,10 +285,11 @@ def main() -> None:
                         fn = partial(dle, tokens, 1.0)
                     elif variant == "ours_eager":
                         fn = partial(model, tokens, alpha, max_out=max_out)
-                    elif variant == "compile_plain":  # conv and attention swapped while this variant runs
+                    elif variant == "compile_plain":  # conv, attention, projections swapped while it runs
                         torch._dynamo.reset()
                         model_module.conv1d = plain_conv
                         model_module.self_attention = attention_reference
+                        model_module.linear = cublas_linear
                         compiled = torch.compile(plain_weights(model), mode="reduce-overhead")
                         fn = partial(compiled, tokens, alpha, max_out)
                     elif variant in ABLATIONS:  # the fingerprint can't see the swap: own folder, fresh build
@@ -289,6 +299,8 @@ def main() -> None:
                         sdpa, switches, gemm = ABLATIONS[variant]
                         if sdpa:
                             model_module.self_attention = attention_reference
+                        if variant in CUBLAS_PROJECTIONS:
+                            model_module.linear = cublas_linear
                         built = model
                         if gemm:
                             model_module.conv1d = gemm_conv
@@ -321,6 +333,7 @@ def main() -> None:
                     finally:
                         model_module.conv1d = conv_op
                         model_module.self_attention = attention_op
+                        model_module.linear = linear_op
                 r = row(
                     variant,
                     batch,

@@ -10,8 +10,9 @@ Follows:
   and its source (NVIDIA/TensorRT `python/packaging/bindings_wheel/tensorrt/plugin/`).
 
 One file per op (`converters/add_pos_enc.py`, `converters/regulate_length.py`, `converters/attention.py`,
-`converters/conv1d.py`, `converters/griffin_lim_step.py`, `converters/overlap_add_frames.py`; the
-last three are the exceptions: decompositions into ATen ops for TensorRT's own layers, no plugin).
+`converters/conv1d.py`, `converters/linear.py`, `converters/griffin_lim_step.py`,
+`converters/overlap_add_frames.py`; the last four are the exceptions: decompositions into ATen ops for
+TensorRT's own layers, no plugin).
 Importing this package needs no TensorRT: `register_all()` imports `tensorrt` and registers every
 plugin and converter; the TensorRT backend calls it. What needs no TensorRT lives here and in each op file as plain Python, so it
 is tested everywhere: shape rules, the op-argument -> plugin mapping, the AOT kernel's specialization
@@ -332,7 +333,7 @@ def register_decomposition(op: torch._ops.OpOverload, fn: Any) -> None:
 @dataclass(frozen=True)
 class Decomposition:
     """An op lowered for TensorRT by a plain PyTorch function of ATen ops instead of a plugin
-    (conv1d, griffin_lim_step, overlap_add_frames): what each such converter module exposes."""
+    (conv1d, linear, griffin_lim_step, overlap_add_frames): what each such converter module exposes."""
 
     name: str  # the op's name in the `fastspeech` namespace
     fn: Any  # its replacement, with the op's signature
@@ -353,7 +354,7 @@ class Decomposition:
 @functools.cache
 def register_all() -> None:
     """Register every plugin (shape descriptor, AOT and JIT implementations) and its converter, and
-    the decompositions of conv1d, griffin_lim_step and overlap_add_frames.
+    the decompositions of conv1d, linear, griffin_lim_step and overlap_add_frames.
 
     Imports `tensorrt` and `torch_tensorrt`; idempotent. Called by `fastspeech.backends.tensorrt`
     before compiling and before loading an engine.
@@ -363,6 +364,7 @@ def register_all() -> None:
         attention,
         conv1d,
         griffin_lim_step,
+        linear,
         overlap_add_frames,
         regulate_length,
     )
@@ -371,5 +373,6 @@ def register_all() -> None:
     regulate_length.register()
     attention.register()
     conv1d.register()
+    linear.register()
     griffin_lim_step.register()
     overlap_add_frames.register()

@@ -13,7 +13,9 @@ Where DLE's graph has its two custom TensorRT plugins we call our two custom ops
 (`kernels.add_pos_enc`, `kernels.regulate_length`); self-attention is our third
 (`kernels.attention`: reads q, k, v straight from the fused projection, takes the lengths instead
 of a mask), and the Conv1ds are the fourth (`kernels.conv1d`: the k shifted rows read in place,
-bias, ReLU and row mask in one kernel; small batches and fp32 stay cuBLAS GEMMs, see `conv1d`). Shapes never
+bias, ReLU and row mask in one kernel; small batches and fp32 stay cuBLAS GEMMs, see `conv1d`). The
+attention's projections are the fifth for few rows (`kernels.linear`: launched to overlap the kernel
+before it on Hopper; see `linear`). Shapes never
 depend on data once `max_out` is given, so the whole forward compiles with
 `torch.compile(fullgraph=True, dynamic=False)`.
 
@@ -93,11 +95,11 @@ class MultiHeadAttention(nn.Module):
         self.fc = nn.Linear(n_head * d_k, d_model)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, acts: dict | None, name: str) -> torch.Tensor:
-        qkv = self.linear(x)  # (B, T, n_head * 3 * d_k)
+        qkv = linear(x, self.linear)  # (B, T, n_head * 3 * d_k)
         record(acts, f"{name}.linear", qkv)
         out = self_attention(qkv, lengths, self.n_head)  # (B, T, n_head * d_k), zeros at t >= lengths[b]
         record(acts, f"{name}.scaled_dot", out)
-        out = self.fc(out) + x
+        out = linear(out, self.fc) + x
         record(acts, f"{name}.residual", out)
         out = self.layer_norm(out)
         record(acts, f"{name}.ln", out)
@@ -281,6 +283,25 @@ OP_MIN_ROWS = 4096
 OP_MIN_ROWS_NARROWING = 16384
 # B * T^2 up to which fp32 attention runs the op rather than SDPA (`self_attention`, run 45)
 FP32_ATTENTION_MAX_WORK = 1 << 20
+# B * T up to which the attention projections run the `linear` op in fp16/bf16 (`linear`, runs 79-80)
+LINEAR_OP_MAX_ROWS = 2048
+
+
+def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """`layer(x)` for the attention's projections (qkv and fc): the `linear` op for few rows.
+
+    At batch 1 these GEMMs are a few MFLOP each and cuBLAS's kernel is mostly launch and weight
+    loads. The `linear` op (kernels/linear.py) is the same GEMM as a Triton kernel that Hopper
+    starts while the kernel before it is still running (programmatic dependent launch), its weights
+    prefetched into L2 meanwhile: in the engine 0.524 -> 0.505 ms per i128_o1024 call at batch 1 and
+    0.398 -> 0.383 ms for i32_o256 (run 80, H200). In a chain of 24 such GEMMs it gains up to 2048
+    rows, ties at 4096 and loses at 8192 (run 79), so the op runs up to LINEAR_OP_MAX_ROWS rows
+    (B * T); fp32 keeps cuBLAS (the op's fp32 dot products use no tensor cores). A module-level
+    function, like `conv1d`, so benchmarks can swap it.
+    """
+    if x.dtype != torch.float32 and x.numel() // x.shape[-1] <= LINEAR_OP_MAX_ROWS:
+        return kernels.linear(x, layer.weight, layer.bias)
+    return layer(x)
 
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) -> torch.Tensor:

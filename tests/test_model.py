@@ -290,6 +290,29 @@ def test_conv1d_equals_nn_conv1d_then_relu_and_row_mask(monkeypatch):
         torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
 
 
+def test_projections_take_the_linear_op_for_few_half_precision_rows(monkeypatch):
+    """The attention's qkv and fc run the `linear` op in fp16/bf16 up to LINEAR_OP_MAX_ROWS rows (B * T),
+    `nn.Linear` (cuBLAS) past it and in fp32; every path equals the layer."""
+    import kernels
+    from fastspeech import model as model_module
+
+    op_calls = count_calls(monkeypatch, kernels, "linear")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40)
+    limit = model_module.LINEAR_OP_MAX_ROWS
+    for (B, T), dtype in itertools.product(
+        ((1, 7), (2, limit // 2), (1, limit + 1)), (torch.float32, torch.bfloat16)
+    ):
+        x = torch.randn(B, T, 24).to(dtype)
+        op_calls.clear()
+        with torch.no_grad():
+            got = model_module.linear(x, layer.to(dtype))
+            want = torch.nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float())
+        assert len(op_calls) == (dtype != torch.float32 and B * T <= limit), (B, T, dtype)
+        tol = 1e-5 if dtype == torch.float32 else 5e-2
+        torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+
+
 def test_fp32_attention_takes_sdpa_past_fp32_attention_max_work(monkeypatch):
     """fp32 runs the attention op up to B * T^2 = FP32_ATTENTION_MAX_WORK and the reference (SDPA +
     mask) past it (the op's IEEE fp32 dot products are slower there, run 45); fp16/bf16 always run the

@@ -1,0 +1,143 @@
+"""Probe (issue 17): the attention projections as dependent-launch Triton GEMMs, inside the engine.
+
+Runs 63-64 timed chains of GEMMs alone: a Triton GEMM launched with programmatic dependent launch
+(Hopper's `griddepcontrol`), which prefetches its weight tile into L2 before waiting for the previous
+kernel, beat cuBLAS by ~1.3-1.5 µs on the projections' shapes. Inductor gives dependent launch only
+to the kernels it generates (they wait before their first load of a previous kernel's output and
+let the next kernel launch after their loads), not to cuBLAS and not to user Triton kernels. This
+probe puts such a GEMM into the engine as an opaque custom op (`probe::pdl_linear`, launched by its
+own code with `launch_pdl=True`) for `MultiHeadAttention.linear` (qkv) and `fc`, builds the engine
+with and without it, and times the engines' calls side by side (interleaved rounds). Since run 79
+it also builds the model as committed (`kernels/linear.py`, which lets the next kernel launch only
+after its own wait) next to this file's first version (which let it launch at once).
+
+Run on a CUDA GPU (sm90): python -m benchmarks.kernels.probe_pdl_linear [--shapes i128_o1024,i32_o256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+from benchmarks.kernels.common import environment
+from benchmarks.kernels.probe_pdl_gemm import _prefetch_l2
+from benchmarks.latency import calibrated_model, sample_tokens, time_calls
+from fastspeech import model as model_module
+from fastspeech.engine import EngineSpec, load_or_build
+
+
+@triton.jit
+def _linear_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr, M, stride_xm, stride_ym,
+    K: tl.constexpr, N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr, LINES: tl.constexpr,
+):  # fmt: skip
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        line = tl.minimum(tl.arange(0, LINES), K // 64 - 1)  # 128-byte lines of this program's weight rows
+        _prefetch_l2(w_ptr + rn[:, None] * K + line[None, :] * 64)
+        tl.extra.cuda.gdc_wait()  # the previous kernel's writes (x) are visible from here on
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        a = tl.load(x_ptr + rm[:, None] * stride_xm + (k0 + rk)[None, :], mask=rm[:, None] < M, other=0.0)
+        w = tl.load(w_ptr + rn[:, None] * K + (k0 + rk)[None, :])
+        acc = tl.dot(a, w.T, acc)
+    acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
+    tl.store(
+        y_ptr + rm[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty), mask=rm[:, None] < M
+    )
+
+
+@torch.library.custom_op("probe::pdl_linear", mutates_args=())
+def pdl_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    N, K = weight.shape
+    x2 = x.reshape(-1, K).contiguous()
+    M = x2.shape[0]
+    y = x2.new_empty(M, N)
+    bm = 64 if M >= 512 else 32
+    _linear_kernel[(triton.cdiv(M, bm), N // 64)](
+        x2, weight.contiguous(), bias, y, M, x2.stride(0), y.stride(0),
+        K=K, N=N, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=64, PDL=True, LINES=triton.next_power_of_2(K // 64),
+        num_warps=4, num_stages=3, launch_pdl=True,
+    )  # fmt: skip
+    return y.view(*x.shape[:-1], N)
+
+
+@pdl_linear.register_fake
+def _(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def attention_forward_pdl(self, x, lengths, acts, name):
+    """MultiHeadAttention.forward with both projections through this probe's `pdl_linear`."""
+    qkv = pdl_linear(x, self.linear.weight, self.linear.bias)
+    out = model_module.self_attention(qkv, lengths, self.n_head)
+    out = pdl_linear(out, self.fc.weight, self.fc.bias) + x
+    return self.layer_norm(out)
+
+
+def cublas_linear(x, layer):
+    return layer(x)
+
+
+# variant -> (MultiHeadAttention.forward, fastspeech.model.linear) while its engine builds
+ORIGINAL_FORWARD, ORIGINAL_LINEAR = model_module.MultiHeadAttention.forward, model_module.linear
+VARIANTS = {
+    "cublas": (ORIGINAL_FORWARD, cublas_linear),
+    "linear_op": (ORIGINAL_FORWARD, ORIGINAL_LINEAR),  # the model as committed: kernels/linear.py
+    "probe_trigger_first": (attention_forward_pdl, ORIGINAL_LINEAR),  # this file's kernel (run 78)
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="i128_o1024,i32_o256")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    print(environment())
+    dev = torch.device("cuda")
+    for shape in args.shapes.split(","):
+        max_in, max_out = (int(n) for n in shape.removeprefix("i").split("_o"))
+        ids = sample_tokens(max_in)
+        model = calibrated_model(ids, target_frames=round(max_out * 900 / 1024), device=dev).half()
+        tokens, alpha = torch.tensor([ids], device=dev), torch.ones(1, device=dev)
+        spec = EngineSpec(1, max_in, max_out, "fp16", "inductor")
+        runners, outs = {}, {}
+        with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
+            for variant, (forward, linear) in VARIANTS.items():
+                torch._dynamo.reset()
+                model_module.MultiHeadAttention.forward, model_module.linear = forward, linear
+                try:
+                    engine = load_or_build(model, spec, Path(folder) / variant, dev, {}, force_build=True)
+                finally:
+                    model_module.MultiHeadAttention.forward, model_module.linear = (
+                        ORIGINAL_FORWARD,
+                        ORIGINAL_LINEAR,
+                    )
+                runners[variant] = partial(engine.runner, tokens, alpha)
+                outs[variant] = runners[variant]()[0].float().clone()
+            err = {v: (o - outs["cublas"]).abs().max().item() for v, o in outs.items()}
+            times = {v: [] for v in runners}
+            for _ in range(args.rounds):
+                for v, fn in runners.items():
+                    times[v].append(statistics.median(time_calls(fn, args.calls, warmup=20)) * 1e3)
+        base = statistics.median(times["cublas"])
+        for v, ts in times.items():
+            med = statistics.median(ts)
+            print(f"{shape} B=1 {v}: {med:.4f} ms per call (rounds {', '.join(f'{t:.4f}' for t in ts)}), "
+                  f"{base / med:.3f}x cublas; max |mel - cublas mel| {err[v]:.4f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
