@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--shapes", default="i128_o1024,i32_o256")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument(
+        "--sequence", action="store_true", help="first time each engine's calls one after another, twice"
+    )
     args = parser.parse_args()
     print(environment())
     dev = torch.device("cuda")
@@ -128,6 +131,11 @@ def main() -> None:
                 runners[variant] = partial(engine.runner, tokens, alpha)
                 outs[variant] = runners[variant]()[0].float().clone()
             err = {v: (o - outs["cublas"]).abs().max().item() for v, o in outs.items()}
+            if args.sequence:  # each engine's 1000 calls once, in build order, twice: mean and median
+                for rnd in (1, 2):
+                    for v, fn in runners.items():
+                        ts = time_calls(fn, 1000, warmup=10) * 1e3
+                        print(f"{shape} sequence {rnd} {v}: mean {ts.mean():.4f} ms, median {statistics.median(ts):.4f}", flush=True)  # fmt: skip
             times = {v: [] for v in runners}
             for _ in range(args.rounds):
                 for v, fn in runners.items():
