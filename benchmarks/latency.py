@@ -301,7 +301,7 @@ def main() -> None:
     p.add_argument("--iters-b1", type=int, default=1000, help="timed runs at batch 1 (the seed: 1000)")
     p.add_argument("--iters", type=int, default=100, help="timed runs at larger batches")
     p.add_argument(
-        "--rounds", type=int, default=1, help="interleaved rounds over the variants (iters split among them)"
+        "--rounds", type=int, default=5, help="interleaved rounds over the variants (iters split among them)"
     )
     p.add_argument("--max-row-seconds", type=float, default=10.0, help="fewer runs (>= 20) past this, B > 1")
     p.add_argument("--append", action="store_true", help="merge rows into an existing latency.json")
@@ -342,9 +342,10 @@ def main() -> None:
             flops = graph_flops(model.cfg, batch, max_in, max_out)
             with torch.inference_mode():
                 frames = int(model(tokens, alpha, max_out=max_out).mel_lens.sum())
-            # Every variant is built first and timed after: an engine's batch-1 call is 20-56 µs slower
-            # once other engines exist in the process (run 83), so timing each right after its build
-            # favoured the first. Then `--rounds` interleaved rounds of iters / rounds calls each.
+            # Every variant is built first, then timed in `--rounds` interleaved rounds of iters / rounds
+            # calls each: one engine's batch-1 time drifts by 20-60 µs within a process (with the engines
+            # that exist and with host jitter the GPU waits on, runs 83-86), so timing each variant right
+            # after its build favoured the first.
             prepared = {}
             for variant in args.variants:
                 t0 = time.perf_counter()
