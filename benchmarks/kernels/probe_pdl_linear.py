@@ -23,9 +23,11 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+import kernels
 from benchmarks.kernels.common import environment
 from benchmarks.kernels.probe_pdl_gemm import _prefetch_l2
 from benchmarks.latency import calibrated_model, sample_tokens, time_calls
@@ -90,19 +92,56 @@ def cublas_linear(x, layer):
     return layer(x)
 
 
-# variant -> (MultiHeadAttention.forward, fastspeech.model.linear) while its engine builds
-ORIGINAL_FORWARD, ORIGINAL_LINEAR = model_module.MultiHeadAttention.forward, model_module.linear
+def conv1d_taps_op(max_rows: int):
+    """`fastspeech.model.conv1d` with its multiply-first GEMM through the `linear` op for K <= 384 and
+    up to `max_rows` rows (the FFN's w_1 and the duration predictor's convs at batch 1; not w_2)."""
+    original = model_module.conv1d
+
+    def conv1d(x, conv, lengths, relu):
+        B, T, c_in = x.shape
+        if x.dtype == torch.float32 or B * T > max_rows or c_in > 384 or B * T >= model_module.OP_MIN_ROWS:
+            return original(x, conv, lengths, relu)
+        taps = conv.weight.permute(2, 0, 1)
+        k, pad = conv.kernel_size[0], conv.padding[0]
+        y = kernels.linear(x, taps.flatten(0, 1), None)  # (B, T, k * C_out)
+        y = F.pad(y.view(B, T, k, -1), (0, 0, 0, 0, pad, k - 1 - pad))
+        out = conv.bias
+        for j in range(k):
+            out = out + y[:, j : j + T, j]
+        out = torch.relu(out) if relu else out
+        return out * (torch.arange(T, device=x.device)[None, :, None] < lengths[:, None, None]).to(out.dtype)
+
+    return conv1d
+
+
+# variant -> {fastspeech.model attribute: replacement} while its engine builds ("forward": the
+# MultiHeadAttention.forward)
+ORIGINAL = {"forward": model_module.MultiHeadAttention.forward, "linear": model_module.linear,
+            "conv1d": model_module.conv1d}  # fmt: skip
 VARIANTS = {
-    "cublas": (ORIGINAL_FORWARD, cublas_linear),
-    "linear_op": (ORIGINAL_FORWARD, ORIGINAL_LINEAR),  # the model as committed: kernels/linear.py
-    "probe_trigger_first": (attention_forward_pdl, ORIGINAL_LINEAR),  # this file's kernel (run 78)
+    "cublas": {"linear": cublas_linear},
+    "linear_op": {},  # the model as committed: kernels/linear.py for qkv and fc
+    "probe_trigger_first": {"forward": attention_forward_pdl},  # this file's kernel (run 78)
+    "linear_op_conv_taps_256": {"conv1d": conv1d_taps_op(256)},  # + w_1, duration predictor, <= 256 rows
+    "linear_op_conv_taps_1024": {"conv1d": conv1d_taps_op(1024)},  # the same up to 1024 rows
 }
+
+
+def apply(swaps: dict) -> None:
+    for name, fn in {**ORIGINAL, **swaps}.items():
+        if name == "forward":
+            model_module.MultiHeadAttention.forward = fn
+        else:
+            setattr(model_module, name, fn)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="i128_o1024,i32_o256")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--variants", default="cublas,linear_op,probe_trigger_first", help=f"of {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument(
         "--sequence", action="store_true", help="first time each engine's calls one after another, twice"
@@ -118,16 +157,13 @@ def main() -> None:
         spec = EngineSpec(1, max_in, max_out, "fp16", "inductor")
         runners, outs = {}, {}
         with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
-            for variant, (forward, linear) in VARIANTS.items():
+            for variant in args.variants.split(","):
                 torch._dynamo.reset()
-                model_module.MultiHeadAttention.forward, model_module.linear = forward, linear
+                apply(VARIANTS[variant])
                 try:
                     engine = load_or_build(model, spec, Path(folder) / variant, dev, {}, force_build=True)
                 finally:
-                    model_module.MultiHeadAttention.forward, model_module.linear = (
-                        ORIGINAL_FORWARD,
-                        ORIGINAL_LINEAR,
-                    )
+                    apply({})
                 runners[variant] = partial(engine.runner, tokens, alpha)
                 outs[variant] = runners[variant]()[0].float().clone()
             err = {v: (o - outs["cublas"]).abs().max().item() for v, o in outs.items()}
