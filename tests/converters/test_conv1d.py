@@ -2,15 +2,15 @@
 
 Everywhere: the decomposition's math (against nn.Conv1d and the float64 contract), that an exported
 graph decomposed with it (the `run_decompositions` step Torch-TensorRT runs) holds only ATen layers
-TensorRT converts, keeps x's dtype and computes the op's numbers, and what `register()` hands
-Torch-TensorRT's registry. With TensorRT (`requires_tensorrt`; never run so far): the op inside a
+TensorRT converts, keeps x's dtype and computes the op's numbers (`register()`: test_decompositions.py).
+With TensorRT (`requires_tensorrt`; never run so far): the op inside a
 Torch-TensorRT engine against the reference.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fake_trt_decomposition_registry, needs_tensorrt, requires_cuda
+from helpers import needs_tensorrt, requires_cuda
 
 from converters import conv1d as converter
 from kernels import conv1d_reference
@@ -104,14 +104,6 @@ def test_decomposition_keeps_half_precision():
     convs = [n for n in decomposed.graph.nodes if "conv" in str(n.target)]
     assert convs and all(n.meta["val"].dtype == torch.float16 for n in convs)
     assert not any("_to_copy" in str(n.target) for n in decomposed.graph.nodes)
-
-
-def test_register_hands_the_layers_to_the_registry_once(monkeypatch):
-    """`register()` against stand-ins of the two Torch-TensorRT modules it uses (no TensorRT here)."""
-    registry = fake_trt_decomposition_registry(monkeypatch)
-    converter.register()
-    converter.register()  # idempotent
-    assert registry == {torch.ops.fastspeech.conv1d.default: conv1d_layers}
 
 
 # ---------------------------------------------------------------------------------------------

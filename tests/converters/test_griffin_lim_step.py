@@ -2,11 +2,10 @@
 
 An exported graph decomposed with it (the `run_decompositions` step Torch-TensorRT runs) holds only
 elementwise ATen layers that TensorRT converts (no float64, which TensorRT lacks) and computes the
-op's numbers; `register()` hands the reference to Torch-TensorRT's registry once.
+op's numbers (`register()` is checked in test_decompositions.py).
 """
 
 import torch
-from helpers import fake_trt_decomposition_registry
 
 from converters import griffin_lim_step as converter
 from kernels.griffin_lim_step import griffin_lim_step_reference
@@ -63,11 +62,3 @@ def test_decomposed_export_holds_only_tensorrt_layers():
     assert torch.float64 not in dtypes
     want = griffin_lim_step_reference(z, z_prev, magnitude, 0.5)
     torch.testing.assert_close(decomposed.module()(z, z_prev, magnitude), want, atol=1e-6, rtol=1e-6)
-
-
-def test_register_hands_the_reference_to_the_registry_once(monkeypatch):
-    """`register()` against stand-ins of the two Torch-TensorRT modules it uses (no TensorRT here)."""
-    registry = fake_trt_decomposition_registry(monkeypatch)
-    converter.register()
-    converter.register()  # idempotent
-    assert registry == {torch.ops.fastspeech.griffin_lim_step.default: griffin_lim_step_reference}

@@ -2,13 +2,12 @@
 
 Everywhere: the layers equal `F.linear`; an exported graph decomposed with them (the
 `run_decompositions` step Torch-TensorRT runs) holds only ATen layers TensorRT converts, keeps x's
-dtype and computes the op's numbers; `register()` hands Torch-TensorRT's registry the layers. With
-TensorRT (`requires_tensorrt`; never run so far): the op inside a Torch-TensorRT engine.
+dtype and computes the op's numbers (`register()`: test_decompositions.py). With TensorRT (`requires_tensorrt`; never run so far): the op inside a Torch-TensorRT engine.
 """
 
 import pytest
 import torch
-from helpers import fake_trt_decomposition_registry, needs_tensorrt
+from helpers import needs_tensorrt
 
 from converters import linear as converter
 from kernels import linear_reference
@@ -87,14 +86,6 @@ def test_decomposition_keeps_half_precision():
     mms = [n for n in decomposed.graph.nodes if "mm" in str(n.target) or "linear" in str(n.target)]
     assert mms and all(n.meta["val"].dtype == torch.float16 for n in mms)
     assert not any("_to_copy" in str(n.target) for n in decomposed.graph.nodes)
-
-
-def test_register_hands_the_layers_to_the_registry_once(monkeypatch):
-    """`register()` against stand-ins of the two Torch-TensorRT modules it uses (no TensorRT here)."""
-    registry = fake_trt_decomposition_registry(monkeypatch)
-    converter.register()
-    converter.register()  # idempotent
-    assert registry == {torch.ops.fastspeech.linear.default: linear_layers}
 
 
 @pytest.mark.requires_tensorrt
