@@ -124,6 +124,19 @@ def check_compile_fullgraph(model: torch.nn.Module, args: tuple) -> None:
         torch.testing.assert_close(compiled(*args), model(*args), atol=1e-5, rtol=1e-5)
 
 
+def tensorrt_engine(module: torch.nn.Module, inputs: list[torch.Tensor]):
+    """`module` compiled whole by Torch-TensorRT (dynamo IR, every node in TensorRT, our plugins and
+    decompositions registered): what the converter tests run under `requires_tensorrt`."""
+    import torch_tensorrt
+
+    import converters
+
+    converters.register_all()
+    return torch_tensorrt.compile(
+        module, ir="dynamo", inputs=inputs, min_block_size=1, require_full_compilation=True
+    )
+
+
 def fake_trt_decomposition_registry(monkeypatch) -> dict:
     """Stand-ins for the two Torch-TensorRT modules `converters.register_decomposition` imports (no
     TensorRT here): returns the registry dict that `register()` fills. A second registration of an

@@ -83,9 +83,16 @@ def test_espeak_utterance_durations_fill_the_mel():
 # ---- the training forward (scripts/train_demo.py) -------------------------------------------
 def _tiny_model() -> FastSpeech:
     torch.manual_seed(0)
-    cfg = FastSpeechConfig(d_model=64, phoneme_side_n_layer=2, phoneme_side_head=1, phoneme_side_conv1d_filter_size=96,
-                           mel_side_n_layer=2, mel_side_head=1, mel_side_conv1d_filter_size=96,
-                           duration_predictor_filter_size=32)
+    cfg = FastSpeechConfig(
+        d_model=64,
+        phoneme_side_n_layer=2,
+        phoneme_side_head=1,
+        phoneme_side_conv1d_filter_size=96,
+        mel_side_n_layer=2,
+        mel_side_head=1,
+        mel_side_conv1d_filter_size=96,
+        duration_predictor_filter_size=32,
+    )
     model = FastSpeech(cfg).eval()
     with torch.no_grad():
         model.length_regulator.duration_predictor.linear_layer.bias.fill_(1.5)  # ~2-5 frames per token
@@ -140,4 +147,6 @@ def test_demo_voice_durations_follow_espeak_on_heldout_sentences():
         mae = (predicted - reference).abs().float().mean().item()
         total_rel = abs(predicted.sum().item() - reference.sum().item()) / reference.sum().item()
         assert mae <= DUR_MAE_FRAMES, f"{u['text']!r}: {mae:.2f} frames per token off eSpeak's timing"
-        assert total_rel <= TOTAL_REL, f"{u['text']!r}: length {predicted.sum()} vs eSpeak's {reference.sum()}"
+        assert total_rel <= TOTAL_REL, (
+            f"{u['text']!r}: length {predicted.sum()} vs eSpeak's {reference.sum()}"
+        )

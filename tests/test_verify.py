@@ -230,7 +230,12 @@ def run_verify(tmp_path, checkpoint, *overrides):
 def test_cli_verify_exit_code_and_report(tmp_path, checkpoint, perturb):
     proc = run_verify(tmp_path, checkpoint, *([f"verify.perturb={perturb}"] if perturb else []))
     table = proc.stdout
-    names = SEED_NAMES + ["mel_side.layer_stack.1.pos_ffn.conv2", "out.seq", "vocoder.magnitude", "vocoder.wav"]
+    names = SEED_NAMES + [
+        "mel_side.layer_stack.1.pos_ffn.conv2",
+        "out.seq",
+        "vocoder.magnitude",
+        "vocoder.wav",
+    ]
     for name in names:
         assert f"\n{name} " in table, name
     if perturb is None:

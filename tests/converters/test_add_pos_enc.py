@@ -10,7 +10,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter
+from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter, tensorrt_engine
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -146,13 +146,8 @@ class _OneOp(torch.nn.Module):
 @needs_tensorrt
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16])
 def test_plugin_in_a_tensorrt_engine_matches_reference(x_dtype):
-    import torch_tensorrt
-
-    converters.register_all()
     torch.manual_seed(0)
     x = torch.randn(2, 256, 384, device="cuda").to(x_dtype)
     lengths = torch.tensor([256, 100], device="cuda")
-    engine = torch_tensorrt.compile(
-        _OneOp().cuda(), ir="dynamo", inputs=[x, lengths], min_block_size=1, require_full_compilation=True
-    )
+    engine = tensorrt_engine(_OneOp().cuda(), [x, lengths])
     torch.testing.assert_close(engine(x, lengths), add_pos_enc_reference(x, lengths), **TOL[x_dtype])

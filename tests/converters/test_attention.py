@@ -10,7 +10,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter
+from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter, tensorrt_engine
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -156,13 +156,8 @@ class _OneOp(torch.nn.Module):
 @needs_tensorrt
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_plugin_in_a_tensorrt_engine_matches_reference(dtype):
-    import torch_tensorrt
-
-    converters.register_all()
     torch.manual_seed(0)
     qkv = torch.randn(2, 256, 384, device="cuda").to(dtype)
     lengths = torch.tensor([256, 100], device="cuda")
-    engine = torch_tensorrt.compile(
-        _OneOp().cuda(), ir="dynamo", inputs=[qkv, lengths], min_block_size=1, require_full_compilation=True
-    )
+    engine = tensorrt_engine(_OneOp().cuda(), [qkv, lengths])
     torch.testing.assert_close(engine(qkv, lengths), attention_reference(qkv, lengths, 2), **TOL[dtype])

@@ -10,7 +10,7 @@ Torch-TensorRT engine against the reference.
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import needs_tensorrt, requires_cuda
+from helpers import needs_tensorrt, requires_cuda, tensorrt_engine
 
 from converters import conv1d as converter
 from kernels import conv1d_reference
@@ -131,15 +131,8 @@ def test_layers_at_model_shapes_cuda(c_in, c_out, relu):
 @needs_tensorrt
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_op_in_a_tensorrt_engine_matches_reference(dtype):
-    import torch_tensorrt
-
-    import converters
-
-    converters.register_all()
     torch.manual_seed(0)
     model = _Convs().cuda().to(dtype)
     x, lengths = torch.randn(2, 256, 16, device="cuda").to(dtype), torch.tensor([256, 100], device="cuda")
-    engine = torch_tensorrt.compile(
-        model, ir="dynamo", inputs=[x, lengths], min_block_size=1, require_full_compilation=True
-    )
+    engine = tensorrt_engine(model, [x, lengths])
     torch.testing.assert_close(engine(x, lengths), model(x, lengths), **TOL[dtype])

@@ -7,7 +7,7 @@ dtype and computes the op's numbers (`register()`: test_decompositions.py). With
 
 import pytest
 import torch
-from helpers import needs_tensorrt
+from helpers import needs_tensorrt, tensorrt_engine
 
 from converters import linear as converter
 from kernels import linear_reference
@@ -92,16 +92,9 @@ def test_decomposition_keeps_half_precision():
 @needs_tensorrt
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_op_in_a_tensorrt_engine_matches_reference(dtype):
-    import torch_tensorrt
-
-    import converters
-
-    converters.register_all()
     torch.manual_seed(0)
     model = _Projections().cuda().to(dtype)
     x = torch.randn(2, 256, 16, device="cuda").to(dtype)
-    engine = torch_tensorrt.compile(
-        model, ir="dynamo", inputs=[x], min_block_size=1, require_full_compilation=True
-    )
+    engine = tensorrt_engine(model, [x])
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(engine(x), model(x), atol=tol, rtol=tol)

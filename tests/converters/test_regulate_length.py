@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter
+from helpers import ShapeExpr, needs_tensorrt, requires_cuda, run_without_interpreter, tensorrt_engine
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import converters
@@ -200,21 +200,12 @@ def test_plugin_is_registered_with_the_ops_inputs_and_attributes():
 @needs_tensorrt
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16])
 def test_plugin_in_a_tensorrt_engine_matches_reference(x_dtype):
-    import torch_tensorrt
-
-    converters.register_all()
     torch.manual_seed(0)
     B, Ti, H, max_out = 2, 32, 64, 256
     x = torch.randn(B, Ti, H, device="cuda").to(x_dtype)
     durations = torch.randint(0, 12, (B, Ti), device="cuda")
     durations[0, 0] = max_out + 5  # crops
-    engine = torch_tensorrt.compile(
-        _OneOp(max_out).cuda(),
-        ir="dynamo",
-        inputs=[x, durations],
-        min_block_size=1,
-        require_full_compilation=True,
-    )
+    engine = tensorrt_engine(_OneOp(max_out).cuda(), [x, durations])
     torch.testing.assert_close(
         engine(x, durations), regulate_length_reference(x, durations, max_out), **TOL[x_dtype]
     )
