@@ -82,40 +82,32 @@ def main() -> None:
 
         a = build("a", 128, 1024)
         run_a = partial(a.runner, tokens, alpha)
-        print("A alone:", split(run_a, args.calls), gpu_state(), flush=True)
-        print("A alone again:", split(run_a, args.calls), flush=True)
+
+        def report(label: str, fn=run_a) -> None:
+            print(f"{label}:", split(fn, args.calls), gpu_state(), flush=True)
+
+        report("A alone")
+        report("A alone again")
         others = [build("b", 128, 1024)]
-        print("A after building B (same shape):", split(run_a, args.calls), flush=True)
+        report("A after building B (same shape)")
         others.append(build("c", 32, 256))
-        print("A after building C (i32_o256):", split(run_a, args.calls), flush=True)
+        report("A after building C (i32_o256)")
         others += [build(f"d{i}", 64, 512) for i in range(2)]
-        print("A with 4 more engines:", split(run_a, args.calls), gpu_state(), flush=True)
+        report("A with 4 more engines")
         time.sleep(args.idle)
-        print(
-            f"A with 4 more engines, after {args.idle} s idle:",
-            split(run_a, args.calls),
-            gpu_state(),
-            flush=True,
-        )
+        report(f"A with 4 more engines, after {args.idle} s idle")
         for _ in range(20 * args.calls):
             run_a()
-        print(
-            "A with 4 more engines, after 20x its calls:", split(run_a, args.calls), gpu_state(), flush=True
-        )
-        print("B (built second):", split(partial(others[0].runner, tokens, alpha), args.calls), flush=True)
+        report("A with 4 more engines, after 20x its calls")
+        report("B (built second)", partial(others[0].runner, tokens, alpha))
         del others
         gc.collect()
         torch.cuda.empty_cache()
-        print("A after freeing them:", split(run_a, args.calls), flush=True)
+        report("A after freeing them")
         gc.freeze()
-        print("A after gc.freeze():", split(run_a, args.calls), gpu_state(), flush=True)
+        report("A after gc.freeze()")
         time.sleep(args.idle)
-        print(
-            f"A after freeing them, after {args.idle} s idle:",
-            split(run_a, args.calls),
-            gpu_state(),
-            flush=True,
-        )
+        report(f"A after freeing them, after {args.idle} s idle")
 
 
 if __name__ == "__main__":
