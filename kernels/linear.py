@@ -69,7 +69,7 @@ def _linear_kernel(
     rm, rn = rm.to(tl.int64), rn.to(tl.int64)  # row offsets past 2^31 elements stay exact
     rk = tl.arange(0, BLOCK_K)
     if PDL:
-        # This program's weight rows, 64 fp16/bf16 elements (128 bytes) a line, clamped inside W.
+        # This program's weight rows, a prefetch per 64 elements (a 128-byte line in fp16/bf16), inside W.
         line = tl.minimum(tl.arange(0, LINES) * 64, K - 1)
         _prefetch_l2(w_ptr + tl.minimum(rn, N - 1)[:, None] * stride_wn + line[None, :])
         tl.extra.cuda.gdc_wait()  # the previous kernel's writes (x among them) are visible from here on
@@ -101,7 +101,7 @@ def _linear_kernel(
 # Launcher
 # ---------------------------------------------------------------------------------------------
 def dependent_launch(device: torch.device) -> bool:
-    """Programmatic dependent launch: CUDA on sm90 (Hopper) or newer, not under the interpreter."""
+    """Programmatic dependent launch: CUDA on sm90 (Hopper) or newer (the CPU interpreter has none)."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
