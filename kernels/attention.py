@@ -21,7 +21,6 @@ fp32 inputs use IEEE fp32 dot products (no TF32), so fp32 engines stay within fp
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
 import torch
@@ -30,7 +29,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from kernels.utils import check_int32_offsets, register_reference_autograd
+from kernels.utils import check_int32_offsets, fp32_dot, register_reference_autograd
 
 FILL_PROGRAMS = 132  # programs that fill the GPU: our H100's (and H200's) SM count
 
@@ -195,12 +194,6 @@ def launch_attention(
         num_warps=num_warps,
     )
     return out
-
-
-def fp32_dot(dtype: torch.dtype) -> bool:
-    """Dot products on fp32 operands in IEEE fp32: for fp32 inputs (no TF32), and for bf16 under
-    Triton's CPU interpreter, whose bf16 `tl.dot` returns garbage (triton 3.9, seen in the CPU tests)."""
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
 
 
 def qk_scale(d: int) -> float:

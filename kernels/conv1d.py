@@ -39,7 +39,6 @@ with weight.permute(1, 2, 0), then relu and the row mask, computed in fp32 and c
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple, Optional
 
 import torch
@@ -48,7 +47,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from kernels.utils import register_reference_autograd
+from kernels.utils import fp32_dot, register_reference_autograd
 
 FILL_PROGRAMS = 132  # programs that fill the GPU: our H100's (and H200's) SM count
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -193,12 +192,6 @@ def default_blocks(B: int, T: int, N: int, c_in: int, dtype: torch.dtype) -> Blo
         return Blocks(128, 256, block_k, num_warps=8, num_stages=3)
     block_n = min(128, max(16, triton.next_power_of_2(N)))
     return Blocks(block_m, block_n, block_k, num_warps=4, num_stages=4 if wide else 3)
-
-
-def fp32_dot(dtype: torch.dtype) -> bool:
-    """Dot products on fp32 operands in IEEE fp32: for fp32 inputs (no TF32), and for bf16 under
-    Triton's CPU interpreter, whose bf16 `tl.dot` is wrong (see kernels/attention.py)."""
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
 
 
 def tma_ready(t: torch.Tensor) -> bool:

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.conv1d import FLOAT_DTYPES, fp32_dot
-from kernels.utils import register_reference_autograd
+from kernels.conv1d import FLOAT_DTYPES
+from kernels.utils import fp32_dot, register_reference_autograd
 
 
 # ---------------------------------------------------------------------------------------------
