@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", default="i128_o1024", help="the engine when --engine-set none")
     p.add_argument("--batch", type=int, default=8, help="engine batch size (every engine of the set)")
     p.add_argument(
-        "--batches", default=None, help="engine_set.batches, e.g. 1,8: each engine also at batch 1 (light load)"
+        "--batches",
+        default=None,
+        help="engine_set.batches, e.g. 1,8: each engine also at batch 1 (light load)",
     )
     p.add_argument("--vocoder", default=None, help="conf/vocoder name (default: the config's)")
     p.add_argument("--vocoder-iters", type=int, default=None, help="Griffin-Lim iterations (vocoder.n_iter)")

@@ -50,8 +50,9 @@ from kernels.utils import fp32_dot, register_reference_autograd
 # Triton kernel
 # ---------------------------------------------------------------------------------------------
 @triton.jit
-def _prefetch_l2(ptrs):
-    """Ask L2 to fetch the 128-byte lines at `ptrs` (no data comes back to the program)."""
+def prefetch_l2(ptrs):
+    """Ask L2 to fetch the 128-byte lines at `ptrs` (no data comes back to the program); the
+    benchmark probes use it too."""
     tl.inline_asm_elementwise(
         "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
     )
@@ -71,7 +72,7 @@ def _linear_kernel(
     if PDL:
         # This program's weight rows, a prefetch per 64 elements (a 128-byte line in fp16/bf16), inside W.
         line = tl.minimum(tl.arange(0, LINES) * 64, K - 1)
-        _prefetch_l2(w_ptr + tl.minimum(rn, N - 1)[:, None] * stride_wn + line[None, :])
+        prefetch_l2(w_ptr + tl.minimum(rn, N - 1)[:, None] * stride_wn + line[None, :])
         tl.extra.cuda.gdc_wait()  # the previous kernel's writes (x among them) are visible from here on
         tl.extra.cuda.gdc_launch_dependents()  # after the wait: a kernel after this one starts after it
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)

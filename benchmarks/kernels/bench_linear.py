@@ -22,15 +22,6 @@ ROWS = (32, 128, 256, 1024, 2048, 4096, 8192)
 SHAPES = {"qkv": (384, 384), "fc": (128, 384)}  # (K, N)
 
 
-def graph_of(fn) -> torch.cuda.CUDAGraph:
-    fn()  # compile and warm up outside the capture
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
-
-
 def chain(impl, x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     h = x
     for i, (w, b) in enumerate(layers):
@@ -50,8 +41,8 @@ def measure(M: int, dtype: torch.dtype) -> list[dict]:
     x = torch.randn(M, 384, device="cuda").to(dtype)
     layers = [((torch.randn(384, k, device="cuda") / k**0.5).to(dtype), torch.zeros(384, device="cuda").to(dtype)) for k in (384, 128) * 12]  # fmt: skip
     got, want = chain(linear, x, layers), chain(F.linear, x, layers)
-    t_op = common.time_us(graph_of(lambda: chain(linear, x, layers)).replay) / len(layers)
-    t_ref = common.time_us(graph_of(lambda: chain(F.linear, x, layers)).replay) / len(layers)
+    t_op = common.time_us(common.graph_of(lambda: chain(linear, x, layers)).replay) / len(layers)
+    t_ref = common.time_us(common.graph_of(lambda: chain(F.linear, x, layers)).replay) / len(layers)
     correct = torch.allclose(got.float(), want.float(), atol=5e-2, rtol=5e-2)
     rows.append({"M": M, "shape": "chain", "op_us": t_op, "cublas_us": t_ref, "speedup": t_ref / t_op, "correct": correct})  # fmt: skip
     return rows

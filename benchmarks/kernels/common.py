@@ -85,6 +85,21 @@ def time_us(fn: Callable[[], Any], reps: int = 100, warmup: int = 5) -> float:
     return 1e3 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
+def graph_of(fn: Callable[[], Any]) -> torch.cuda.CUDAGraph:
+    """`fn` captured in a CUDA graph, after two warm-up calls on a side stream (compiles, lazy
+    allocations); replay it to time the captured kernels with no host launches in between."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
 def kernel_profile(fn: Callable[[], Any], calls: int = 20) -> dict[str, Any]:
     """Kernels per call, kernel ms per call and the largest kernels, under torch.profiler (fn warm)."""
     from torch.profiler import ProfilerActivity

@@ -37,16 +37,10 @@ import torch
 import triton
 import triton.language as tl
 
-from benchmarks.kernels.common import direct_launch, environment, markdown_table, time_us
+from benchmarks.kernels.common import direct_launch, environment, graph_of, markdown_table, time_us
+from kernels.linear import prefetch_l2
 
 PHASES_PER_LAYER = 6
-
-
-@triton.jit
-def _prefetch_l2(ptrs):
-    tl.inline_asm_elementwise(
-        "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-    )
 
 
 @triton.jit
@@ -58,7 +52,7 @@ def _prefetch(base_ptr, n_elems, pid, P: tl.constexpr, LINES: tl.constexpr, PREF
         for i in range(0, per, LINES):
             line = pid * per + i + tl.arange(0, LINES)
             line = tl.minimum(line, n_lines - 1)
-            _prefetch_l2(base_ptr + line.to(tl.int64) * 64)
+            prefetch_l2(base_ptr + line.to(tl.int64) * 64)
 
 
 @triton.jit
@@ -433,8 +427,6 @@ SWEEP = [(16, 64, 256, 8), (16, 32, 512, 8), (16, 32, 256, 4), (16, 64, 512, 4)]
 def time_side(T: int, B: int, sweep: bool, phases: bool) -> list[dict]:
     """Six layers at (B, T): the per-op path (the model's blocks, Inductor as the engine compiles them,
     one CUDA graph) against the fused kernel (one CUDA graph), cold L2; optionally the phases' costs."""
-    from benchmarks.kernels.probe_pdl_gemm import graph_of
-
     cfg, layers, x, lengths = make_side(T, B, "cuda")
     layers, xh = layers.half(), x.half()
     W = stack_weights(layers)
@@ -482,8 +474,6 @@ def _launches(bar, n, P):
 def time_barriers() -> None:
     """A grid barrier alone (48 in one launch, less none) against a kernel boundary (48 one-step kernels
     in a CUDA graph, less one), one program per SM."""
-    from benchmarks.kernels.probe_pdl_gemm import graph_of
-
     P = torch.cuda.get_device_properties(0).multi_processor_count
     bar = torch.zeros(1, device="cuda", dtype=torch.int32)
     k = [time_us(graph_of(partial(_launches, bar, n, P)).replay, reps=100) for n in (1, 48)]

@@ -27,20 +27,14 @@ import torch
 import triton
 import triton.language as tl
 
-from benchmarks.kernels.common import environment, markdown_table, time_us
+from benchmarks.kernels.common import environment, graph_of, markdown_table, time_us
+from kernels.linear import prefetch_l2
 
 # (K, N) of one layer's GEMMs in order; each reads the first K columns of the previous output.
 LAYER = [(384, 1152), (128, 384), (384, 4608), (1536, 1152)]
 LAYERS = 6
 BM, BN, BK = 64, 64, 64
 SHAPES = [(384, 1152), (128, 384), (384, 4608), (1536, 1536)]  # --shapes: (K, N), N >= K to chain
-
-
-@triton.jit
-def _prefetch_l2(ptrs):
-    tl.inline_asm_elementwise(
-        "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-    )
 
 
 @triton.jit
@@ -56,7 +50,7 @@ def _mm_kernel(
         tl.extra.cuda.gdc_launch_dependents()
         if PREFETCH:  # one prefetch per 128-byte line of this program's weight rows
             line = tl.minimum(tl.arange(0, LINES), K // 64 - 1)
-            _prefetch_l2(w_ptr + rn[:, None] * stride_wn + line[None, :] * 64)
+            prefetch_l2(w_ptr + rn[:, None] * stride_wn + line[None, :] * 64)
         tl.extra.cuda.gdc_wait()
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -102,19 +96,6 @@ def chain(M: int, variant: str, weights: list[torch.Tensor], outs: list[torch.Te
             )  # fmt: skip
         a = out
     return a
-
-
-def graph_of(fn) -> torch.cuda.CUDAGraph:
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
 
 
 def main() -> None:

@@ -29,10 +29,10 @@ import triton.language as tl
 
 import kernels
 from benchmarks.kernels.common import environment
-from benchmarks.kernels.probe_pdl_gemm import _prefetch_l2
 from benchmarks.latency import calibrated_model, sample_tokens, time_calls
 from fastspeech import model as model_module
 from fastspeech.engine import EngineSpec, load_or_build
+from kernels.linear import prefetch_l2
 
 
 @triton.jit
@@ -47,7 +47,7 @@ def _linear_kernel(
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
         line = tl.minimum(tl.arange(0, LINES), K // 64 - 1)  # 128-byte lines of this program's weight rows
-        _prefetch_l2(w_ptr + rn[:, None] * K + line[None, :] * 64)
+        prefetch_l2(w_ptr + rn[:, None] * K + line[None, :] * 64)
         tl.extra.cuda.gdc_wait()  # the previous kernel's writes (x) are visible from here on
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
