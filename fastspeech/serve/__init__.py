@@ -117,18 +117,13 @@ def _prepare(plain: dict, answer) -> None:
     what is not a `FastSpeechError`)."""
     from omegaconf import OmegaConf
 
-    from fastspeech import pipeline
     from fastspeech.errors import FastSpeechError
-    from fastspeech.serve.service import voice_config
+    from fastspeech.serve.service import open_voices
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = OmegaConf.create(plain)
-    names = list((cfg.serve.voices or {"demo": {}}).keys())
     try:
-        device = pipeline.pick_device(cfg.device)
-        for name in names:
-            vcfg = voice_config(cfg, name, len(names))
-            pipeline.open_router(vcfg, pipeline.load_model(vcfg), device)
+        for _ in open_voices(OmegaConf.create(plain)):
+            pass
     except (FastSpeechError, ValueError) as exc:
         answer.put(str(exc))
         return

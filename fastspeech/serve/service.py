@@ -180,24 +180,15 @@ class Service:
     @classmethod
     def from_config(cls, cfg) -> Service:
         """Build or load every voice's engines (progress in the log), warm them up."""
-        from fastspeech import pipeline
-
         serve = cfg.serve
-        device = pipeline.pick_device(cfg.device)
         voices = {}
-        names = list((serve.voices or {"demo": {}}).keys())
-        for name in names:
-            vcfg = voice_config(cfg, name, len(names))
-            log.info("voice %s: loading the model (checkpoint=%s)", name, vcfg.checkpoint)
-            model = pipeline.load_model(vcfg)
-            t0 = time.perf_counter()
-            router = pipeline.open_router(vcfg, model, device)
+        for name, router, seconds in open_voices(cfg):
             router.progress, router.keep_mel = False, False  # the server sends audio only
             log.info(
                 "voice %s: %d engine(s) ready in %.1f s: %s",
                 name,
                 len(router.all_engines),
-                time.perf_counter() - t0,
+                seconds,
                 ", ".join(e.spec.name for e in router.all_engines),
             )
             voices[name] = Voice(name, router)
@@ -207,12 +198,29 @@ class Service:
             max_wait_ms=float(serve.max_wait_ms),
             max_queue=int(serve.max_queue),
             max_chars=int(serve.max_chars),
-            default_voice=serve.get("default_voice") or names[0],
+            default_voice=serve.get("default_voice") or next(iter(voices)),
             cors_origins=list(serve.get("cors_origins") or []),
             pcm_rate=serve.get("pcm_rate"),
         )
         service.warm_up()
         return service
+
+
+def open_voices(cfg):
+    """For each voice of `cfg.serve.voices` (or the one `demo` voice): (name, its router, the seconds
+    its engines took to build or load), the model loaded first. `Service.from_config` serves them;
+    `serve` with several workers opens them once beforehand so that the workers only load."""
+    from fastspeech import pipeline
+
+    device = pipeline.pick_device(cfg.device)
+    names = list((cfg.serve.voices or {"demo": {}}).keys())
+    for name in names:
+        vcfg = voice_config(cfg, name, len(names))
+        log.info("voice %s: loading the model (checkpoint=%s)", name, vcfg.checkpoint)
+        model = pipeline.load_model(vcfg)
+        t0 = time.perf_counter()
+        router = pipeline.open_router(vcfg, model, device)
+        yield name, router, time.perf_counter() - t0
 
 
 def voice_config(cfg, name: str, n_voices: int):
