@@ -39,10 +39,12 @@ SHAPES = [(384, 1152), (128, 384), (384, 4608), (1536, 1536)]  # --shapes: (K, N
 
 @triton.jit
 def _mm_kernel(
-    a_ptr, w_ptr, c_ptr, M, stride_am, stride_wn, stride_cm,
+    a_ptr, w_ptr, b_ptr, c_ptr, M, stride_am, stride_wn, stride_cm,
     K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
+    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr, HAS_BIAS: tl.constexpr = False,
 ):  # fmt: skip
+    """c = a @ w^T (+ b): one program per output tile; with PDL it lets the next kernel launch at once,
+    (with PREFETCH) prefetches its weight rows into L2, then waits for the previous kernel."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
@@ -57,6 +59,8 @@ def _mm_kernel(
         a = tl.load(a_ptr + rm[:, None] * stride_am + (k0 + rk)[None, :], mask=rm[:, None] < M, other=0.0)
         w = tl.load(w_ptr + rn[:, None] * stride_wn + (k0 + rk)[None, :])
         acc = tl.dot(a, w.T, acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
     tl.store(
         c_ptr + rm[:, None] * stride_cm + rn[None, :], acc.to(c_ptr.dtype.element_ty), mask=rm[:, None] < M
     )
@@ -90,7 +94,7 @@ def chain(M: int, variant: str, weights: list[torch.Tensor], outs: list[torch.Te
             pdl = name != "triton"
             grid = (triton.cdiv(M, bm), w.shape[0] // bn)
             _mm_kernel[grid](
-                a, w, out, M, a.stride(0), w.stride(0), out.stride(0),
+                a, w, w, out, M, a.stride(0), w.stride(0), out.stride(0),
                 K=K, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BK, PDL=pdl, PREFETCH=name == "triton_pdl_prefetch",
                 LINES=triton.next_power_of_2(K // 64), num_warps=4, num_stages=3, launch_pdl=pdl,
             )  # fmt: skip

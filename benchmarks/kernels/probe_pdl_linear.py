@@ -9,7 +9,8 @@ probe puts such a GEMM into the engine as an opaque custom op (`probe::pdl_linea
 own code with `launch_pdl=True`) for `MultiHeadAttention.linear` (qkv) and `fc`, builds the engine
 with and without it, and times the engines' calls side by side (interleaved rounds). Since run 79
 it also builds the model as committed (`kernels/linear.py`, which lets the next kernel launch only
-after its own wait) next to this file's first version (which let it launch at once).
+after its own wait) next to the first version (`probe::pdl_linear`: runs 63-64's `_mm_kernel` from
+probe_pdl_gemm.py with a bias, which lets the next kernel launch at once).
 
 Run on a CUDA GPU (sm90): python -m benchmarks.kernels.probe_pdl_linear [--shapes i128_o1024,i32_o256]
 """
@@ -25,52 +26,28 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
-import triton.language as tl
 
 import kernels
 from benchmarks.kernels.common import environment
+from benchmarks.kernels.probe_pdl_gemm import _mm_kernel
 from benchmarks.latency import calibrated_model, sample_tokens, time_calls
 from fastspeech import model as model_module
 from fastspeech.engine import EngineSpec, load_or_build
-from kernels.linear import prefetch_l2
-
-
-@triton.jit
-def _linear_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr, M, stride_xm, stride_ym,
-    K: tl.constexpr, N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    PDL: tl.constexpr, LINES: tl.constexpr,
-):  # fmt: skip
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    if PDL:
-        tl.extra.cuda.gdc_launch_dependents()
-        line = tl.minimum(tl.arange(0, LINES), K // 64 - 1)  # 128-byte lines of this program's weight rows
-        prefetch_l2(w_ptr + rn[:, None] * K + line[None, :] * 64)
-        tl.extra.cuda.gdc_wait()  # the previous kernel's writes (x) are visible from here on
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        a = tl.load(x_ptr + rm[:, None] * stride_xm + (k0 + rk)[None, :], mask=rm[:, None] < M, other=0.0)
-        w = tl.load(w_ptr + rn[:, None] * K + (k0 + rk)[None, :])
-        acc = tl.dot(a, w.T, acc)
-    acc += tl.load(b_ptr + rn).to(tl.float32)[None, :]
-    tl.store(
-        y_ptr + rm[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty), mask=rm[:, None] < M
-    )
 
 
 @torch.library.custom_op("probe::pdl_linear", mutates_args=())
 def pdl_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x @ weight^T + bias through `_mm_kernel`, dependent launch and weight prefetch on."""
     N, K = weight.shape
     x2 = x.reshape(-1, K).contiguous()
     M = x2.shape[0]
     y = x2.new_empty(M, N)
     bm = 64 if M >= 512 else 32
-    _linear_kernel[(triton.cdiv(M, bm), N // 64)](
-        x2, weight.contiguous(), bias, y, M, x2.stride(0), y.stride(0),
-        K=K, N=N, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=64, PDL=True, LINES=triton.next_power_of_2(K // 64),
-        num_warps=4, num_stages=3, launch_pdl=True,
+    w = weight.contiguous()
+    _mm_kernel[(triton.cdiv(M, bm), N // 64)](
+        x2, w, bias, y, M, x2.stride(0), w.stride(0), y.stride(0),
+        K=K, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=64, PDL=True, PREFETCH=True, LINES=triton.next_power_of_2(K // 64),
+        HAS_BIAS=True, num_warps=4, num_stages=3, launch_pdl=True,
     )  # fmt: skip
     return y.view(*x.shape[:-1], N)
 
@@ -121,7 +98,7 @@ ORIGINAL = {"forward": model_module.MultiHeadAttention.forward, "linear": model_
 VARIANTS = {
     "cublas": {"linear": cublas_linear},
     "linear_op": {},  # the model as committed: kernels/linear.py for qkv and fc
-    "probe_trigger_first": {"forward": attention_forward_pdl},  # this file's kernel (run 78)
+    "probe_trigger_first": {"forward": attention_forward_pdl},  # `probe::pdl_linear` (run 78)
     "linear_op_conv_taps_256": {"conv1d": conv1d_taps_op(256)},  # + w_1, duration predictor, <= 256 rows
     "linear_op_conv_taps_1024": {"conv1d": conv1d_taps_op(1024)},  # the same up to 1024 rows
 }
