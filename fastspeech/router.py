@@ -40,7 +40,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
@@ -143,15 +143,13 @@ class _Piece:
     alpha: float = 1.0
     since: float = 0.0  # when its item was queued (the scheduler's clock)
     rank: int = 0  # its place among its item's pieces: counted `step` later per place (`priority`)
-    step: float = RANK_DELAY  # the scheduler's step: every queued piece has the same (`Scheduler._time_call`)
 
-    @property
-    def priority(self) -> tuple[float, tuple[int, ...]]:
-        """Arrival, each later piece of an item counted one engine call (`step`) later per rank, then
-        speaking order: texts queued together start together, a text that arrives while a long one
-        runs goes next, yet no later piece waits forever behind a stream of new texts (strict
-        first-pieces-first left a few requests 4 s behind at 64 clients on the H200)."""
-        return (self.since + self.rank * self.step, self.key)
+    def priority(self, step: float) -> tuple[float, tuple[int, ...]]:
+        """Arrival, each later piece of an item counted one engine call (`step`, the scheduler's) later
+        per rank, then speaking order: texts queued together start together, a text that arrives while
+        a long one runs goes next, yet no later piece waits forever behind a stream of new texts
+        (strict first-pieces-first left a few requests 4 s behind at 64 clients on the H200)."""
+        return (self.since + self.rank * step, self.key)
 
 
 class Part(NamedTuple):
@@ -428,18 +426,26 @@ class _Item:
 
 
 class _Queue:
-    """One engine's pending pieces, first by priority: a heap, so that a call takes its pieces in
-    O(batch · log n). (A sort of the whole queue per call, as before, made a run of n texts O(n²):
-    1,000 texts on one engine spent 1.1 ms of host time per call in the scheduler alone, on our
-    2-core CPU; benchmarks/bench_router_host.py.) The earliest arrival, which `max_wait` reads, is a
-    second heap whose taken entries are dropped when they reach its top."""
+    """One engine's pending pieces, first by priority (`_Piece.priority` at the queue's `step`): a
+    heap, so that a call takes its pieces in O(batch · log n). (A sort of the whole queue per call, as
+    before, made a run of n texts O(n²): 1,000 texts on one engine spent 1.1 ms of host time per call
+    in the scheduler alone, on our 2-core CPU; benchmarks/bench_router_host.py.) The earliest arrival,
+    which `max_wait` reads, is a second heap whose taken entries are dropped when they reach its top.
+
+    A new step (`rekey`) re-keys the heap in O(n), and only when it can change the order: pieces
+    that all arrived at once are ordered by rank, then key, whatever the step, so such a queue (the
+    command line's: every text at once) keeps its keys until a piece of another arrival joins it.
+    (Re-keying every piece at every new step, as before, cost 2 ms of host time per call on the
+    command line's 1,000 texts, where noisy call times moved the step every third call.)"""
 
     _order = itertools.count()  # ties in priority (none expected) never compare two pieces
 
-    def __init__(self, pieces: Iterable[_Piece] = ()):
+    def __init__(self, step: float, pieces: Iterable[_Piece] = ()):
+        self.step = self._keyed = step  # the scheduler's step; the one the heap's keys were made with
         self._heap: list[tuple[tuple, int, _Piece]] = []
         self._arrivals: list[tuple[float, int]] = []
         self._queued: set[int] = set()
+        self._sinces: Counter[float] = Counter()  # queued pieces per arrival time
         for p in pieces:
             self.push(p)
 
@@ -450,14 +456,28 @@ class _Queue:
         return (p for _, _, p in self._heap)
 
     def push(self, piece: _Piece) -> None:
+        if self._keyed != self.step and piece.since not in self._sinces:
+            self._rekey()
         n = next(self._order)
-        heapq.heappush(self._heap, (piece.priority, n, piece))
+        heapq.heappush(self._heap, (piece.priority(self._keyed), n, piece))
         heapq.heappush(self._arrivals, (piece.since, n))
         self._queued.add(n)
+        self._sinces[piece.since] += 1
+
+    def rekey(self, step: float) -> None:
+        """The scheduler's new step: the heap re-keyed now where the order depends on it."""
+        self.step = step
+        if len(self._sinces) > 1:
+            self._rekey()
+
+    def _rekey(self) -> None:
+        self._keyed = self.step
+        self._heap = [(p.priority(self.step), n, p) for _, n, p in self._heap]
+        heapq.heapify(self._heap)
 
     def first(self) -> tuple:
-        """The priority of the piece the next call takes first (queue not empty)."""
-        return self._heap[0][0]
+        """The priority of the piece the next call takes first (queue not empty), at today's step."""
+        return self._heap[0][2].priority(self.step)
 
     def earliest(self) -> float:
         """The earliest `since` of the queued pieces (queue not empty)."""
@@ -469,6 +489,10 @@ class _Queue:
         """Up to n pieces, first by priority, out of the queue."""
         out = [heapq.heappop(self._heap) for _ in range(min(n, len(self._heap)))]
         self._queued.difference_update(k for _, k, _ in out)
+        for _, _, p in out:
+            self._sinces[p.since] -= 1
+            if not self._sinces[p.since]:
+                del self._sinces[p.since]
         return [p for _, _, p in out]
 
 
@@ -491,14 +515,14 @@ class Scheduler:
     def __init__(self, router: Router, max_batch: int | None = None):
         self.router = router
         self.caps = [min(e.spec.batch, max_batch or e.spec.batch) for e in router.engines]
-        self.queues = [_Queue() for _ in router.engines]
+        self.queues = [_Queue(RANK_DELAY) for _ in router.engines]
         self.items: dict[int, _Item] = {}
         self.stats = RouteStats()
         # One call's latency, a running mean (`finish`; the first call's own latency at first): a
         # queued text's later pieces count this much later per piece, so a text arriving t seconds
         # after a long one goes before the long one's pieces from about t / rank_delay on, i.e. right
-        # after the calls that were already due. `_step` is the value the queued pieces carry; they
-        # are re-keyed when the mean moves more than 1.5x away from it.
+        # after the calls that were already due. `_step` is the value the queues order by
+        # (`_Queue.step`); it follows the mean when that moves more than 1.5x away from it.
         self.rank_delay = self._step = RANK_DELAY
         self._timed = 0
 
@@ -533,7 +557,7 @@ class Scheduler:
             ids = tuple(ids) if ids is not None else tuple(text_to_ids(text, on_unknown))  # checks the text
             roots = [_Piece((item,), text, ids, -1, float(alpha), since)]
         placed = [q for p in roots for q in self.router.place(p, label, self.stats)]
-        placed = [replace(p, rank=r, step=self._step) for r, p in enumerate(placed)]
+        placed = [replace(p, rank=r) for r, p in enumerate(placed)]
         self.items[item] = _Item(label, {p.key for p in placed})
         for p in placed:
             self.queues[p.engine].push(p)
@@ -545,7 +569,8 @@ class Scheduler:
         self.rank_delay = latency if self._timed == 1 else self.rank_delay + 0.2 * (latency - self.rank_delay)
         if self.rank_delay > 0 and not 2 / 3 <= self.rank_delay / self._step <= 1.5:
             self._step = self.rank_delay
-            self.queues = [_Queue(replace(p, step=self._step) for p in q) for q in self.queues]
+            for q in self.queues:
+                q.rekey(self._step)
 
     def cancel(self, item: int) -> int:
         """Drop `item`: its queued pieces leave the queues; results of running ones are discarded.
@@ -557,7 +582,7 @@ class Scheduler:
             keep = [p for p in q if p.key[0] != item]
             if len(keep) < len(q):
                 dropped += len(q) - len(keep)
-                self.queues[k] = _Queue(keep)
+                self.queues[k] = _Queue(self._step, keep)
         return dropped
 
     def pending(self) -> int:
@@ -657,7 +682,7 @@ class Scheduler:
                     again = self.router.overflow(piece, result, item.label, self.stats)
                     item.outstanding.update(p.key for p in again)
                     for p in again:
-                        self.queues[p.engine].push(replace(p, step=self._step))
+                        self.queues[p.engine].push(p)
                 else:
                     item.done.append(Part(piece.key, piece.text, name, *result))
                 touched[piece.key[0]] = None

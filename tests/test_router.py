@@ -587,8 +587,10 @@ def test_the_rank_delay_follows_the_measured_call_latency(tmp_path):
 
 def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
     """The scheduler's heap queues against the plain rules (sort the queue, take a batch; the earliest
-    arrival for max_wait) over random pushes, takes, overflow re-queues under the same key and
-    cancels; `ready`, `next_batch`, `wake_at` and `pending` agree at every step."""
+    arrival for max_wait) over random pushes, takes, overflow re-queues under the same key, cancels
+    and timed calls that move the step; `ready`, `next_batch`, `wake_at` and `pending` agree at every
+    step. The first half queues every piece at one arrival time (the command line's case, whose
+    queues keep their keys when the step moves), the second half at many."""
     from fastspeech.router import Scheduler, _Piece
 
     class Spec(NamedTuple):
@@ -606,16 +608,21 @@ def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
     plain: list[list[_Piece]] = [[] for _ in caps]  # the reference: unsorted lists
     taken: list[_Piece] = []
     calls = [0] * 4  # by pieces per call
+    steps_seen = [0, 0]  # the step moved, by half
     for step in range(3000):
         op = rng.random()
         p = None
         if op < 0.5:  # a new piece (its item may have several)
             item = int(rng.integers(0, 40))
             key = (item, int(rng.integers(0, 4)), step)
-            p = _Piece(key, "t", (1,), int(rng.integers(0, 3)), since=float(rng.integers(0, 50)),
-                       rank=int(rng.integers(0, 3)))  # fmt: skip
+            since = float(rng.integers(0, 50)) if step >= 1500 else 0.0
+            p = _Piece(key, "t", (1,), int(rng.integers(0, 3)), since=since, rank=int(rng.integers(0, 3)))
         elif op < 0.6 and taken:  # an overflowed piece queued again: same key and since, another engine
             p = replace(taken.pop(int(rng.integers(0, len(taken)))), engine=int(rng.integers(0, 3)))
+        elif op < 0.62:  # a timed call: the step follows the calls' mean latency
+            before = scheduler._step
+            scheduler._time_call(float(rng.choice([0.5, 4.0, 30.0])))
+            steps_seen[step >= 1500] += scheduler._step != before
         elif op < 0.65:  # cancel an item
             item = int(rng.integers(0, 40))
             want = sum(p.key[0] == item for q in plain for p in q)
@@ -625,7 +632,7 @@ def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
         elif op >= 0.65:  # the next call, with and without a wait limit
             now, max_wait = float(rng.integers(0, 80)), float(rng.choice([0.0, 20.0]))
             ready = [
-                (min(p.priority for p in q), k)
+                (min(p.priority(scheduler._step) for p in q), k)
                 for k, q in enumerate(plain)
                 if q and (len(q) >= caps[k] or now - min(p.since for p in q) >= max_wait)
             ]
@@ -635,7 +642,7 @@ def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
             batch = scheduler.next_batch(now, max_wait)
             if ready:
                 k = min(ready)[1]
-                plain[k].sort(key=lambda p: p.priority)
+                plain[k].sort(key=lambda p: p.priority(scheduler._step))
                 want, plain[k] = plain[k][: caps[k]], plain[k][caps[k] :]
                 assert batch.engine == k and batch.pieces == want
                 taken += want
@@ -648,3 +655,4 @@ def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
         assert scheduler.pending() == sum(map(len, plain))
         assert scheduler.batches_left() == sum(-(-len(q) // c) for q, c in zip(plain, caps))
     assert min(calls) >= 10, calls  # empty, 1-, 2- and 3-piece calls all happened
+    assert min(steps_seen) >= 5, steps_seen  # the step moved often, in both halves
