@@ -10,9 +10,15 @@ first and 0.470-0.487 ms when timed after two more engines were built. This prob
 Result (runs 85-86, H200; docs/kernels.md "Runs 78-86"): the drift is in the device time, with
 the SM clock steady at 1980 MHz. It grew with the engines built in run 85 (438 -> 475 µs; 462
 after freeing them). In run 86 it moved with the host's part of a call (38-116 µs between blocks),
-which the device waits on: 445 µs first, 467-504 later, 477 after 30 s idle.
+which the device waits on: 445 µs first, 467-504 later, 477 after 30 s idle. Run 93 (`--kernels`,
+H200): the kernels took 429-434 µs (112) in every state while the replay's span moved 411-537 µs
+with the host's part (58-246 µs): the device waits on a host whose speed varies.
 
-Run on a CUDA GPU: python -m benchmarks.probe_engines_alive [--calls 500] [--idle 30]
+With `--kernels` each line also has the graph's replay alone (`replay_gpu`: CUDA events around
+`graph.replay()`, the inputs as they are) and the profiler's kernel time and count per call, to tell
+slower kernels from gaps between them.
+
+Run on a CUDA GPU: python -m benchmarks.probe_engines_alive [--calls 500] [--idle 30] [--kernels]
 """
 
 from __future__ import annotations
@@ -54,6 +60,25 @@ def split(fn, calls: int) -> dict[str, float]:
     return {k: round(statistics.median(v), 1) for k, v in (("wall", wall), ("gpu", gpu), ("host", host))}
 
 
+def kernels(fn, calls: int = 50) -> dict[str, float]:
+    """CUDA kernel time (µs) and kernel count per call, from the profiler (CUPTI: the kernels inside
+    the graph, without the gaps between them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    rows = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    return {
+        "kernel_us": round(sum(e.self_device_time_total for e in rows) / calls, 1),
+        "kernels": round(sum(e.count for e in rows) / calls, 1),
+    }
+
+
 def gpu_state() -> str:
     """SM clock, temperature and power now (nvidia-smi), to tell clock drift from anything else."""
     query = "--query-gpu=clocks.sm,temperature.gpu,power.draw"
@@ -67,6 +92,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds the GPU idles before a re-measure")
+    parser.add_argument(
+        "--kernels", action="store_true", help="also the graph's replay alone and its kernels' profiled time"
+    )
     args = parser.parse_args()
     print(environment())
     dev = torch.device("cuda")
@@ -84,7 +112,10 @@ def main() -> None:
         run_a = partial(a.runner, tokens, alpha)
 
         def report(label: str, fn=run_a) -> None:
-            print(f"{label}:", split(fn, args.calls), gpu_state(), flush=True)
+            parts = split(fn, args.calls)
+            if args.kernels and fn is run_a:  # the graph alone (inputs as they are) and its kernels
+                parts |= {"replay_gpu": split(a.runner.replay, args.calls)["gpu"], **kernels(run_a)}
+            print(f"{label}:", parts, gpu_state(), flush=True)
 
         report("A alone")
         report("A alone again")

@@ -10,7 +10,8 @@ own code with `launch_pdl=True`) for `MultiHeadAttention.linear` (qkv) and `fc`,
 with and without it, and times the engines' calls side by side (interleaved rounds). Since run 79
 it also builds the model as committed (`kernels/linear.py`, which lets the next kernel launch only
 after its own wait) next to the first version (`probe::pdl_linear`: runs 63-64's `_mm_kernel` from
-probe_pdl_gemm.py with a bias, which lets the next kernel launch at once).
+probe_pdl_gemm.py with a bias, which lets the next kernel launch at once). Run 95 added w_2 as split-K
+fp32 partials summed in the shifted sum (`w2_split*`): 0.87-0.95x the committed model, not kept.
 
 Run on a CUDA GPU (sm90): python -m benchmarks.kernels.probe_pdl_linear [--shapes i128_o1024,i32_o256]
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
+import triton.language as tl
 
 import kernels
 from benchmarks.kernels.common import environment
@@ -33,6 +35,7 @@ from benchmarks.kernels.probe_pdl_gemm import _mm_kernel
 from benchmarks.latency import calibrated_model, sample_tokens, time_calls
 from fastspeech import model as model_module
 from fastspeech.engine import EngineSpec, load_or_build
+from kernels.linear import prefetch_l2
 
 
 @torch.library.custom_op("probe::pdl_linear", mutates_args=())
@@ -91,6 +94,83 @@ def conv1d_taps_op(max_rows: int):
     return conv1d
 
 
+@triton.jit
+def _partials_kernel(
+    x_ptr, w_ptr, out_ptr, M, N, K_SPLIT, stride_xm, stride_wn, stride_os, stride_om,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LINES: tl.constexpr,
+):  # fmt: skip
+    """Split-K: program (i, j, s) writes the fp32 partial product of K block s for output tile (i, j);
+    the weight slice prefetched into L2 before the dependent-launch wait."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    k_start = tl.program_id(2) * K_SPLIT
+    m_ok, n_ok = rm < M, rn < N
+    rk = tl.arange(0, BLOCK_K)
+    line = tl.minimum(tl.arange(0, LINES) * 64, K_SPLIT - 1)
+    prefetch_l2(w_ptr + tl.minimum(rn, N - 1)[:, None] * stride_wn + k_start + line[None, :])
+    tl.extra.cuda.gdc_wait()
+    tl.extra.cuda.gdc_launch_dependents()
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K_SPLIT, BLOCK_K):
+        k_ok = (k0 + rk) < K_SPLIT
+        a = tl.load(x_ptr + rm[:, None] * stride_xm + (k_start + k0 + rk)[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + (k_start + k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
+        acc = tl.dot(a, w.T, acc)
+    out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + rn[None, :]
+    tl.store(out, acc, mask=m_ok[:, None] & n_ok[None, :])
+
+
+@torch.library.custom_op("probe::linear_partials", mutates_args=())
+def linear_partials(x: torch.Tensor, weight: torch.Tensor, split: int) -> torch.Tensor:
+    """(split, M, N) fp32 partial products of x (M, K) @ weight (N, K)^T over K / split each."""
+    M, K = x.shape
+    N = weight.shape[0]
+    out = torch.empty(split, M, N, device=x.device, dtype=torch.float32)
+    bm = 32 if M < 512 else 64
+    ks = K // split
+    _partials_kernel[(triton.cdiv(M, bm), triton.cdiv(N, 64), split)](
+        x, weight, out, M, N, ks, x.stride(0), weight.stride(0), out.stride(0), out.stride(1),
+        BLOCK_M=bm, BLOCK_N=64, BLOCK_K=64, LINES=triton.next_power_of_2(triton.cdiv(ks, 64)),
+        num_warps=4, num_stages=3, launch_pdl=True,
+    )  # fmt: skip
+    return out
+
+
+@linear_partials.register_fake
+def _(x, weight, split):
+    return x.new_empty(split, x.shape[0], weight.shape[0], dtype=torch.float32)
+
+
+def conv1d_w2_split(splits: dict[int, int]):
+    """`fastspeech.model.conv1d` with w_2's multiply-first GEMM (C_in 1536, the multiply-first path
+    at batch 1) as split-K partials that the shifted sum adds up (Inductor fuses it with the
+    residual + LayerNorm after): split = splits[largest key >= rows]."""
+    original = model_module.conv1d
+
+    def conv1d(x, conv, lengths, relu):
+        B, T, c_in = x.shape
+        rows = B * T
+        fits = [m for m in splits if rows <= m]
+        if x.dtype == torch.float32 or c_in <= 384 or not fits or rows >= model_module.OP_MIN_ROWS_NARROWING:
+            return original(x, conv, lengths, relu)
+        split = splits[min(fits)]
+        taps = conv.weight.permute(2, 0, 1)
+        k, pad = conv.kernel_size[0], conv.padding[0]
+        p = linear_partials(x.reshape(rows, c_in), taps.flatten(0, 1), split)
+        y = p[0]
+        for i in range(1, split):
+            y = y + p[i]
+        y = F.pad(y.view(B, T, k, -1), (0, 0, 0, 0, pad, k - 1 - pad))
+        out = conv.bias.float()
+        for j in range(k):
+            out = out + y[:, j : j + T, j]
+        out = torch.relu(out) if relu else out
+        out = out * (torch.arange(T, device=x.device)[None, :, None] < lengths[:, None, None]).to(out.dtype)
+        return out.to(x.dtype)
+
+    return conv1d
+
+
 # variant -> {fastspeech.model attribute: replacement} while its engine builds ("forward": the
 # MultiHeadAttention.forward)
 ORIGINAL = {"forward": model_module.MultiHeadAttention.forward, "linear": model_module.linear,
@@ -101,6 +181,9 @@ VARIANTS = {
     "probe_trigger_first": {"forward": attention_forward_pdl},  # `probe::pdl_linear` (run 78)
     "linear_op_conv_taps_256": {"conv1d": conv1d_taps_op(256)},  # + w_1, duration predictor, <= 256 rows
     "linear_op_conv_taps_1024": {"conv1d": conv1d_taps_op(1024)},  # the same up to 1024 rows
+    "w2_split": {"conv1d": conv1d_w2_split({256: 4, 1024: 2})},  # + w_2 as split-K partials (run 95)
+    "w2_split_more": {"conv1d": conv1d_w2_split({128: 8, 256: 4, 1024: 2})},
+    "w2_split_4": {"conv1d": conv1d_w2_split({1024: 4})},
 }
 
 
