@@ -15,7 +15,7 @@ Each launch is timed on the host (until it returns, before any synchronize), on 
 around it) and in wall time (with a synchronize), back to back and with `--gap-ms` of idle host time
 before each launch (a server between requests). All variants' outputs are checked equal.
 
-Result (run 94, an H100 machine; docs/kernels.md "Runs 93-95"): 110 nodes, all kernels; a launch
+Result (run 94, an H100 machine; docs/kernels.md "Runs 93-96"): 110 nodes, all kernels; a launch
 returns in 5-7 µs (10-15 after an idle gap); the upload flag is refused; the driver's exec spans
 0.5-1.7% less than torch's replay, the device-launch instance no less: launching differently does
 not lower batch 1.

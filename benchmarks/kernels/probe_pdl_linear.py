@@ -11,7 +11,8 @@ with and without it, and times the engines' calls side by side (interleaved roun
 it also builds the model as committed (`kernels/linear.py`, which lets the next kernel launch only
 after its own wait) next to the first version (`probe::pdl_linear`: runs 63-64's `_mm_kernel` from
 probe_pdl_gemm.py with a bias, which lets the next kernel launch at once). Run 95 added w_2 as split-K
-fp32 partials summed in the shifted sum (`w2_split*`): 0.87-0.95x the committed model, not kept.
+fp32 (or fp16) partials summed in the shifted sum (`w2_split*`): 0.87-0.95x the committed model,
+not kept; run 96 (`--kernels`): the split GEMM took 160 µs a call against cuBLAS's ~80.
 
 Run on a CUDA GPU (sm90): python -m benchmarks.kernels.probe_pdl_linear [--shapes i128_o1024,i32_o256]
 """
@@ -33,6 +34,7 @@ import kernels
 from benchmarks.kernels.common import environment
 from benchmarks.kernels.probe_pdl_gemm import _mm_kernel
 from benchmarks.latency import calibrated_model, sample_tokens, time_calls
+from benchmarks.probe_engines_alive import kernels as profiled_kernels
 from fastspeech import model as model_module
 from fastspeech.engine import EngineSpec, load_or_build
 from kernels.linear import prefetch_l2
@@ -117,15 +119,16 @@ def _partials_kernel(
         w = tl.load(w_ptr + rn[:, None] * stride_wn + (k_start + k0 + rk)[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
         acc = tl.dot(a, w.T, acc)
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + rn[None, :]
-    tl.store(out, acc, mask=m_ok[:, None] & n_ok[None, :])
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @torch.library.custom_op("probe::linear_partials", mutates_args=())
-def linear_partials(x: torch.Tensor, weight: torch.Tensor, split: int) -> torch.Tensor:
-    """(split, M, N) fp32 partial products of x (M, K) @ weight (N, K)^T over K / split each."""
+def linear_partials(x: torch.Tensor, weight: torch.Tensor, split: int, half: bool) -> torch.Tensor:
+    """(split, M, N) partial products of x (M, K) @ weight (N, K)^T over K / split each: fp32, or
+    rounded to x's dtype (`half`)."""
     M, K = x.shape
     N = weight.shape[0]
-    out = torch.empty(split, M, N, device=x.device, dtype=torch.float32)
+    out = torch.empty(split, M, N, device=x.device, dtype=x.dtype if half else torch.float32)
     bm = 32 if M < 512 else 64
     ks = K // split
     _partials_kernel[(triton.cdiv(M, bm), triton.cdiv(N, 64), split)](
@@ -137,11 +140,11 @@ def linear_partials(x: torch.Tensor, weight: torch.Tensor, split: int) -> torch.
 
 
 @linear_partials.register_fake
-def _(x, weight, split):
-    return x.new_empty(split, x.shape[0], weight.shape[0], dtype=torch.float32)
+def _(x, weight, split, half):
+    return x.new_empty(split, x.shape[0], weight.shape[0], dtype=x.dtype if half else torch.float32)
 
 
-def conv1d_w2_split(splits: dict[int, int]):
+def conv1d_w2_split(splits: dict[int, int], half: bool = False):
     """`fastspeech.model.conv1d` with w_2's multiply-first GEMM (C_in 1536, the multiply-first path
     at batch 1) as split-K partials that the shifted sum adds up (Inductor fuses it with the
     residual + LayerNorm after): split = splits[largest key >= rows]."""
@@ -156,10 +159,10 @@ def conv1d_w2_split(splits: dict[int, int]):
         split = splits[min(fits)]
         taps = conv.weight.permute(2, 0, 1)
         k, pad = conv.kernel_size[0], conv.padding[0]
-        p = linear_partials(x.reshape(rows, c_in), taps.flatten(0, 1), split)
-        y = p[0]
+        p = linear_partials(x.reshape(rows, c_in), taps.flatten(0, 1), split, half)
+        y = p[0].float()
         for i in range(1, split):
-            y = y + p[i]
+            y = y + p[i].float()
         y = F.pad(y.view(B, T, k, -1), (0, 0, 0, 0, pad, k - 1 - pad))
         out = conv.bias.float()
         for j in range(k):
@@ -184,7 +187,21 @@ VARIANTS = {
     "w2_split": {"conv1d": conv1d_w2_split({256: 4, 1024: 2})},  # + w_2 as split-K partials (run 95)
     "w2_split_more": {"conv1d": conv1d_w2_split({128: 8, 256: 4, 1024: 2})},
     "w2_split_4": {"conv1d": conv1d_w2_split({1024: 4})},
+    "w2_split_half": {"conv1d": conv1d_w2_split({256: 4, 1024: 2}, half=True)},  # fp16 partials
 }
+
+
+def top_kernels(fn, calls: int = 20, rows: int = 14) -> str:
+    """The profiler's table of the engine call's kernels by total device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(
+        sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70
+    )
 
 
 def apply(swaps: dict) -> None:
@@ -205,6 +222,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument(
         "--sequence", action="store_true", help="first time each engine's calls one after another, twice"
+    )
+    parser.add_argument(
+        "--kernels", action="store_true", help="also each engine's kernel count and time, profiled"
     )
     args = parser.parse_args()
     print(environment())
@@ -227,6 +247,10 @@ def main() -> None:
                 runners[variant] = partial(engine.runner, tokens, alpha)
                 outs[variant] = runners[variant]()[0].float().clone()
             err = {v: (o - outs["cublas"]).abs().max().item() for v, o in outs.items()}
+            if args.kernels:
+                for v, fn in runners.items():
+                    print(f"{shape} {v}: {profiled_kernels(fn)}", flush=True)
+                    print(top_kernels(fn), flush=True)
             if args.sequence:  # each engine's 1000 calls once, in build order, twice: mean and median
                 for rnd in (1, 2):
                     for v, fn in runners.items():
