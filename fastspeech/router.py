@@ -476,7 +476,7 @@ class _Queue:
         heapq.heapify(self._heap)
 
     def first(self) -> tuple:
-        """The priority of the piece the next call takes first (queue not empty), at today's step."""
+        """The priority of the piece the next call takes first (queue not empty), at the current step."""
         return self._heap[0][2].priority(self.step)
 
     def earliest(self) -> float:
