@@ -585,13 +585,9 @@ def test_the_rank_delay_follows_the_measured_call_latency(tmp_path):
     assert delays == sorted(delays) and 0.45 < delays[-1] < 0.5, delays
 
 
-def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
-    """The scheduler's heap queues against the plain rules (sort the queue, take a batch; the earliest
-    arrival for max_wait) over random pushes, takes, overflow re-queues under the same key, cancels
-    and timed calls that move the step; `ready`, `next_batch`, `wake_at` and `pending` agree at every
-    step. The first half queues every piece at one arrival time (the command line's case, whose
-    queues keep their keys when the step moves), the second half at many."""
-    from fastspeech.router import Scheduler, _Piece
+def scheduler_over(caps: list[int]):
+    """A `Scheduler` over stand-in engines of these batch sizes (all it reads of a router)."""
+    from fastspeech.router import Scheduler
 
     class Spec(NamedTuple):
         batch: int
@@ -602,9 +598,20 @@ def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
     class FakeRouter(NamedTuple):
         engines: list
 
+    return Scheduler(FakeRouter([FakeEngine(Spec(c)) for c in caps]))
+
+
+def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
+    """The scheduler's heap queues against the plain rules (sort the queue, take a batch; the earliest
+    arrival for max_wait) over random pushes, takes, overflow re-queues under the same key, cancels
+    and timed calls that move the step; `ready`, `next_batch`, `wake_at` and `pending` agree at every
+    step. The first half queues every piece at one arrival time (the command line's case, whose
+    queues keep their keys when the step moves), the second half at many."""
+    from fastspeech.router import _Piece
+
     rng = np.random.default_rng(0)
     caps = [1, 3, 2]
-    scheduler = Scheduler(FakeRouter([FakeEngine(Spec(c)) for c in caps]))
+    scheduler = scheduler_over(caps)
     plain: list[list[_Piece]] = [[] for _ in caps]  # the reference: unsorted lists
     taken: list[_Piece] = []
     calls = [0] * 4  # by pieces per call
@@ -663,22 +670,13 @@ def test_queues_of_one_arrival_keep_their_keys_until_another_arrival_joins(monke
     queues are never re-keyed, however often noisy call times move the step (re-keying every piece
     at every move cost 2 ms of host time per call over 1,000 texts). A piece of another arrival
     re-keys its queue once, and then the order is the sorted-list rule's at the current step."""
-    from fastspeech.router import Scheduler, _Piece, _Queue
-
-    class Spec(NamedTuple):
-        batch: int
-
-    class FakeEngine(NamedTuple):
-        spec: Spec
-
-    class FakeRouter(NamedTuple):
-        engines: list
+    from fastspeech.router import _Piece, _Queue
 
     rekeys = []
     original = _Queue._rekey
     monkeypatch.setattr(_Queue, "_rekey", lambda q: (rekeys.append(len(q)), original(q))[1])
     rng = np.random.default_rng(1)
-    scheduler = Scheduler(FakeRouter([FakeEngine(Spec(2)), FakeEngine(Spec(1))]))
+    scheduler = scheduler_over([2, 1])
     queued = []
     for item in range(300):  # three pieces per text, all queued at 0.0
         for rank in range(3):
