@@ -34,19 +34,21 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.kernels.common import environment
+from benchmarks.kernels.common import environment, kernel_profile
 from benchmarks.latency import calibrated_model, sample_tokens
 from fastspeech.engine import EngineSpec, load_or_build
 
 
-def split(fn, calls: int) -> dict[str, float]:
-    """Median wall, GPU and host time of one call, in µs."""
+def split(fn, calls: int, gap_s: float = 0.0) -> dict[str, float]:
+    """Median wall, GPU and host time of one call, in µs (`gap_s` of idle host before each call)."""
     for _ in range(20):
         fn()
     torch.cuda.synchronize()
     wall, gpu, host = [], [], []
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for _ in range(calls):
+        if gap_s:
+            time.sleep(gap_s)
         t0 = time.perf_counter()
         start.record()
         fn()
@@ -58,25 +60,6 @@ def split(fn, calls: int) -> dict[str, float]:
         host.append((t1 - t0) * 1e6)
         gpu.append(start.elapsed_time(end) * 1e3)
     return {k: round(statistics.median(v), 1) for k, v in (("wall", wall), ("gpu", gpu), ("host", host))}
-
-
-def kernels(fn, calls: int = 50) -> dict[str, float]:
-    """CUDA kernel time (µs) and kernel count per call, from the profiler (CUPTI: the kernels inside
-    the graph, without the gaps between them)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    rows = [e for e in prof.key_averages() if e.self_device_time_total > 0]
-    return {
-        "kernel_us": round(sum(e.self_device_time_total for e in rows) / calls, 1),
-        "kernels": round(sum(e.count for e in rows) / calls, 1),
-    }
 
 
 def gpu_state() -> str:
@@ -114,7 +97,12 @@ def main() -> None:
         def report(label: str, fn=run_a) -> None:
             parts = split(fn, args.calls)
             if args.kernels and fn is run_a:  # the graph alone (inputs as they are) and its kernels
-                parts |= {"replay_gpu": split(a.runner.replay, args.calls)["gpu"], **kernels(run_a)}
+                profiled = kernel_profile(run_a, calls=50)
+                parts |= {
+                    "replay_gpu": split(a.runner.replay, args.calls)["gpu"],
+                    "kernel_us": round(1e3 * profiled["kernel_ms"], 1),
+                    "kernels": round(profiled["kernels"], 1),
+                }
             print(f"{label}:", parts, gpu_state(), flush=True)
 
         report("A alone")

@@ -11,9 +11,13 @@ launches of it, in interleaved rounds:
   launched with `cuGraphLaunch` (no Python in between);
 - `upload`: instantiated with the upload flag and uploaded before the first launch;
 - `device`: instantiated for device launch (the whole graph lives on the device), launched from the host.
-Each launch is timed on the host (until it returns, before any synchronize), on the device (CUDA events
-around it) and in wall time (with a synchronize), back to back and with `--gap-ms` of idle host time
-before each launch (a server between requests). All variants' outputs are checked equal.
+Each launch is timed by `probe_engines_alive.split`: on the host (until it returns, before any
+synchronize), on the device (CUDA events around it) and in wall time (with a synchronize), back to
+back and with `--gap-ms` of idle host time before each launch (a server between requests). All
+variants' outputs are checked equal. (Run 94 timed with a copy of that function whose host time left
+out the two event records around the launch; the host figures below are that code's. Run 98, a smoke
+run of this code on an H200 machine, read 27-29 µs back to back: another host and another timer,
+not separated.)
 
 Result (run 94, an H100 machine; docs/kernels.md "Runs 93-96"): 110 nodes, all kernels; a launch
 returns in 5-7 µs (10-15 after an idle gap); the upload flag is refused; the driver's exec spans
@@ -29,7 +33,6 @@ import argparse
 import ctypes
 import statistics
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import torch
 
 from benchmarks.kernels.common import environment
 from benchmarks.latency import calibrated_model, sample_tokens
+from benchmarks.probe_engines_alive import split
 from fastspeech.engine import EngineSpec, load_or_build
 
 NODE_TYPES = {0: "kernel", 1: "memcpy", 2: "memset", 3: "host", 4: "child graph", 5: "empty", 6: "event wait",
@@ -77,26 +81,6 @@ def instantiate(graph: int, flags: int, stream: int) -> ctypes.c_void_p:
     if flags & (2 | 4):
         check(cuda.cuGraphUpload(exec_, ctypes.c_void_p(stream)), "cuGraphUpload")
     return exec_
-
-
-def timed(fn, calls: int, gap_s: float) -> dict[str, float]:
-    """Median host, device and wall time of one launch, in µs."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    host, gpu, wall = [], [], []
-    for _ in range(calls):
-        if gap_s:
-            time.sleep(gap_s)
-        start.record()
-        t0 = time.perf_counter()
-        fn()
-        t1 = time.perf_counter()
-        end.record()
-        torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        host.append((t1 - t0) * 1e6)
-        gpu.append(start.elapsed_time(end) * 1e3)
-        wall.append((t2 - t0) * 1e6)
-    return {k: round(statistics.median(v), 1) for k, v in (("host", host), ("gpu", gpu), ("wall", wall))}
 
 
 def main() -> None:
@@ -154,10 +138,7 @@ def main() -> None:
             for r in range(args.rounds):
                 for gap in (0.0, args.gap_ms / 1e3):
                     for name, fn in variants.items():
-                        for _ in range(20):
-                            fn()
-                        torch.cuda.synchronize()
-                        results.setdefault((name, gap), []).append(timed(fn, args.calls, gap))
+                        results.setdefault((name, gap), []).append(split(fn, args.calls, gap))
             print(
                 f"  {'variant':8} {'gap ms':>6}  host µs / gpu µs / wall µs (median of rounds; each round's median)"
             )

@@ -31,10 +31,9 @@ import triton
 import triton.language as tl
 
 import kernels
-from benchmarks.kernels.common import environment
+from benchmarks.kernels.common import environment, kernel_profile
 from benchmarks.kernels.probe_pdl_gemm import _mm_kernel
 from benchmarks.latency import calibrated_model, sample_tokens, time_calls
-from benchmarks.probe_engines_alive import kernels as profiled_kernels
 from fastspeech import model as model_module
 from fastspeech.engine import EngineSpec, load_or_build
 from kernels.linear import prefetch_l2
@@ -191,19 +190,6 @@ VARIANTS = {
 }
 
 
-def top_kernels(fn, calls: int = 20, rows: int = 14) -> str:
-    """The profiler's table of the engine call's kernels by total device time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    return prof.key_averages().table(
-        sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70
-    )
-
-
 def apply(swaps: dict) -> None:
     for name, fn in {**ORIGINAL, **swaps}.items():
         if name == "forward":
@@ -249,8 +235,10 @@ def main() -> None:
             err = {v: (o - outs["cublas"]).abs().max().item() for v, o in outs.items()}
             if args.kernels:
                 for v, fn in runners.items():
-                    print(f"{shape} {v}: {profiled_kernels(fn)}", flush=True)
-                    print(top_kernels(fn), flush=True)
+                    profiled = kernel_profile(fn)
+                    print(f"{shape} {v}: {profiled['kernels']:.0f} kernels, {1e3 * profiled['kernel_ms']:.1f} µs a call; largest (name, per call, µs):", flush=True)  # fmt: skip
+                    for name, count, us in profiled["top"]:
+                        print(f"    {name:90} {count:5.1f} {us:8.1f}", flush=True)
             if args.sequence:  # each engine's 1000 calls once, in build order, twice: mean and median
                 for rnd in (1, 2):
                     for v, fn in runners.items():
