@@ -13,7 +13,8 @@ Every configuration goes through `fastspeech.router.Router` (same splitting and 
 set of one engine (i128_o1024), the others the sets named by `--engine-sets` (`conf/engine_set/`:
 `default`, the issue's four engines; `speech_rate`, output sizes of 6 frames per input token, near
 real speech, plus i128_o1024 for slow speech). Engines come from `pipeline.open_engine`, exactly as
-`run.py engine_set=NAME` opens them: one copy of the weights, one CUDA graph memory pool per set.
+`run.py engine_set=NAME` opens them: one copy of the weights, one CUDA graph memory pool and stream per
+lane (`engine_set.streams`; `default:streams=1` is the default set on one lane).
 
 Measured, per batch size B (every engine of a run has batch B):
 - throughput: audio seconds produced per wall second, all texts through the router in one call
@@ -75,7 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=4.9,
         help="speaking rate the random weights are calibrated to",
     )
-    p.add_argument("--engine-sets", default="default,speech_rate", help="conf/engine_set names to compare")
+    p.add_argument(
+        "--engine-sets",
+        default="default,speech_rate",
+        help="conf/engine_set names to compare; NAME:KEY=VALUE sets one of its keys (default:streams=1)",
+    )
     p.add_argument("--precision", default="fp16", help="fp16 | bf16 | fp32 (the CPU always runs fp32)")
     p.add_argument("--backend", default=None, help="inductor (GPU default) | eager (CPU default) | tensorrt")
     p.add_argument(
@@ -237,13 +242,16 @@ def replay_ms(engine, device, calls: int = 50) -> float:
 
 
 def open_set(cfg, model, device, largest_only: bool = False) -> tuple[list, list[dict[str, Any]]]:
-    """The engines of `cfg.engine_set`, largest first, in one graph pool -> (engines, memory after each)."""
-    configs = sorted(pipeline.engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out), reverse=True)
-    configs = configs[:1] if largest_only else configs
-    pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
+    """The engines of `cfg.engine_set` on its lanes as `pipeline.open_engine_set` places them
+    (`set_lanes`, `lane_of`), largest first -> (engines, memory after each)."""
+    configs = sorted(pipeline.engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
+    shapes = list(enumerate(configs))[::-1]
+    lanes = pipeline.set_lanes(cfg, device)
     engines, memory = [], []
-    for engine_cfg in configs:
+    for shape, engine_cfg in shapes[:1] if largest_only else shapes:
+        pool, stream = pipeline.lane_of(shape, lanes)
         engines.append(pipeline.open_engine(cfg, model, device, engine_cfg, pool=pool))
+        engines[-1].stream = stream
         memory.append({"engine": engine_cfg.name, **(gpu_memory(device) or {})})
     return engines, memory
 
@@ -320,12 +328,14 @@ def compose(args: argparse.Namespace, device: torch.device, backend: str, batch:
         f"backend={backend}",
         f"backend.inductor.mode={args.compile_mode}",
         f"batch_size={batch}",
-        f"engine_set={engine_set}",
+        f"engine_set={engine_set.partition(':')[0]}",
         f"engine_dir={args.engine_dir}",
         f"device={device}",
         f"seed={args.seed}",
     ]
     overrides.append(f"checkpoint={args.checkpoint or 'random'}")
+    if ":" in engine_set:  # default:streams=1 -> engine_set=default engine_set.streams=1
+        overrides.append(f"engine_set.{engine_set.partition(':')[2]}")
     with initialize_config_dir(config_dir=str(pipeline.CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 

@@ -4,13 +4,15 @@ Requests arrive on the asyncio event loop (`submit`); their sentences (and piece
 in the scheduler's per-engine queues; ONE worker thread takes the next ready call (a full batch of
 an engine, `max_batch` capping it, or the oldest piece's `max_wait_ms` run out), runs it and hands
 each request its finished pieces in speaking order, on the loop, through its `Stream`. One thread
-because engines are not thread-safe and the engines of a set share one CUDA graph memory pool; the
-engine call runs outside the lock, so requests keep arriving while the GPU works.
+because engines are not thread-safe; the engine call runs outside the lock, so requests keep
+arriving while the GPU works.
 
 Two calls in flight, as the offline router keeps them (`Router.start_batch`): when another call is
 ready while one runs, the worker submits it (`Scheduler.start`: inputs staged, replay and copies
 queued) before it waits for the running call's results and hands them out, so the host's work
-between calls overlaps the device. With nothing else ready it takes the running call back at once.
+between calls overlaps the device, and two calls on different lanes of the set (`engine_set.streams`)
+run at once there: the next call comes from another lane than the running one where one is ready.
+With nothing else ready it takes the running call back at once.
 
 Several voices (router each) share the one worker; the next call is the ready bucket, over all
 voices, holding the first piece by the scheduler's priority. A request that fails (its text overflows every engine
@@ -177,12 +179,14 @@ class Batcher:
 
     # ---- the worker
 
-    def _next(self) -> tuple[str, Batch] | None:
-        """The ready call, over all voices, holding the first piece by priority (lock held)."""
+    def _next(self, running: tuple | None = None) -> tuple[str, Batch] | None:
+        """The ready call, over all voices, holding the first piece by priority, on another lane
+        than the `running` call where one is ready (`Scheduler.ready`; lock held)."""
         now = time.monotonic()
+        busy = None if running is None else self.schedulers[running[0]].lanes[running[1].engine]
         best = None
         for name, s in self.schedulers.items():
-            ready = s.ready(now, self.max_wait)
+            ready = s.ready(now, self.max_wait, busy)
             if ready is not None and (best is None or ready[0] < best[0]):
                 best = (ready[0], name, ready[1])
         if best is None:
@@ -204,7 +208,7 @@ class Batcher:
                 if self._closed:
                     return
                 if running is not None:
-                    picked = self._next()
+                    picked = self._next(running)
             started = None
             if picked is not None:  # submitted before the running call is waited for
                 voice, batch = picked

@@ -16,6 +16,7 @@ as far as the speech goes), and the file format. A backend only compiles a graph
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -107,6 +108,11 @@ class Engine:
 
     One engine is called from one thread at a time (the batcher's worker thread, or the caller's
     own): a call fills the engine's host staging buffers in place (`HostIO`).
+
+    `stream`: a CUDA stream of the engine's own (None: the caller's current stream). Calls whose
+    results go to the host (`submit`, `__call__` with `to_host`) stage, replay and copy out on it, so
+    the calls of two engines with their own graph memory pools run at once on the device
+    (`pipeline.open_engine_set`, `engine_set.overlap`); calls of one engine stay in order on it.
     """
 
     def __init__(
@@ -118,6 +124,18 @@ class Engine:
         # it runs the same code without pinned memory.
         self.staged = self.device.type == "cuda"
         self._io: HostIO | None = None
+        self.stream: torch.cuda.Stream | None = None
+        self._caller_call: torch.cuda.Event | None = None  # the last call on the caller's stream
+
+    def _on_stream(self) -> contextlib.AbstractContextManager:
+        """The engine's own stream as the current one, after any call of ours on the caller's stream
+        (nothing where it has no stream)."""
+        if self.stream is None:
+            return contextlib.nullcontext()
+        if self._caller_call is not None:
+            self.stream.wait_event(self._caller_call)
+            self._caller_call = None
+        return torch.cuda.stream(self.stream)
 
     def __call__(
         self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0, to_host: bool = False
@@ -130,13 +148,21 @@ class Engine:
         `HostIO`), so read them, or copy what you keep, without a second copy here.
         """
         n = len(token_ids)
+        if to_host and self.staged:
+            with self._on_stream():
+                outputs = self._outputs(self.io.run(self.runner, token_ids, alpha, wait=True))
+                return self.io.to_host(outputs, n)
+        caller = torch.cuda.current_stream(self.device) if self.stream is not None else None
+        if caller is not None:  # device outputs: on the caller's stream, after any call on ours
+            caller.wait_stream(self.stream)
         if not self.staged:
             outputs = self._outputs(self.run(*self.pad(token_ids, alpha)))
         else:
-            outputs = self._outputs(self.io.run(self.runner, token_ids, alpha, wait=to_host))
-        if to_host and self.staged:
-            return self.io.to_host(outputs, n)
-        return EngineOutput(*(t[:n].clone() for t in outputs), *([None] * (5 - len(outputs))))
+            outputs = self._outputs(self.io.run(self.runner, token_ids, alpha, wait=False))
+        result = EngineOutput(*(t[:n].clone() for t in outputs), *([None] * (5 - len(outputs))))
+        if caller is not None:
+            self._caller_call = caller.record_event()
+        return result
 
     def submit(
         self, token_ids: Sequence[Sequence[int]], alpha: float | Sequence[float] = 1.0
@@ -150,8 +176,9 @@ class Engine:
         if not self.staged:
             result = self(token_ids, alpha, to_host=True)
             return lambda: result
-        outputs = self._outputs(self.io.run(self.runner, token_ids, alpha, wait=False))
-        return self.io.to_host_later(outputs, len(token_ids))
+        with self._on_stream():
+            outputs = self._outputs(self.io.run(self.runner, token_ids, alpha, wait=False))
+            return self.io.to_host_later(outputs, len(token_ids))
 
     def _outputs(self, outputs: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
         """The runner's outputs that a call returns: (mel, mel_lens, frames, durations[, wav])."""

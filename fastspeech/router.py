@@ -29,9 +29,11 @@ concurrent requests and runs it on one worker thread. Pieces of different texts 
 (each has its own alpha); a piece's result never depends on the others in its call.
 
 The engines of a set share one copy of the weights (the pipeline casts the model once; see
-`pipeline.open_engine_set`) and, with Inductor CUDA graphs, one graph memory pool: engines never run
-concurrently, and a call's copies to the host are queued on the stream before the next call's replay
-(offline the router keeps two calls in flight: `Router.start_batch`).
+`pipeline.open_engine_set`). On CUDA they run on lanes, a graph memory pool and a stream each
+(`pipeline.set_lanes`, `engine_set.streams`; engine sizes take turns): the calls of one lane run one
+after another, a call's copies to the host queued on its stream before the next call's replay, and
+two calls on different lanes run at once. The router keeps two calls in flight (`Router.start_batch`)
+and, while one runs, takes the next call from another lane where one is ready (`Scheduler.ready`).
 """
 
 from __future__ import annotations
@@ -242,7 +244,8 @@ class Router:
         running = None  # (batch, its results when ready)
         with tqdm(total=0, desc="synthesizing", unit="batch", disable=not self.progress) as bar:
             while True:
-                batch = scheduler.next_batch()
+                busy = None if running is None else scheduler.lanes[running[0].engine]
+                batch = scheduler.next_batch(busy=busy)
                 started = None if batch is None else (batch, scheduler.start(batch))
                 if running is None and started is None:
                     break
@@ -525,6 +528,8 @@ class Scheduler:
         # (`_Queue.step`); it follows the mean when that moves more than 1.5x away from it.
         self.rank_delay = self._step = RANK_DELAY
         self._timed = 0
+        # Each bucket's lane (`pipeline.set_lanes`: the stream its engines run on; None: the caller's)
+        self.lanes = [getattr(e, "stream", None) for e in router.engines]
 
     def add(
         self,
@@ -593,25 +598,30 @@ class Scheduler:
         """Calls the queued pieces need at the least."""
         return sum(-(-len(q) // cap) for q, cap in zip(self.queues, self.caps))
 
-    def ready(self, now: float = 0.0, max_wait: float = 0.0) -> tuple[tuple, int] | None:
+    def ready(self, now: float = 0.0, max_wait: float = 0.0, busy: object = None) -> tuple[tuple, int] | None:
         """(priority, engine) of the bucket the next call should take, or None when none is ready.
 
         Ready: a bucket with a full batch, or one of whose pieces has waited `max_wait`. Of those,
-        the one holding the first piece by priority (`_Piece.priority`).
+        the one holding the first piece by priority (`_Piece.priority`). `busy`: the lane (stream)
+        of a call still running; the first ready bucket on another lane goes before it, where there is
+        one, so that the two calls run at once on the device instead of one after the other.
         """
         ready = []
         for k, q in enumerate(self.queues):
             if q and (len(q) >= self.caps[k] or now - q.earliest() >= max_wait):
                 ready.append((q.first(), k))
+        if busy is not None:
+            elsewhere = [r for r in ready if self.lanes[r[1]] is not busy]
+            ready = elsewhere or ready
         return min(ready) if ready else None
 
     def take(self, k: int) -> Batch:
         """Up to a batch of engine `k`'s queued pieces, first by priority, out of the queue."""
         return Batch(k, self.queues[k].take(self.caps[k]))
 
-    def next_batch(self, now: float = 0.0, max_wait: float = 0.0) -> Batch | None:
+    def next_batch(self, now: float = 0.0, max_wait: float = 0.0, busy: object = None) -> Batch | None:
         """The next call (`ready`, then `take`), or None when no bucket is ready yet (see `wake_at`)."""
-        ready = self.ready(now, max_wait)
+        ready = self.ready(now, max_wait, busy)
         return None if ready is None else self.take(ready[1])
 
     def wake_at(self, max_wait: float) -> float | None:

@@ -408,6 +408,8 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
         ("force_build=1", "force_build=1: use force_build=true or force_build=false"),
         ("engine_set=default engine_set.split=no", "engine_set.split=no: use engine_set.split=true or"),
         ("engine_set=default engine_set.build_missing=no", "engine_set.build_missing=no: use engine_set"),
+        ("engine_set=default engine_set.streams=0", "engine_set.streams=0 is not a whole number from 1 to 8"),
+        ("engine_set=default engine_set.streams=two", "engine_set.streams=two is not a whole number from 1"),
         ("device=gpu9", "device=gpu9: use device=auto, cpu, cuda or cuda:N"),
         ("mode=play", "mode=play: use one of synthesize, build, verify, serve"),
         ("mode=serve serve.port=abc", "serve.port=abc is not a whole number from 0 to 65535"),

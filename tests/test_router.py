@@ -308,20 +308,31 @@ def test_a_shape_at_two_batch_sizes_runs_each_call_on_the_smallest_that_holds_it
 
 @requires_cuda
 @pytest.mark.cuda
-def test_inductor_engines_sharing_one_cuda_graph_pool_equal_eager(tmp_path, monkeypatch):
-    """Graphs captured into one pool reuse each other's scratch memory: safe only because engines
-    never run concurrently and each call copies its outputs out. Interleave them and compare."""
+@pytest.mark.parametrize("streams", [1, 2])
+def test_inductor_engines_on_their_lanes_equal_eager(tmp_path, monkeypatch, streams):
+    """Graphs captured into one pool reuse each other's scratch memory: safe only because the calls
+    of a lane run one after another and each call copies its outputs out. With two lanes (a pool and
+    a stream each, `pipeline.set_lanes`) the router runs calls of different lanes at once. Interleave
+    them and compare."""
     import torch._dynamo
+    from omegaconf import OmegaConf
+
+    from fastspeech.pipeline import lane_of, set_lanes
 
     # Each engine is one more compiled variant of EngineGraph.forward; Dynamo stops at 8 per process.
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
     model = random_model(seed=6).to("cuda")
-    options = {"mode": None, "cuda_graphs": True, "pool": torch.cuda.graph_pool_handle()}
+    lanes = set_lanes(OmegaConf.create({"engine_set": {"streams": streams}}), torch.device("cuda"))
+    assert len(lanes) == streams and (lanes[0][1] is None) == (streams == 1)
     sizes = [(32, 160), (8, 40), (16, 80)]  # captured largest first, as the benchmark does
-    engines = [
-        load_or_build(model, EngineSpec(2, i, o, backend="inductor"), tmp_path, "cuda", options)
-        for i, o in sizes
-    ]
+    engines = []
+    for i, o in sizes:
+        pool, stream = lane_of(sizes.index((i, o)), lanes)
+        options = {"mode": None, "cuda_graphs": True, "pool": pool}
+        engines.append(
+            load_or_build(model, EngineSpec(2, i, o, backend="inductor"), tmp_path, "cuda", options)
+        )
+        engines[-1].stream = stream
     router = Router(engines, progress=False)
     rng = np.random.default_rng(6)
     texts = [text_of(int(n), seed=i) for i, n in enumerate(rng.integers(1, 40, size=30))]
@@ -585,8 +596,9 @@ def test_the_rank_delay_follows_the_measured_call_latency(tmp_path):
     assert delays == sorted(delays) and 0.45 < delays[-1] < 0.5, delays
 
 
-def scheduler_over(caps: list[int]):
-    """A `Scheduler` over stand-in engines of these batch sizes (all it reads of a router)."""
+def scheduler_over(caps: list[int], lanes: list | None = None):
+    """A `Scheduler` over stand-in engines of these batch sizes, on these lanes (their `stream`s;
+    None: no stream) -- all it reads of a router."""
     from fastspeech.router import Scheduler
 
     class Spec(NamedTuple):
@@ -594,11 +606,35 @@ def scheduler_over(caps: list[int]):
 
     class FakeEngine(NamedTuple):
         spec: Spec
+        stream: object = None
 
     class FakeRouter(NamedTuple):
         engines: list
 
-    return Scheduler(FakeRouter([FakeEngine(Spec(c)) for c in caps]))
+    lanes = lanes or [None] * len(caps)
+    return Scheduler(FakeRouter([FakeEngine(Spec(c), lane) for c, lane in zip(caps, lanes)]))
+
+
+def test_while_a_call_runs_the_next_comes_from_another_lane_where_one_is_ready():
+    """Two calls on different lanes run at once on the device; two on one lane, one after the other.
+    So with a call running on lane A, the first ready bucket of another lane goes next, and a bucket
+    of lane A only when no other is ready; with no call running, or no lanes, strict priority."""
+    from fastspeech.router import _Piece
+
+    lane_a, lane_b = object(), object()
+    scheduler = scheduler_over([1, 1, 1], [lane_a, lane_b, lane_a])
+    for engine, since in ((0, 1.0), (2, 2.0), (1, 3.0)):  # by priority: engine 0, then 2, then 1
+        scheduler.queues[engine].push(_Piece((engine,), "t", (1,), engine, since=since))
+    assert scheduler.ready()[1] == 0
+    assert scheduler.ready(busy=lane_b)[1] == 0
+    assert scheduler.ready(busy=lane_a)[1] == 1  # lane B's bucket, although it holds the latest piece
+    assert scheduler.next_batch(busy=lane_a).engine == 1
+    assert scheduler.ready(busy=lane_a)[1] == 0  # nothing ready elsewhere: lane A's first bucket
+    assert scheduler.ready(busy=object())[1] == 0  # a lane none of these engines is on
+    plain = scheduler_over([1, 1], None)  # engines without streams: one lane, strict priority
+    for engine, since in ((0, 1.0), (1, 2.0)):
+        plain.queues[engine].push(_Piece((engine,), "t", (1,), engine, since=since))
+    assert plain.ready(busy=None)[1] == 0 and plain.next_batch().engine == 0
 
 
 def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
