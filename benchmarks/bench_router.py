@@ -249,7 +249,7 @@ def open_set(cfg, model, device, largest_only: bool = False) -> tuple[list, list
     lanes = pipeline.set_lanes(cfg, device)
     engines, memory = [], []
     for shape, engine_cfg in shapes[:1] if largest_only else shapes:
-        pool, stream = pipeline.lane_of(shape, lanes)
+        pool, stream = pipeline.lane_of(shape, int(cfg.batch_size), lanes)
         engines.append(pipeline.open_engine(cfg, model, device, engine_cfg, pool=pool))
         engines[-1].stream = stream
         memory.append({"engine": engine_cfg.name, **(gpu_memory(device) or {})})

@@ -245,8 +245,8 @@ def open_engine_set(
     engines, missing = [], []
     configs = sorted(engine_set_configs(cfg), key=lambda e: (int(e.max_in), int(e.max_out)))
     for shape, engine_cfg in enumerate(configs):
-        pool, stream = lane_of(shape, lanes)
         for batch in set_batches(cfg):
+            pool, stream = lane_of(shape, batch, lanes)
             try:
                 engine = open_engine(
                     cfg, model, device, engine_cfg, build_missing, pool=pool, vocoder=vocoder, batch=batch
@@ -271,13 +271,12 @@ def open_engine_set(
 
 def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cuda.Stream | None]]:
     """The set's lanes, `engine_set.streams` of them on CUDA: (graph memory pool, stream) each; one
-    lane (a shared pool, the caller's stream) elsewhere. The engines of one shape share a lane and
-    shapes take turns (`lane_of`), so neighbouring sizes sit on different lanes.
+    lane (a shared pool, the caller's stream) elsewhere. Which engine runs on which: `lane_of`.
 
     Calls on one lane run one after another; calls on two lanes (the router keeps two calls in
     flight) run at once on the device. At batch 1 a call's ~250 small kernels fill a fraction of the
-    GPU, and two engines' calls at once took 1.36x less time than one after the other (H200,
-    docs/kernels.md, "Run 99"). Each lane's pool holds its own engines' activations (more memory)."""
+    GPU: two lanes made the `default` set 1.18x faster at batch 1 for 1.29x the memory of the single
+    engine instead of 1.08x (H200, docs/kernels.md, "Runs 99-102")."""
     if device.type != "cuda":
         return [(None, None)]
     n = int(cfg.engine_set.get("streams") or 1)
@@ -286,9 +285,12 @@ def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cu
     return [(torch.cuda.graph_pool_handle(), torch.cuda.Stream(device)) for _ in range(n)]
 
 
-def lane_of(shape: int, lanes: list) -> Any:
-    """The lane of the set's `shape`-th engine shape (by size): shapes take turns."""
-    return lanes[shape % len(lanes)]
+def lane_of(shape: int, batch: int, lanes: list) -> Any:
+    """The lane of the set's `shape`-th engine shape (by size) at `batch`: batch-1 engines take turns,
+    so neighbouring sizes sit on different lanes; larger batches stay on the first lane, since each
+    lane's pool holds its engines' activations (two lanes of batch-8 engines held 1.59x the memory
+    of the single engine for 1.07x the speed, run 101)."""
+    return lanes[shape % len(lanes)] if batch == 1 else lanes[0]
 
 
 def build_command(cfg: DictConfig, engines: list[str]) -> str:

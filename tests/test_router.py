@@ -324,10 +324,11 @@ def test_inductor_engines_on_their_lanes_equal_eager(tmp_path, monkeypatch, stre
     model = random_model(seed=6).to("cuda")
     lanes = set_lanes(OmegaConf.create({"engine_set": {"streams": streams}}), torch.device("cuda"))
     assert len(lanes) == streams and (lanes[0][1] is None) == (streams == 1)
+    assert all(lane_of(shape, 8, lanes) is lanes[0] for shape in range(3))  # larger batches: one lane
     sizes = [(32, 160), (8, 40), (16, 80)]  # captured largest first, as the benchmark does
     engines = []
     for i, o in sizes:
-        pool, stream = lane_of(sizes.index((i, o)), lanes)
+        pool, stream = lane_of(sizes.index((i, o)), 1, lanes)  # placed as batch-1 engines are
         options = {"mode": None, "cuda_graphs": True, "pool": pool}
         engines.append(
             load_or_build(model, EngineSpec(2, i, o, backend="inductor"), tmp_path, "cuda", options)
