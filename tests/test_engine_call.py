@@ -223,11 +223,16 @@ def replay_equal(name: str, a: torch.Tensor, b: torch.Tensor) -> bool:
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("backend", ["eager", "inductor"])
-def test_cuda_staged_call_equals_unstaged_bit_for_bit(tmp_path, backend):
+@pytest.mark.parametrize("own_stream", [False, True])
+def test_cuda_staged_call_equals_unstaged_bit_for_bit(tmp_path, backend, own_stream):
+    """Also with the engine on a stream of its own (a lane of a set, `pipeline.set_lanes`): calls to
+    the host and submitted calls run there, calls with device outputs on the caller's stream, and
+    each waits for the other's use of the engine's buffers."""
     model = random_model(seed=12)
     spec = EngineSpec(batch=4, max_in=16, max_out=96, backend=backend)
     options = {"mode": None, "cuda_graphs": True} if backend == "inductor" else None
     engine = load_or_build(model, spec, tmp_path, "cuda", options, vocoder=GriffinLim(n_iter=3))
+    engine.stream = torch.cuda.Stream() if own_stream else None
     assert engine.staged
     assert (backend == "inductor") == hasattr(engine.runner, "replay")
     rng = random.Random(0)
@@ -245,12 +250,15 @@ def test_cuda_staged_call_equals_unstaged_bit_for_bit(tmp_path, backend):
         want = unstaged_to_host(engine, ids, alpha)
         for name, a, b in zip(out._fields, out, want):
             assert torch.equal(a, b) if backend == "eager" else replay_equal(name, a, b), (step, name)
+        pending = engine.submit(ids, alpha)  # still running while the next call stages its inputs
         device = engine(ids, alpha)  # to_host=False: device copies, and the staging is reused safely
         for name, a, b in zip(out._fields, device, want):
             assert torch.equal(a.cpu(), b) if backend == "eager" else replay_equal(name, a.cpu(), b), (
                 step,
                 name,
             )
+        for name, a, b in zip(out._fields, pending(), want):
+            assert torch.equal(a, b) if backend == "eager" else replay_equal(name, a, b), (step, name)
         if step % 5 == 0:
             held.append((out, [t.clone() for t in out]))
     for out, copy_ in held:  # results kept across later calls are unchanged
