@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", default="i128_o1024", help="the engine when --engine-set none")
     p.add_argument("--batch", type=int, default=8, help="engine batch size (every engine of the set)")
     p.add_argument(
+        "--streams", type=int, default=None, help="serve.streams (the server's lanes of batch-1 engines)"
+    )
+    p.add_argument(
         "--batches",
         default=None,
         help="engine_set.batches, e.g. 1,8: each engine also at batch 1 (light load)",
@@ -151,6 +154,8 @@ def overrides(args, checkpoint: str) -> list[str]:
     out.append(f"engine={args.engine}" if args.engine_set == "none" else f"engine_set={args.engine_set}")
     if args.batches and args.engine_set != "none":
         out.append(f"engine_set.batches=[{args.batches}]")
+    if args.streams:
+        out.append(f"serve.streams={args.streams}")
     return out
 
 

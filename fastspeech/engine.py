@@ -112,7 +112,7 @@ class Engine:
     `stream`: a CUDA stream of the engine's own (None: the caller's current stream). Calls whose
     results go to the host (`submit`, `__call__` with `to_host`) stage, replay and copy out on it, so
     the calls of two engines with their own graph memory pools run at once on the device
-    (`pipeline.open_engine_set`, `engine_set.overlap`); calls of one engine stay in order on it.
+    (`pipeline.set_lanes`, `engine_set.streams`); calls of one engine stay in order on it.
     """
 
     def __init__(

@@ -275,8 +275,8 @@ def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cu
 
     Calls on one lane run one after another; calls on two lanes (the router keeps two calls in
     flight) run at once on the device. At batch 1 a call's ~250 small kernels fill a fraction of the
-    GPU: two lanes made the `default` set 1.18x faster at batch 1 for 1.29x the memory of the single
-    engine instead of 1.08x (H200, docs/kernels.md, "Runs 99-102")."""
+    GPU: two lanes made the `default` set 1.18-1.19x faster at batch 1 for 1.29x the memory of the single
+    engine instead of 1.08x (H200, docs/kernels.md, "Runs 99-105")."""
     if device.type != "cuda":
         return [(None, None)]
     n = int(cfg.engine_set.get("streams") or 1)

@@ -34,6 +34,7 @@ SERVE_WHOLE_NUMBERS = {
     "serve.max_chars": (1, None, 4096),
     "serve.replicas": (1, None, 1),
     "serve.workers": (1, None, 2),
+    "serve.streams": (1, 8, 1),
 }
 
 

@@ -417,6 +417,7 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_fix(tmp_path, arg, message)
         ("mode=serve serve.max_queue=0", "serve.max_queue=0 is not a whole number >= 1"),
         ("mode=serve serve.max_chars=0", "serve.max_chars=0 is not a whole number >= 1"),
         ("mode=serve serve.replicas=0", "serve.replicas=0 is not a whole number >= 1"),
+        ("mode=serve serve.streams=9", "serve.streams=9 is not a whole number from 1 to 8"),
         ("mode=serve serve.max_batch=0", "serve.max_batch=0 is not a whole number >= 1"),
         ("mode=serve serve.max_wait_ms=-1", "serve.max_wait_ms=-1 is not a number of milliseconds >= 0"),
         ("mode=serve serve.max_wait_ms=nan", "serve.max_wait_ms=nan is not a number of milliseconds"),

@@ -59,7 +59,8 @@ class CudaGraphRunner:
     """Static input/output buffers around one captured CUDA graph; a call copies in and replays.
 
     The outputs are the graph's own buffers, overwritten by the next call: the engine copies them
-    out. Engines of one set can share a memory `pool` because they never run concurrently.
+    out. Engines of one lane of a set share a memory `pool` because their calls run one after another
+    (`pipeline.set_lanes`).
     `inputs` are the static input buffers: the engine copies a call's staged host inputs straight
     into them and calls `replay()` (no device-to-device copy); `__call__` is that for device tensors.
     """

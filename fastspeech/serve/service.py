@@ -248,6 +248,8 @@ def voice_config(cfg, name: str, n_voices: int):
         raise ValueError(
             f"serve.voices.{name} has unknown keys {sorted(entry)}; use checkpoint, model, vocoder, engine_dir"
         )
+    if vcfg.get("engine_set") is not None:  # the server's lanes, not the command line's
+        vcfg.engine_set.streams = int(cfg.serve.get("streams") or 1)
     return vcfg
 
 
