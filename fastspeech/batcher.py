@@ -183,7 +183,11 @@ class Batcher:
         """The ready call, over all voices, holding the first piece by priority, on another lane
         than the `running` call where one is ready (`Scheduler.ready`; lock held)."""
         now = time.monotonic()
-        busy = None if running is None else self.schedulers[running[0]].lanes[running[1].engine]
+        if running is not None:
+            voice, batch = running[:2]
+            busy = self.schedulers[voice].lane(batch.engine, len(batch.pieces))
+        else:
+            busy = None
         best = None
         for name, s in self.schedulers.items():
             ready = s.ready(now, self.max_wait, busy)

@@ -244,7 +244,7 @@ class Router:
         running = None  # (batch, its results when ready)
         with tqdm(total=0, desc="synthesizing", unit="batch", disable=not self.progress) as bar:
             while True:
-                busy = None if running is None else scheduler.lanes[running[0].engine]
+                busy = None if running is None else scheduler.lane(running[0].engine, len(running[0].pieces))
                 batch = scheduler.next_batch(busy=busy)
                 started = None if batch is None else (batch, scheduler.start(batch))
                 if running is None and started is None:
@@ -528,8 +528,8 @@ class Scheduler:
         # (`_Queue.step`); it follows the mean when that moves more than 1.5x away from it.
         self.rank_delay = self._step = RANK_DELAY
         self._timed = 0
-        # Each bucket's lane (`pipeline.set_lanes`: the stream its engines run on; None: the caller's)
-        self.lanes = [getattr(e, "stream", None) for e in router.engines]
+        # Each shape's engines by batch size (`Router.sizes`), for the lane a call runs on (`lane`)
+        self._sizes = getattr(router, "sizes", None) or [[e] for e in router.engines]
 
     def add(
         self,
@@ -611,9 +611,16 @@ class Scheduler:
             if q and (len(q) >= self.caps[k] or now - q.earliest() >= max_wait):
                 ready.append((q.first(), k))
         if busy is not None:
-            elsewhere = [r for r in ready if self.lanes[r[1]] is not busy]
+            elsewhere = [r for r in ready if self.lane(r[1], len(self.queues[r[1]])) is not busy]
             ready = elsewhere or ready
         return min(ready) if ready else None
+
+    def lane(self, k: int, pieces: int) -> object:
+        """The lane (`pipeline.set_lanes`: the engine's stream; None: the caller's) a call of up to a
+        batch of `pieces` of bucket `k` runs on: that of the smallest engine of the shape holding it,
+        as `Router.start_batch` picks."""
+        n = min(pieces, self.caps[k])
+        return getattr(next(e for e in self._sizes[k] if e.spec.batch >= n), "stream", None)
 
     def take(self, k: int) -> Batch:
         """Up to a batch of engine `k`'s queued pieces, first by priority, out of the queue."""

@@ -597,9 +597,10 @@ def test_the_rank_delay_follows_the_measured_call_latency(tmp_path):
     assert delays == sorted(delays) and 0.45 < delays[-1] < 0.5, delays
 
 
-def scheduler_over(caps: list[int], lanes: list | None = None):
+def scheduler_over(caps: list[int], lanes: list | None = None, batch1_lanes: list | None = None):
     """A `Scheduler` over stand-in engines of these batch sizes, on these lanes (their `stream`s;
-    None: no stream) -- all it reads of a router."""
+    None: no stream), each shape also at batch 1 on `batch1_lanes` where given -- all it reads of a
+    router."""
     from fastspeech.router import Scheduler
 
     class Spec(NamedTuple):
@@ -611,9 +612,14 @@ def scheduler_over(caps: list[int], lanes: list | None = None):
 
     class FakeRouter(NamedTuple):
         engines: list
+        sizes: list | None = None
 
     lanes = lanes or [None] * len(caps)
-    return Scheduler(FakeRouter([FakeEngine(Spec(c), lane) for c, lane in zip(caps, lanes)]))
+    engines = [FakeEngine(Spec(c), lane) for c, lane in zip(caps, lanes)]
+    if batch1_lanes is None:
+        return Scheduler(FakeRouter(engines))
+    sizes = [[FakeEngine(Spec(1), b1), e] for e, b1 in zip(engines, batch1_lanes)]
+    return Scheduler(FakeRouter(engines, sizes))
 
 
 def test_while_a_call_runs_the_next_comes_from_another_lane_where_one_is_ready():
@@ -632,6 +638,15 @@ def test_while_a_call_runs_the_next_comes_from_another_lane_where_one_is_ready()
     assert scheduler.next_batch(busy=lane_a).engine == 1
     assert scheduler.ready(busy=lane_a)[1] == 0  # nothing ready elsewhere: lane A's first bucket
     assert scheduler.ready(busy=object())[1] == 0  # a lane none of these engines is on
+    # A shape at two batch sizes: a call of one piece runs on the batch-1 engine's lane (the lanes'
+    # turns), a fuller call on the larger engine's (larger batches stay on the first lane).
+    two = scheduler_over([8, 8], [lane_a, lane_a], batch1_lanes=[lane_a, lane_b])
+    assert two.lane(1, 1) is lane_b and two.lane(1, 2) is lane_a and two.lane(1, 50) is lane_a
+    for engine, since in ((0, 1.0), (1, 2.0)):
+        two.queues[engine].push(_Piece((engine,), "t", (1,), engine, since=since))
+    assert two.ready(10.0, busy=lane_a)[1] == 1  # one piece queued there: it runs on lane B
+    two.queues[1].push(_Piece((9,), "t", (1,), 1, since=3.0))
+    assert two.ready(10.0, busy=lane_a)[1] == 0  # two pieces: lane A's batch-8 engine, strict priority
     plain = scheduler_over([1, 1], None)  # engines without streams: one lane, strict priority
     for engine, since in ((0, 1.0), (1, 2.0)):
         plain.queues[engine].push(_Piece((engine,), "t", (1,), engine, since=since))
