@@ -66,9 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", default="i128_o1024", help="the engine when --engine-set none")
     p.add_argument("--batch", type=int, default=8, help="engine batch size (every engine of the set)")
     p.add_argument(
-        "--streams", type=int, default=None, help="serve.streams (the server's lanes of batch-1 engines)"
-    )
-    p.add_argument(
         "--batches",
         default=None,
         help="engine_set.batches, e.g. 1,8: each engine also at batch 1 (light load)",
@@ -154,8 +151,6 @@ def overrides(args, checkpoint: str) -> list[str]:
     out.append(f"engine={args.engine}" if args.engine_set == "none" else f"engine_set={args.engine_set}")
     if args.batches and args.engine_set != "none":
         out.append(f"engine_set.batches=[{args.batches}]")
-    if args.streams:
-        out.append(f"serve.streams={args.streams}")
     return out
 
 
@@ -488,6 +483,9 @@ def offline(args, checkpoint: str, texts: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # Stopped by SIGTERM (`timeout`, a job runner): exit through the `finally` that stops the server,
+    # which runs in its own session and was left running otherwise (seen in run 105).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args(argv)
     import torch
 
