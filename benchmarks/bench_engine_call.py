@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     engines: dict[str, tuple[Engine, list[list[int]]]] = {}
     for engine_cfg in configs:
-        engine = pipeline.open_engine(cfg, model, device, engine_cfg, pool=pool)
+        engine = pipeline.open_engine(cfg, model, device, engine_cfg, lane=(pool, None))
         s = engine.spec
         length = max(1, round(args.fill * s.max_in))
         ids = [rng.integers(1, 148, size=length).tolist() for _ in range(s.batch)]

@@ -242,16 +242,12 @@ def replay_ms(engine, device, calls: int = 50) -> float:
 
 
 def open_set(cfg, model, device, largest_only: bool = False) -> tuple[list, list[dict[str, Any]]]:
-    """The engines of `cfg.engine_set` on its lanes as `pipeline.open_engine_set` places them
-    (`set_lanes`, `lane_of`), largest first -> (engines, memory after each)."""
-    configs = sorted(pipeline.engine_set_configs(cfg), key=lambda e: (e.max_in, e.max_out))
-    shapes = list(enumerate(configs))[::-1]
-    lanes = pipeline.set_lanes(cfg, device)
+    """The engines of `cfg.engine_set` on the lanes `pipeline.open_engine_set` places them on
+    (`engine_lanes`), largest first -> (engines, memory after each)."""
+    placed = pipeline.engine_lanes(cfg, device)[::-1]
     engines, memory = [], []
-    for shape, engine_cfg in shapes[:1] if largest_only else shapes:
-        pool, stream = pipeline.lane_of(shape, int(cfg.batch_size), lanes)
-        engines.append(pipeline.open_engine(cfg, model, device, engine_cfg, pool=pool))
-        engines[-1].stream = stream
+    for engine_cfg, _, lane in placed[:1] if largest_only else placed:
+        engines.append(pipeline.open_engine(cfg, model, device, engine_cfg, lane=lane))
         memory.append({"engine": engine_cfg.name, **(gpu_memory(device) or {})})
     return engines, memory
 

@@ -146,7 +146,7 @@ def open_engine(
     device: torch.device,
     engine_cfg: DictConfig | None = None,
     allow_build: bool = True,
-    pool: Any = None,
+    lane: tuple[Any, torch.cuda.Stream | None] = (None, None),
     vocoder: Vocoder | None = None,
     batch: int | None = None,
 ) -> Engine:
@@ -154,7 +154,8 @@ def open_engine(
     -> wav, the vocoder inside (`vocoder`, else the one `cfg.vocoder` names), `batch` rows per call
     (default `cfg.batch_size`).
 
-    `pool`: a CUDA graph memory pool shared by the engines of a set (Inductor CUDA graphs only).
+    `lane`: (pool, stream) of a set's lane (`engine_lanes`): the CUDA graph memory pool the engine
+    shares with the other engines of its lane (Inductor CUDA graphs only), the stream its calls run on.
     """
     from fastspeech.backends import resolve_backend
 
@@ -173,9 +174,10 @@ def open_engine(
     )
     options = cfg.backend.get(backend)
     options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+    pool, stream = lane
     if pool is not None and backend == "inductor":
         options["pool"] = pool
-    return load_or_build(
+    engine = load_or_build(
         model,
         spec,
         cfg.engine_dir,
@@ -185,6 +187,8 @@ def open_engine(
         allow_build=allow_build,
         vocoder=vocoder,
     )
+    engine.stream = stream
+    return engine
 
 
 def open_vocoder(cfg: DictConfig) -> Vocoder:
@@ -237,29 +241,25 @@ def open_engine_set(
     With building off, every engine that is missing or stale is named in one error with the command
     that builds them.
     """
-    lanes = set_lanes(cfg, device)
     vocoder = vocoder or open_vocoder(cfg)
     # One placed copy of the vocoder for every engine of the set.
     vocoder = vocoder.on(device, PRECISIONS[resolve_precision(cfg.precision.name, device)])
     build_missing = bool(cfg.engine_set.build_missing) if build_missing is None else build_missing
     engines, missing = [], []
-    configs = sorted(engine_set_configs(cfg), key=lambda e: (int(e.max_in), int(e.max_out)))
-    for shape, engine_cfg in enumerate(configs):
-        for batch in set_batches(cfg):
-            pool, stream = lane_of(shape, batch, lanes)
-            try:
-                engine = open_engine(
-                    cfg, model, device, engine_cfg, build_missing, pool=pool, vocoder=vocoder, batch=batch
+    for engine_cfg, batch, lane in engine_lanes(cfg, device):
+        try:
+            engines.append(
+                open_engine(
+                    cfg, model, device, engine_cfg, build_missing, lane=lane, vocoder=vocoder, batch=batch
                 )
-                engine.stream = stream
-                engines.append(engine)
-            except EngineError as exc:
-                if build_missing:
-                    raise
-                log.warning("%s", exc)
-                missing.append(
-                    engine_cfg.name if batch == int(cfg.batch_size) else f"{engine_cfg.name} (b{batch})"
-                )
+            )
+        except EngineError as exc:
+            if build_missing:
+                raise
+            log.warning("%s", exc)
+            missing.append(
+                engine_cfg.name if batch == int(cfg.batch_size) else f"{engine_cfg.name} (b{batch})"
+            )
     if missing:
         raise EngineError(
             f"engine set {cfg.engine_set.name}: {len(missing)} engine(s) not built or stale "
@@ -267,6 +267,14 @@ def open_engine_set(
             "or set engine_set.build_missing=true"
         )
     return Router(engines, split=bool(cfg.engine_set.split), on_unknown=cfg.on_unknown)
+
+
+def engine_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[DictConfig, int, tuple]]:
+    """(engine config, batch size, lane) of every engine of the set, smallest shape first, each batch
+    size of a shape in turn: where `open_engine_set` places each engine (`set_lanes`, `lane_of`)."""
+    lanes = set_lanes(cfg, device)
+    configs = sorted(engine_set_configs(cfg), key=lambda e: (int(e.max_in), int(e.max_out)))
+    return [(c, b, lane_of(j, b, lanes)) for j, c in enumerate(configs) for b in set_batches(cfg)]
 
 
 def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cuda.Stream | None]]:

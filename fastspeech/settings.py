@@ -51,11 +51,10 @@ def setting_problem(cfg: DictConfig) -> str | None:
             numbers["serve.max_batch"] = (1, None, 8)
         if cfg.serve.get("pcm_rate") is not None:
             numbers["serve.pcm_rate"] = (8000, 192000, 24000)
-    if cfg.get("engine_set") is not None:
+    if cfg.get("engine_set") is not None and "streams" in cfg.engine_set:  # a set without it: one lane
         numbers["engine_set.streams"] = (1, 8, 2)
     for key, (least, most, example) in numbers.items():
-        # batch_size: ${engine.batch} resolves here; a set's config without `streams` has one lane
-        value = OmegaConf.select(cfg, key, default=1 if key == "engine_set.streams" else None)
+        value = OmegaConf.select(cfg, key)  # batch_size: ${engine.batch} resolves here
         if (
             isinstance(value, bool)
             or not isinstance(value, int)
