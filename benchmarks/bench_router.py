@@ -47,6 +47,7 @@ import logging
 import platform
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +166,14 @@ def gpu_memory(device: torch.device) -> dict[str, float] | None:
     torch.cuda.synchronize()
     gc.collect()
     torch.cuda.empty_cache()
+    by_stream: dict[str, float] = defaultdict(float)  # reserved segments by stream and graph pool
+    for seg in torch.cuda.memory_snapshot():
+        by_stream[f"stream {seg['stream']:#x} pool {seg['segment_pool_id']}"] += seg["total_size"] / 2**20
     return {
         "reserved_mib": torch.cuda.memory_reserved() / 2**20,
         "allocated_mib": torch.cuda.memory_allocated() / 2**20,
         "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
+        "reserved_by_stream_mib": dict(by_stream),
     }
 
 

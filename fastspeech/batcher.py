@@ -185,9 +185,9 @@ class Batcher:
         now = time.monotonic()
         if running is not None:
             voice, batch = running[:2]
-            busy = self.schedulers[voice].lane(batch.engine, len(batch.pieces))
+            busy = [self.schedulers[voice].lane(batch.engine, len(batch.pieces))]
         else:
-            busy = None
+            busy = []
         best = None
         for name, s in self.schedulers.items():
             ready = s.ready(now, self.max_wait, busy)

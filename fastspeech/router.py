@@ -32,8 +32,9 @@ The engines of a set share one copy of the weights (the pipeline casts the model
 `pipeline.open_engine_set`). On CUDA they run on lanes, a graph memory pool and a stream each
 (`pipeline.set_lanes`, `engine_set.streams`; engine sizes take turns): the calls of one lane run one
 after another, a call's copies to the host queued on its stream before the next call's replay, and
-two calls on different lanes run at once. The router keeps two calls in flight (`Router.start_batch`)
-and, while one runs, takes the next call from another lane where one is ready (`Scheduler.ready`).
+calls on different lanes run at once. The router keeps a call in flight per lane, at least two
+(`Router.depth`), and takes each next call from a lane with none running where one is ready
+(`Scheduler.ready`).
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ import heapq
 import itertools
 import logging
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -205,6 +206,8 @@ class Router:
         self.max_in = self.engines[-1].spec.max_in
         self.largest_out = max(self.engines, key=lambda e: (e.spec.max_out, e.spec.max_in))
         self._ready_at = 0.0  # when the last call's results reached the host (`start_batch`)
+        # Calls `__call__` keeps in flight: one per lane (`pipeline.set_lanes`), at least two
+        self.depth = max(2, len({getattr(e, "stream", None) for e in self.all_engines}))
 
     @property
     def all_engines(self) -> list[Engine]:
@@ -239,25 +242,29 @@ class Router:
         for i, (text, one, label) in enumerate(zip(texts, ids, labels)):
             scheduler.add(i, text, one, alpha, label, sentences=sentences)
         parts: dict[int, list[Part]] = defaultdict(list)
-        # Two calls in flight: the next call is submitted before the previous one's results are taken
-        # back, so the host copies those out (and picks the call after) while the device runs.
-        running = None  # (batch, its results when ready)
+        # Calls in flight (`depth`): the next call is submitted before the oldest one's results are
+        # taken back, so the host copies those out (and picks the call after) while the device runs,
+        # and calls on different lanes run at once. A lane takes a second call only while fewer than
+        # two are in flight (the host's double buffer), so the others go to free lanes.
+        running: deque[tuple[Batch, Callable[[], Any]]] = deque()  # (batch, its results when ready)
         with tqdm(total=0, desc="synthesizing", unit="batch", disable=not self.progress) as bar:
             while True:
-                busy = None if running is None else scheduler.lane(running[0].engine, len(running[0].pieces))
-                batch = scheduler.next_batch(busy=busy)
-                started = None if batch is None else (batch, scheduler.start(batch))
-                if running is None and started is None:
+                while len(running) < self.depth:
+                    busy = [scheduler.lane(b.engine, len(b.pieces)) for b, _ in running]
+                    batch = scheduler.next_batch(busy=busy, elsewhere_only=len(running) >= 2)
+                    if batch is None:
+                        break
+                    running.append((batch, scheduler.start(batch)))
+                if not running:
                     break
-                if running is not None:
-                    for item, event in scheduler.finish(running[0], running[1]()):
-                        if isinstance(event, Exception):
-                            raise event
-                        if event is not None:
-                            parts[item] += event
-                    bar.total = bar.n + 1 + scheduler.batches_left() + (started is not None)
-                    bar.update()
-                running = started
+                batch, results = running.popleft()
+                for item, event in scheduler.finish(batch, results()):
+                    if isinstance(event, Exception):
+                        raise event
+                    if event is not None:
+                        parts[item] += event
+                bar.total = bar.n + 1 + scheduler.batches_left() + len(running)
+                bar.update()
         return [join(parts[i]) for i in range(len(texts))], scheduler.stats
 
     # ---- placing pieces on engines
@@ -598,21 +605,24 @@ class Scheduler:
         """Calls the queued pieces need at the least."""
         return sum(-(-len(q) // cap) for q, cap in zip(self.queues, self.caps))
 
-    def ready(self, now: float = 0.0, max_wait: float = 0.0, busy: object = None) -> tuple[tuple, int] | None:
+    def ready(
+        self, now: float = 0.0, max_wait: float = 0.0, busy: Collection = (), elsewhere_only: bool = False
+    ) -> tuple[tuple, int] | None:
         """(priority, engine) of the bucket the next call should take, or None when none is ready.
 
         Ready: a bucket with a full batch, or one of whose pieces has waited `max_wait`. Of those,
-        the one holding the first piece by priority (`_Piece.priority`). `busy`: the lane (stream)
-        of a call still running; the first ready bucket on another lane goes before it, where there is
-        one, so that the two calls run at once on the device instead of one after the other.
+        the one holding the first piece by priority (`_Piece.priority`). `busy`: the lanes (streams)
+        of calls still running; the first ready bucket on another lane goes before them, where there
+        is one, so that the calls run at once on the device instead of one after the other. With
+        `elsewhere_only`, a bucket on a busy lane is not ready.
         """
         ready = []
         for k, q in enumerate(self.queues):
             if q and (len(q) >= self.caps[k] or now - q.earliest() >= max_wait):
                 ready.append((q.first(), k))
-        if busy is not None:
-            elsewhere = [r for r in ready if self.lane(r[1], len(self.queues[r[1]])) is not busy]
-            ready = elsewhere or ready
+        if busy:
+            elsewhere = [r for r in ready if self.lane(r[1], len(self.queues[r[1]])) not in busy]
+            ready = elsewhere if elsewhere or elsewhere_only else ready
         return min(ready) if ready else None
 
     def lane(self, k: int, pieces: int) -> object:
@@ -626,9 +636,11 @@ class Scheduler:
         """Up to a batch of engine `k`'s queued pieces, first by priority, out of the queue."""
         return Batch(k, self.queues[k].take(self.caps[k]))
 
-    def next_batch(self, now: float = 0.0, max_wait: float = 0.0, busy: object = None) -> Batch | None:
+    def next_batch(
+        self, now: float = 0.0, max_wait: float = 0.0, busy: Collection = (), elsewhere_only: bool = False
+    ) -> Batch | None:
         """The next call (`ready`, then `take`), or None when no bucket is ready yet (see `wake_at`)."""
-        ready = self.ready(now, max_wait, busy)
+        ready = self.ready(now, max_wait, busy, elsewhere_only)
         return None if ready is None else self.take(ready[1])
 
     def wake_at(self, max_wait: float) -> float | None:

@@ -215,6 +215,50 @@ def test_staged_engines_with_calls_in_flight_give_each_text_its_own_result(tmp_p
     assert all(len(e.io.sets) <= e.io.max_sets for e in router.all_engines)
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_the_router_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch, lanes):
+    """With the engines on `lanes` lanes the router keeps up to one call per lane in flight (two at
+    least), a second call on a busy lane only while fewer than two run; every text still equals its
+    unpadded reference. Lanes are stand-ins here (`Scheduler.lane`): on CUDA they are streams."""
+    from fastspeech.router import Scheduler
+
+    model = random_model(seed=14)
+    router = make_router(model, tmp_path, [(8, 24), (12, 36), (16, 48), (24, 72)])
+    lane_of = {id(e): j % lanes for j, e in enumerate(router.engines)}
+    monkeypatch.setattr(Scheduler, "lane", lambda self, k, pieces: lane_of[id(self.router.engines[k])])
+    router.depth = max(2, lanes)
+    for e in router.all_engines:
+        e.staged = True
+    running, seen = [], []
+
+    def counted(engine):
+        def submit(ids, alpha):
+            lane = lane_of[id(engine)]
+            if len(running) >= 2:
+                assert lane not in running, "a second call on a busy lane while two or more run"
+            running.append(lane)
+            seen.append(len(running))
+            wait = Engine.submit(engine, ids, alpha)
+
+            def done():
+                running.remove(lane)
+                return wait()
+
+            return done
+
+        return submit
+
+    for e in router.engines:
+        e.submit = counted(e)
+    rng = np.random.default_rng(14)
+    texts = [text_of(int(n), seed=80 + i) for i, n in enumerate(rng.integers(1, 24, size=40))]
+    routed, stats = router(texts)
+    assert max(seen) == max(2, lanes) and not running
+    assert sum(c["items"] for c in stats.calls) >= len(texts)
+    for r in routed:
+        check_routed(model, r)
+
+
 def test_results_stay_whole_while_later_calls_reuse_the_host_buffers_with_or_without_mel(
     tmp_path, monkeypatch
 ):
@@ -308,12 +352,12 @@ def test_a_shape_at_two_batch_sizes_runs_each_call_on_the_smallest_that_holds_it
 
 @requires_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("streams", [1, 2])
+@pytest.mark.parametrize("streams", [1, 2, 3])
 def test_inductor_engines_on_their_lanes_equal_eager(tmp_path, monkeypatch, streams):
     """Graphs captured into one pool reuse each other's scratch memory: safe only because the calls
-    of a lane run one after another and each call copies its outputs out. With two lanes (a pool and
-    a stream each, `pipeline.set_lanes`) the router runs calls of different lanes at once. Interleave
-    them and compare."""
+    of a lane run one after another and each call copies its outputs out. With more lanes (a pool and
+    a stream each, `pipeline.set_lanes`) the router runs calls of different lanes at once, up to one
+    per lane. Interleave them and compare."""
     import torch._dynamo
     from omegaconf import OmegaConf
 
@@ -335,6 +379,7 @@ def test_inductor_engines_on_their_lanes_equal_eager(tmp_path, monkeypatch, stre
         )
         engines[-1].stream = stream
     router = Router(engines, progress=False)
+    assert router.depth == max(2, streams)
     rng = np.random.default_rng(6)
     texts = [text_of(int(n), seed=i) for i, n in enumerate(rng.integers(1, 40, size=30))]
     for _ in range(2):
@@ -633,24 +678,27 @@ def test_while_a_call_runs_the_next_comes_from_another_lane_where_one_is_ready()
     for engine, since in ((0, 1.0), (2, 2.0), (1, 3.0)):  # by priority: engine 0, then 2, then 1
         scheduler.queues[engine].push(_Piece((engine,), "t", (1,), engine, since=since))
     assert scheduler.ready()[1] == 0
-    assert scheduler.ready(busy=lane_b)[1] == 0
-    assert scheduler.ready(busy=lane_a)[1] == 1  # lane B's bucket, although it holds the latest piece
-    assert scheduler.next_batch(busy=lane_a).engine == 1
-    assert scheduler.ready(busy=lane_a)[1] == 0  # nothing ready elsewhere: lane A's first bucket
-    assert scheduler.ready(busy=object())[1] == 0  # a lane none of these engines is on
+    assert scheduler.ready(busy=[lane_b])[1] == 0
+    assert scheduler.ready(busy=[lane_a])[1] == 1  # lane B's bucket, although it holds the latest piece
+    assert scheduler.ready(busy=[lane_a, lane_b])[1] == 0  # every lane busy: strict priority
+    assert scheduler.ready(busy=[lane_a, lane_b], elsewhere_only=True) is None
+    assert scheduler.next_batch(busy=[lane_a]).engine == 1
+    assert scheduler.ready(busy=[lane_a])[1] == 0  # nothing ready elsewhere: lane A's first bucket
+    assert scheduler.ready(busy=[lane_a], elsewhere_only=True) is None
+    assert scheduler.ready(busy=[object()])[1] == 0  # a lane none of these engines is on
     # A shape at two batch sizes: a call of one piece runs on the batch-1 engine's lane (the lanes'
     # turns), a fuller call on the larger engine's (larger batches stay on the first lane).
     two = scheduler_over([8, 8], [lane_a, lane_a], batch1_lanes=[lane_a, lane_b])
     assert two.lane(1, 1) is lane_b and two.lane(1, 2) is lane_a and two.lane(1, 50) is lane_a
     for engine, since in ((0, 1.0), (1, 2.0)):
         two.queues[engine].push(_Piece((engine,), "t", (1,), engine, since=since))
-    assert two.ready(10.0, busy=lane_a)[1] == 1  # one piece queued there: it runs on lane B
+    assert two.ready(10.0, busy=[lane_a])[1] == 1  # one piece queued there: it runs on lane B
     two.queues[1].push(_Piece((9,), "t", (1,), 1, since=3.0))
-    assert two.ready(10.0, busy=lane_a)[1] == 0  # two pieces: lane A's batch-8 engine, strict priority
+    assert two.ready(10.0, busy=[lane_a])[1] == 0  # two pieces: lane A's batch-8 engine, strict priority
     plain = scheduler_over([1, 1], None)  # engines without streams: one lane, strict priority
     for engine, since in ((0, 1.0), (1, 2.0)):
         plain.queues[engine].push(_Piece((engine,), "t", (1,), engine, since=since))
-    assert plain.ready(busy=None)[1] == 0 and plain.next_batch().engine == 0
+    assert plain.ready(busy=[None])[1] == 0 and plain.next_batch().engine == 0
 
 
 def test_scheduler_queues_take_and_wake_as_a_sorted_list_would():
