@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 import torch
 from helpers import one_thread, random_model
@@ -166,6 +167,62 @@ def test_the_worker_submits_the_next_call_before_it_waits_for_the_running_one(tm
     for n in range(1, 4):
         assert log.index(("submit", n)) < log.index(("wait", n - 1))
     assert sorted(log) == sorted([("submit", n) for n in range(4)] + [("wait", n) for n in range(4)])
+
+
+def test_the_worker_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch):
+    """Engines on four lanes (stand-ins for CUDA streams, `Scheduler.lane`): the worker keeps up to
+    four calls in flight, a second call on a busy lane only while fewer than two run, and every
+    request still gets exactly its own audio."""
+    from fastspeech.router import Scheduler
+
+    model = random_model(seed=4)
+    sizes = [(8, 48), (16, 96), (24, 144), (32, 192)]
+    engines = [load_or_build(model, EngineSpec(1, i, o), tmp_path, "cpu") for i, o in sizes]
+    running: list[int] = []  # the lanes of the calls in flight
+    most = []
+
+    class OnLane(Submitting):
+        def submit(self, ids, alpha=1.0):
+            if len(running) >= 2:
+                assert self.lane not in running, "a second call on a busy lane while two or more run"
+            running.append(self.lane)
+            most.append(len(running))
+
+            def wait():
+                running.remove(self.lane)
+                return self.engine(ids, alpha, to_host=True)
+
+            return wait
+
+    wrapped = [OnLane(e, []) for e in engines]
+    for j, w in enumerate(wrapped):
+        w.lane = j
+    rng = np.random.default_rng(4)
+    texts = [
+        "".join(rng.choice(list("abcdefg "), size=int(n))).strip() + "a" for n in rng.integers(2, 30, 24)
+    ]
+    reference, _ = Router(engines, progress=False)(texts)
+    router = Router(wrapped, progress=False)
+    monkeypatch.setattr(Scheduler, "lane", lambda self, k, pieces: self.router.engines[k].lane)
+    router.depth = 4
+    batcher = Batcher(router, max_wait_ms=0)
+
+    async def main():
+        streams = [batcher.submit(t, sentences=False) for t in texts]  # all queued, nothing running yet
+        batcher.start()
+        try:
+            out = []
+            for s in streams:
+                out.append([p async for p in s.parts()])
+            return out
+        finally:
+            batcher.close()
+
+    results = asyncio.run(main())
+    for parts, ref in zip(results, reference):
+        assert len(parts) == 1
+        torch.testing.assert_close(parts[0].mel, ref.mel, atol=1e-5, rtol=1e-5)
+    assert max(most) == 4 and not running
 
 
 def test_a_call_that_fails_when_waited_for_fails_only_its_request(tmp_path):
