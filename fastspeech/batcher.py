@@ -7,12 +7,12 @@ each request its finished pieces in speaking order, on the loop, through its `St
 because engines are not thread-safe; the engine call runs outside the lock, so requests keep
 arriving while the GPU works.
 
-Two calls in flight, as the offline router keeps them (`Router.start_batch`): when another call is
-ready while one runs, the worker submits it (`Scheduler.start`: inputs staged, replay and copies
-queued) before it waits for the running call's results and hands them out, so the host's work
-between calls overlaps the device, and two calls on different lanes of the set (`engine_set.streams`)
-run at once there: the next call comes from another lane than the running one where one is ready.
-With nothing else ready it takes the running call back at once.
+Calls in flight as the offline router keeps them (`Router.depth`: one per lane of the set, at least
+two): when another call is ready while one runs, the worker submits it (`Scheduler.start`: inputs
+staged, replay and copies queued) before it waits for the oldest call's results and hands them out,
+so the host's work between calls overlaps the device, and calls on different lanes of the set
+(`serve.streams`) run at once there: the next call comes from a lane with no call running where one
+is ready. With nothing else ready it takes the oldest call back at once.
 
 Several voices (router each) share the one worker; the next call is the ready bucket, over all
 voices, holding the first piece by the scheduler's priority. A request that fails (its text overflows every engine
@@ -28,7 +28,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fastspeech.errors import FastSpeechError
@@ -108,6 +109,7 @@ class Batcher:
     ):
         routers = {"default": routers} if isinstance(routers, Router) else dict(routers)
         self.schedulers = {name: Scheduler(r, max_batch) for name, r in routers.items()}
+        self.depth = max(r.depth for r in routers.values())  # calls in flight (`Router.depth`)
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.on_call = on_call
@@ -179,18 +181,15 @@ class Batcher:
 
     # ---- the worker
 
-    def _next(self, running: tuple | None = None) -> tuple[str, Batch] | None:
-        """The ready call, over all voices, holding the first piece by priority, on another lane
-        than the `running` call where one is ready (`Scheduler.ready`; lock held)."""
+    def _next(self, running: Sequence[tuple] = ()) -> tuple[str, Batch] | None:
+        """The ready call, over all voices, holding the first piece by priority, on a lane with no
+        `running` call where one is ready; on a busy lane only while fewer than two calls run
+        (`Scheduler.ready`; lock held)."""
         now = time.monotonic()
-        if running is not None:
-            voice, batch = running[:2]
-            busy = [self.schedulers[voice].lane(batch.engine, len(batch.pieces))]
-        else:
-            busy = []
+        busy = [self.schedulers[voice].lane(batch.engine, len(batch.pieces)) for voice, batch, _ in running]
         best = None
         for name, s in self.schedulers.items():
-            ready = s.ready(now, self.max_wait, busy)
+            ready = s.ready(now, self.max_wait, busy, elsewhere_only=len(running) >= 2)
             if ready is not None and (best is None or ready[0] < best[0]):
                 best = (ready[0], name, ready[1])
         if best is None:
@@ -204,22 +203,21 @@ class Batcher:
         self._cond.wait(timeout)
 
     def _work(self) -> None:
-        running = None  # (voice, batch, wait) of the call submitted last, its results not taken yet
+        running: deque[tuple] = deque()  # (voice, batch, wait) of submitted calls, oldest first
         while True:
             with self._cond:
-                while not self._closed and running is None and (picked := self._next()) is None:
+                while not self._closed and not running and (picked := self._next()) is None:
                     self._wait()
                 if self._closed:
                     return
-                if running is not None:
-                    picked = self._next(running)
-            started = None
-            if picked is not None:  # submitted before the running call is waited for
+                if running:
+                    picked = self._next(running) if len(running) < self.depth else None
+            if picked is not None:  # submitted before the oldest running call is waited for
                 voice, batch = picked
-                started = (voice, batch, self.schedulers[voice].start(batch))  # unlocked
-            if running is not None:
-                self._finish(*running)
-            running = started
+                running.append((voice, batch, self.schedulers[voice].start(batch)))  # unlocked
+                if len(running) < self.depth:
+                    continue
+            self._finish(*running.popleft())
 
     def _finish(self, voice: str, batch: Batch, wait: Callable[[], tuple[list, list[dict]]]) -> None:
         """Wait for a started call (unlocked), then hand its results to their requests."""
