@@ -274,7 +274,8 @@ def engine_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[DictConfig
     size of a shape in turn: where `open_engine_set` places each engine (`set_lanes`, `lane_of`)."""
     lanes = set_lanes(cfg, device)
     configs = sorted(engine_set_configs(cfg), key=lambda e: (int(e.max_in), int(e.max_out)))
-    return [(c, b, lane_of(j, b, lanes)) for j, c in enumerate(configs) for b in set_batches(cfg)]
+    inputs = sorted({int(c.max_in) for c in configs})
+    return [(c, b, lane_of(inputs.index(int(c.max_in)), b, lanes)) for c in configs for b in set_batches(cfg)]
 
 
 def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cuda.Stream | None]]:
@@ -293,12 +294,14 @@ def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cu
     return [(torch.cuda.graph_pool_handle(), torch.cuda.Stream(device)) for _ in range(n)]
 
 
-def lane_of(shape: int, batch: int, lanes: list) -> Any:
-    """The lane of the set's `shape`-th engine shape (by size) at `batch`: batch-1 engines take turns,
-    so neighbouring sizes sit on different lanes; larger batches stay on the first lane, since each
-    lane's pool holds its engines' activations (two lanes of batch-8 engines held 1.59x the memory
-    of the single engine for 1.07x the speed, run 101)."""
-    return lanes[shape % len(lanes)] if batch == 1 else lanes[0]
+def lane_of(turn: int, batch: int, lanes: list) -> Any:
+    """The lane of an engine of the set's `turn`-th input size (smallest first) at `batch`. Batch-1
+    engines take turns, so neighbouring sizes sit on different lanes, and the shapes of one input
+    size share a lane (`speech_rate`'s i128_o1024 runs what overflows its i128_o768: a lane's pool
+    holds its largest engine's activations, and two such pools held 1.36x the single engine's
+    memory, run 108). Larger batches stay on the first lane (two lanes of batch-8 engines held 1.59x
+    the memory of the single engine for 1.07x the speed, run 101)."""
+    return lanes[turn % len(lanes)] if batch == 1 else lanes[0]
 
 
 def build_command(cfg: DictConfig, engines: list[str]) -> str:

@@ -350,6 +350,33 @@ def test_a_shape_at_two_batch_sizes_runs_each_call_on_the_smallest_that_holds_it
     assert Scheduler(router).caps == [3, 3]
 
 
+@pytest.mark.parametrize(
+    "engines, expected",
+    [
+        (["i128_o1024", "i32_o256", "i96_o768", "i64_o512"], "A A B A A A B A"),
+        (["i32_o192", "i64_o384", "i96_o576", "i128_o768", "i128_o1024"], "A A B A A A B A B A"),
+    ],
+)
+def test_batch_1_engines_take_turns_on_the_lanes_by_input_size(monkeypatch, engines, expected):
+    """Two lanes, each engine at batch 1 and 8: neighbouring input sizes alternate at batch 1, the
+    shapes of one input size share a lane (their pool then holds one of them), batch 8 stays on the
+    first lane."""
+    from omegaconf import OmegaConf
+
+    from fastspeech import pipeline
+
+    monkeypatch.setattr(pipeline, "set_lanes", lambda cfg, device: ["A", "B"])
+    cfg = OmegaConf.create(
+        {"batch_size": 1, "engine_set": {"name": "t", "engines": engines, "batches": [1, 8]}}
+    )
+    placed = pipeline.engine_lanes(cfg, torch.device("cpu"))
+    assert [(int(c.max_in), int(c.max_out)) for c, _, _ in placed[::2]] == sorted(
+        (int(c.max_in), int(c.max_out)) for c in pipeline.engine_set_configs(cfg)
+    )
+    assert [b for _, b, _ in placed] == [1, 8] * len(engines)
+    assert " ".join(lane for _, _, lane in placed) == expected
+
+
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("streams", [1, 2, 3])
