@@ -247,9 +247,9 @@ def replay_ms(engine, device, calls: int = 50) -> float:
 
 
 def open_set(cfg, model, device, largest_only: bool = False) -> tuple[list, list[dict[str, Any]]]:
-    """The engines of `cfg.engine_set` on the lanes `pipeline.open_engine_set` places them on
-    (`engine_lanes`), largest first -> (engines, memory after each)."""
-    placed = pipeline.engine_lanes(cfg, device)[::-1]
+    """The engines of `cfg.engine_set` on the lanes and in the order `pipeline.open_engine_set` opens
+    them (`engine_lanes`: largest first) -> (engines, memory after each)."""
+    placed = pipeline.engine_lanes(cfg, device)
     engines, memory = [], []
     for engine_cfg, _, lane in placed[:1] if largest_only else placed:
         engines.append(pipeline.open_engine(cfg, model, device, engine_cfg, lane=lane))

@@ -261,6 +261,7 @@ def open_engine_set(
                 engine_cfg.name if batch == int(cfg.batch_size) else f"{engine_cfg.name} (b{batch})"
             )
     if missing:
+        missing = missing[::-1]  # smallest first, as the set lists them
         raise EngineError(
             f"engine set {cfg.engine_set.name}: {len(missing)} engine(s) not built or stale "
             f"({', '.join(missing)}); build them with `{build_command(cfg, missing)}`, "
@@ -270,12 +271,16 @@ def open_engine_set(
 
 
 def engine_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[DictConfig, int, tuple]]:
-    """(engine config, batch size, lane) of every engine of the set, smallest shape first, each batch
-    size of a shape in turn: where `open_engine_set` places each engine (`set_lanes`, `lane_of`)."""
+    """(engine config, batch size, lane) of every engine of the set, largest first: where and in
+    which order `open_engine_set` opens them (`set_lanes`, `lane_of`). Largest first, since a graph
+    captured into a pool that a larger one's capture has grown reuses its blocks."""
     lanes = set_lanes(cfg, device)
     configs = sorted(engine_set_configs(cfg), key=lambda e: (int(e.max_in), int(e.max_out)))
     inputs = sorted({int(c.max_in) for c in configs})
-    return [(c, b, lane_of(inputs.index(int(c.max_in)), b, lanes)) for c in configs for b in set_batches(cfg)]
+    placed = [
+        (c, b, lane_of(inputs.index(int(c.max_in)), b, lanes)) for c in configs for b in set_batches(cfg)
+    ]
+    return placed[::-1]
 
 
 def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cuda.Stream | None]]:

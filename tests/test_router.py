@@ -369,7 +369,7 @@ def test_batch_1_engines_take_turns_on_the_lanes_by_input_size(monkeypatch, engi
     cfg = OmegaConf.create(
         {"batch_size": 1, "engine_set": {"name": "t", "engines": engines, "batches": [1, 8]}}
     )
-    placed = pipeline.engine_lanes(cfg, torch.device("cpu"))
+    placed = pipeline.engine_lanes(cfg, torch.device("cpu"))[::-1]  # opened largest first
     assert [(int(c.max_in), int(c.max_out)) for c, _, _ in placed[::2]] == sorted(
         (int(c.max_in), int(c.max_out)) for c in pipeline.engine_set_configs(cfg)
     )
