@@ -43,10 +43,10 @@ import heapq
 import itertools
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -242,26 +242,23 @@ class Router:
         for i, (text, one, label) in enumerate(zip(texts, ids, labels)):
             scheduler.add(i, text, one, alpha, label, sentences=sentences)
         parts: dict[int, list[Part]] = defaultdict(list)
-        # Calls in flight (`depth`): the next call is submitted before a running one's results are
+        # Calls in flight (`depth`): the next call is submitted before the oldest one's results are
         # taken back, so the host copies those out (and picks the call after) while the device runs,
         # and calls on different lanes run at once. A lane takes a second call only while fewer than
-        # two are in flight (the host's double buffer), so the others go to free lanes. The call
-        # whose work ran first is taken back first (`_first_done`): its lane takes the next call.
-        running: list[_InFlight] = []
+        # two are in flight (the host's double buffer), so the others go to free lanes.
+        running: deque[tuple[Batch, Callable[[], Any]]] = deque()  # (batch, its results when ready)
         with tqdm(total=0, desc="synthesizing", unit="batch", disable=not self.progress) as bar:
             while True:
                 while len(running) < self.depth:
-                    busy = [c.lane for c in running]
+                    busy = [scheduler.lane(b.engine, len(b.pieces)) for b, _ in running]
                     batch = scheduler.next_batch(busy=busy, elsewhere_only=len(running) >= 2)
                     if batch is None:
                         break
-                    lane = scheduler.lane(batch.engine, len(batch.pieces))
-                    results = scheduler.start(batch)
-                    running.append(_InFlight(batch, lane, results, self._mark(lane)))
+                    running.append((batch, scheduler.start(batch)))
                 if not running:
                     break
-                call = _first_done(running)
-                for item, event in scheduler.finish(call.batch, call.results()):
+                batch, results = running.popleft()
+                for item, event in scheduler.finish(batch, results()):
                     if isinstance(event, Exception):
                         raise event
                     if event is not None:
@@ -269,16 +266,6 @@ class Router:
                 bar.total = bar.n + 1 + scheduler.batches_left() + len(running)
                 bar.update()
         return [join(parts[i]) for i in range(len(texts))], scheduler.stats
-
-    def _mark(self, lane: object) -> Callable[[], bool]:
-        """-> whether the work queued so far on `lane` (an engine's stream; None: the current one)
-        has run: a call's copies to the host are the last of it. Always true off CUDA."""
-        device = self.engines[0].device
-        if torch.device(device).type != "cuda":
-            return lambda: True
-        event = torch.cuda.Event()
-        event.record(lane if lane is not None else torch.cuda.current_stream(device))
-        return event.query
 
     # ---- placing pieces on engines
 
@@ -517,27 +504,6 @@ class _Queue:
             if not self._sinces[p.since]:
                 del self._sinces[p.since]
         return [p for _, _, p in out]
-
-
-class _InFlight(NamedTuple):
-    """A call of `Router.__call__` in flight: its batch, its lane, its results (blocking), whether
-    its work has run (`Router._mark`)."""
-
-    batch: Batch
-    lane: object
-    results: Callable[[], tuple[list, list[dict]]]
-    done: Callable[[], bool]
-
-
-def _first_done(running: list[_InFlight]) -> _InFlight:
-    """Out of `running`: the oldest call whose work has run, polling while none has (calls on other
-    lanes end out of order); the one call left is waited for."""
-    while len(running) > 1:
-        for i, call in enumerate(running):
-            if call.done():
-                return running.pop(i)
-        time.sleep(0)  # let other threads run between polls
-    return running.pop(0)
 
 
 class Batch(NamedTuple):

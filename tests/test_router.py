@@ -218,9 +218,8 @@ def test_staged_engines_with_calls_in_flight_give_each_text_its_own_result(tmp_p
 @pytest.mark.parametrize("lanes", [1, 2, 4])
 def test_the_router_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch, lanes):
     """With the engines on `lanes` lanes the router keeps up to one call per lane in flight (two at
-    least), a second call on a busy lane only while fewer than two run, and takes back first the
-    call whose work ran first (here lane 0's calls run slowest); every text still equals its
-    unpadded reference. Lanes are stand-ins (`Scheduler.lane`, `Router._mark`): on CUDA, streams."""
+    least), a second call on a busy lane only while fewer than two run; every text still equals its
+    unpadded reference. Lanes are stand-ins here (`Scheduler.lane`): on CUDA they are streams."""
     from fastspeech.router import Scheduler
 
     model = random_model(seed=14)
@@ -228,15 +227,9 @@ def test_the_router_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch, lanes
     lane_of = {id(e): j % lanes for j, e in enumerate(router.engines)}
     monkeypatch.setattr(Scheduler, "lane", lambda self, k, pieces: lane_of[id(self.router.engines[k])])
     router.depth = max(2, lanes)
-
-    def mark(self, lane):  # lane 0's work runs for three polls, the others' at once
-        polls = iter(range(3 if lane == 0 else 0, -1, -1))
-        return lambda: next(polls, 0) == 0
-
-    monkeypatch.setattr(Router, "_mark", mark)
     for e in router.all_engines:
         e.staged = True
-    running, seen, taken = [], [], []
+    running, seen = [], []
 
     def counted(engine):
         def submit(ids, alpha):
@@ -245,12 +238,10 @@ def test_the_router_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch, lanes
                 assert lane not in running, "a second call on a busy lane while two or more run"
             running.append(lane)
             seen.append(len(running))
-            number = len(seen)
             wait = Engine.submit(engine, ids, alpha)
 
             def done():
                 running.remove(lane)
-                taken.append(number)
                 return wait()
 
             return done
@@ -263,8 +254,6 @@ def test_the_router_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch, lanes
     texts = [text_of(int(n), seed=80 + i) for i, n in enumerate(rng.integers(1, 24, size=40))]
     routed, stats = router(texts)
     assert max(seen) == max(2, lanes) and not running
-    assert sorted(taken) == list(range(1, len(seen) + 1))
-    assert (taken == sorted(taken)) == (lanes == 1)  # out of order only where lanes differ
     assert sum(c["items"] for c in stats.calls) >= len(texts)
     for r in routed:
         check_routed(model, r)
