@@ -25,7 +25,7 @@ Measured, per batch size B (every engine of a run has batch B):
 - padded fraction: the share of computed token + frame slots that held no real token or frame
   (empty batch rows, padding, and the whole row of an output that overflowed and ran again);
 - engine latency: the median time of one engine call (padding, replay, copies out; the router keeps
-  two calls in flight, so a call counts from the previous call's results when it was queued behind
+  calls in flight, so a call counts from the previous call's results when it was queued behind
   that call), per engine, and of the replay alone (the device side), and their difference
   (`host_overhead_us`, the host's share of a call; `benchmarks/bench_engine_call.py` measures it
   alone); and the throughput the set would reach if nothing but engine calls took time ("engines only");

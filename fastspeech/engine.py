@@ -304,7 +304,8 @@ class HostIO:
     Results are never overwritten: an output set is reused only when the caller holds nothing of
     it (storage use counts) and no copies into it are pending (`to_host_later` holds its views until
     waited for); otherwise the next call takes another set (up to `max_sets` kept). The router keeps
-    two calls in flight and drops each result before its next-but-one call: two sets serve a run.
+    at most two calls of one engine in flight and drops each result before its next-but-one call:
+    two sets serve a run.
 
     Not thread-safe: one engine, one calling thread at a time (`fastspeech.batcher` runs every
     engine of a set on one worker thread).

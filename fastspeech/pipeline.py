@@ -287,10 +287,11 @@ def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cu
     """The set's lanes, `engine_set.streams` of them on CUDA: (graph memory pool, stream) each; one
     lane (a shared pool, the caller's stream) elsewhere. Which engine runs on which: `lane_of`.
 
-    Calls on one lane run one after another; calls on two lanes (the router keeps two calls in
-    flight) run at once on the device. At batch 1 a call's ~250 small kernels fill a fraction of the
-    GPU: two lanes made the `default` set 1.18-1.19x faster at batch 1 for 1.29x the memory of the single
-    engine instead of 1.08x (H200, docs/kernels.md, "Runs 99-105")."""
+    Calls on one lane run one after another; calls on different lanes (the router keeps a call in
+    flight per lane, `Router.depth`) run at once on the device. At batch 1 a call's ~250 small
+    kernels fill a fraction of the GPU. The `default` set at batch 1 against the single engine
+    (H200, runs 106 and 110, docs/kernels.md): one lane 1.17x for 1.08x its memory, two 1.33-1.36x
+    for 1.29x, three 1.41x for 1.45x, four 1.47-1.57x for 1.52x."""
     if device.type != "cuda":
         return [(None, None)]
     n = int(cfg.engine_set.get("streams") or 1)

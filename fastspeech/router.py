@@ -516,7 +516,7 @@ class Scheduler:
 
     Not thread-safe: `fastspeech.batcher.Batcher` holds a lock around `add`, `cancel`, `next_batch`
     and `finish`, and calls `start` and its wait (the engine call) outside it, on its one worker
-    thread, with up to two calls in flight.
+    thread, with calls in flight as `Router.depth` says.
     Events from `finish`, per item: a list of `Part`s ready in speaking order (the earlier pieces
     all handed out already), `None` when the item is complete, or the `FastSpeechError` that failed
     it (that item only: its other pieces are dropped; the other items of the call carry on).

@@ -197,7 +197,7 @@ def test_order_is_restored_across_buckets_and_batches(tmp_path):
 
 
 def test_staged_engines_with_calls_in_flight_give_each_text_its_own_result(tmp_path):
-    """The router keeps two calls in flight (`Engine.submit`); with the staged call path (what CUDA
+    """The router keeps calls in flight (`Engine.submit`); with the staged call path (what CUDA
     engines run) every text, overflowed, rerun and split ones too, equals its unpadded reference."""
     model = random_model(seed=12)
     router = make_router(model, tmp_path, [(8, 24), (16, 48)], batch=2)
