@@ -281,3 +281,39 @@ def test_fft_stack_probe_matches_the_models_blocks_with_ragged_lengths():
     assert torch.isfinite(got).all()
     assert (got[1, int(lengths[1]) :] == 0).all()  # padding rows exactly zero
     torch.testing.assert_close(got, want, atol=8e-3, rtol=0)
+
+
+def test_engine_memory_probe_finds_the_peak_inside_the_graph_pool():
+    """`probe_engine_memory.pool_trace` on a made-up snapshot: allocations outside the pool's
+    segments are ignored, frees lower the live total, and the blocks live at the peak come back
+    largest first with the first frame of our code."""
+    from benchmarks.probe_engine_memory import MiB, pool_trace
+
+    ours = [
+        {"filename": "/x/torch/nn.py", "line": 1, "name": "f"},
+        {"filename": "/r/fastspeech/model.py", "line": 7, "name": "ffn"},
+    ]
+    segments = [
+        {"segment_pool_id": (0, 0), "address": 0, "total_size": 100 * MiB, "blocks": []},
+        {
+            "segment_pool_id": (0, 3),
+            "address": 1000 * MiB,
+            "total_size": 20 * MiB,
+            "blocks": [
+                {"size": 2 * MiB, "state": "active_allocated"},
+                {"size": 18 * MiB, "state": "inactive"},
+            ],
+        },
+    ]
+    events = [
+        {"action": "alloc", "addr": 5 * MiB, "size": 50 * MiB, "frames": ours},  # outside the pool
+        {"action": "alloc", "addr": 1000 * MiB, "size": 2 * MiB, "frames": ours},
+        {"action": "alloc", "addr": 1002 * MiB, "size": 8 * MiB, "frames": []},
+        {"action": "alloc", "addr": 1010 * MiB, "size": 4 * MiB, "frames": ours},
+        {"action": "free_completed", "addr": 1002 * MiB, "size": 8 * MiB},
+        {"action": "alloc", "addr": 1002 * MiB, "size": 1 * MiB, "frames": ours},
+    ]
+    reserved, end, peak, at_peak = pool_trace({"segments": segments, "device_traces": [events]})
+    assert (reserved, end, peak) == (20, 2, 14)
+    assert [size // MiB for size, _ in at_peak] == [8, 4, 2]
+    assert at_peak[1][1] == "model.py:7 ffn" and at_peak[0][1] == "?"
