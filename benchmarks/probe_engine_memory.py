@@ -36,9 +36,12 @@ def where(frames: list[dict]) -> str:
     return f"{Path(python[0]['filename']).name}:{python[0].get('line')}" if python else "?"
 
 
-def pool_trace(snapshot: dict, device: int = 0) -> tuple[float, float, float, list[tuple[int, str]]]:
-    """-> (pool MiB reserved, MiB live at the end, peak MiB live, [(bytes, where)] live at the peak)
-    over the segments of the graph pools (pool id other than (0, 0))."""
+def pool_trace(
+    snapshot: dict, device: int = 0
+) -> tuple[float, float, float, list[tuple[int, str]], list[dict]]:
+    """-> (pool MiB reserved, MiB live at the end, peak MiB live, [(bytes, where)] live at the peak,
+    the frames of the largest block then) over the segments of the graph pools (pool id other than
+    (0, 0))."""
     segments = [s for s in snapshot["segments"] if tuple(s["segment_pool_id"]) != (0, 0)]
     ranges = [(s["address"], s["address"] + s["total_size"]) for s in segments]
 
@@ -46,20 +49,24 @@ def pool_trace(snapshot: dict, device: int = 0) -> tuple[float, float, float, li
         return any(lo <= addr < hi for lo, hi in ranges)
 
     live: dict[int, tuple[int, str]] = {}
+    frames_of: dict[int, list[dict]] = {}
     total = peak = 0
+    largest: list[dict] = []  # the frames of the largest block live at the peak
     at_peak: list[tuple[int, str]] = []
     for event in snapshot["device_traces"][device]:
         addr = event["addr"]
         if event["action"] == "alloc" and in_pool(addr):
             live[addr] = (event["size"], where(event.get("frames", [])))
+            frames_of[addr] = event.get("frames", [])
             total += event["size"]
             if total > peak:
                 peak, at_peak = total, sorted(live.values(), reverse=True)
+                largest = frames_of[max(live, key=lambda a: live[a][0])]
         elif event["action"] == "free_completed" and addr in live:
             total -= live.pop(addr)[0]
     reserved = sum(s["total_size"] for s in segments)
     end = sum(b["size"] for s in segments for b in s["blocks"] if b["state"] == "active_allocated")
-    return reserved / MiB, end / MiB, peak / MiB, at_peak
+    return reserved / MiB, end / MiB, peak / MiB, at_peak, largest
 
 
 def main() -> None:
@@ -82,7 +89,7 @@ def main() -> None:
         torch.cuda.synchronize()
         snapshot = torch.cuda.memory._snapshot()
         torch.cuda.memory._record_memory_history(enabled=None)
-        reserved, end, peak, at_peak = pool_trace(snapshot, torch.cuda.current_device())
+        reserved, end, peak, at_peak, largest = pool_trace(snapshot, torch.cuda.current_device())
         print(
             f"{spec.name}: graph pool {reserved:.1f} MiB reserved, {end:.1f} MiB live after capture "
             f"(outputs), peak {peak:.1f} MiB live during capture; {len(at_peak)} blocks live at the peak"
@@ -94,6 +101,9 @@ def main() -> None:
         print("| MiB live at the peak | blocks | allocated at |\n|---|---|---|")
         for site, sizes in rows:
             print(f"| {sum(sizes) / MiB:.2f} | {len(sizes)} | {site} |")
+        print("the largest block's stack, innermost first:")
+        for f in largest[:12]:
+            print(f"  {f.get('filename')}:{f.get('line')} {f.get('name')}")
         del engine
 
 

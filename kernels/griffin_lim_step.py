@@ -6,17 +6,23 @@ so cuFFT runs a plain complex transform (no copy of its input, as torch's irfft 
 kernel). What is left between the forward FFT and the next inverse FFT is this op:
 
 Contract: z, z_prev (B, T, M, 2) float32, the M-point FFTs (real pairs) of this iteration's frames and
-the previous iteration's; magnitude (B, T, M + 1) float32; keep (the momentum's weight, a float) ->
-out (B, T, M, 2) float32 with
+the previous iteration's; magnitude (B, T, M + 1) float32, negative values taken as 0; keep (the
+momentum's weight, a float) -> out (B, T, M, 2) float32 with
   1. X = `unpack_rfft`(z - keep * z_prev): the real spectrum (B, T, M + 1) of the frames, less keep
      times the previous one (fast Griffin-Lim's momentum; both steps are linear, so on the FFTs),
-  2. S = magnitude * X / (|X| + 1e-16), the imaginary parts of S[0] and S[M] dropped (irfft's rule),
+  2. S = max(magnitude, 0) * X / (|X| + 1e-16), the imaginary parts of S[0] and S[M] dropped
+     (irfft's rule),
   3. out = `pack_irfft`(S): the pairs whose unnormalized inverse M-point FFT is irfft(S, n=2M).
 Each bin k needs bin M - k too (unpacking and packing pair them), so one program takes a frame and
 each lane a pair (k, M - k): it loads z[k] and z[(M - k) mod M] (and z_prev's), builds X[k] and
 X[M - k], takes both through the magnitude step and stores out[k] and out[M - k]. Unwritten as plain
 PyTorch (`griffin_lim_step_reference`, the CPU path), the flips and stacks split into several
 Inductor kernels (measured: 8 per iteration instead of 2).
+
+The clamp is here, not in the caller, so that the caller can pass a matmul's own output: Inductor
+realizes a pointwise expression passed to a user-defined Triton kernel once per call, and with 32
+calls it kept 32 copies of the clamped magnitude alive from the start of the loop (run 111,
+docs/kernels.md).
 
 Accuracy: fp32 throughout; the twiddles exp(-iπk/M) are one fp32 cos/sin each (error ~1e-7).
 """
@@ -92,8 +98,8 @@ def _griffin_lim_step_kernel(
 
     # Magnitude step; irfft ignores the imaginary parts of bins 0 and M (both in lane j = 0).
     m = mag_ptr + b.to(tl.int64) * stride_mb + t * stride_mt
-    x_re, x_im = _magnitude_step(x_re, x_im, tl.load(m + j, mask=ok, other=0.0))
-    y_re, y_im = _magnitude_step(y_re, y_im, tl.load(m + (M - j), mask=ok, other=0.0))
+    x_re, x_im = _magnitude_step(x_re, x_im, tl.maximum(tl.load(m + j, mask=ok, other=0.0), 0.0))
+    y_re, y_im = _magnitude_step(y_re, y_im, tl.maximum(tl.load(m + (M - j), mask=ok, other=0.0), 0.0))
     x_im = tl.where(j == 0, 0.0, x_im)
     y_im = tl.where(j == 0, 0.0, y_im)
 
@@ -204,9 +210,10 @@ def pack_irfft(x: torch.Tensor) -> torch.Tensor:
 def griffin_lim_step_reference(
     z: torch.Tensor, z_prev: torch.Tensor, magnitude: torch.Tensor, keep: float
 ) -> torch.Tensor:
-    """Plain PyTorch: unpack the momentum-corrected spectrum, the magnitude step, pack."""
+    """Plain PyTorch: unpack the momentum-corrected spectrum, the magnitude step (magnitude clamped
+    at 0), pack."""
     x = unpack_rfft(z - keep * z_prev)
-    s = magnitude[..., None] * x / (x.square().sum(-1, keepdim=True).sqrt() + 1e-16)
+    s = magnitude.clamp_min(0)[..., None] * x / (x.square().sum(-1, keepdim=True).sqrt() + 1e-16)
     return pack_irfft(s)
 
 

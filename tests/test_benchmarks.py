@@ -313,7 +313,7 @@ def test_engine_memory_probe_finds_the_peak_inside_the_graph_pool():
         {"action": "free_completed", "addr": 1002 * MiB, "size": 8 * MiB},
         {"action": "alloc", "addr": 1002 * MiB, "size": 1 * MiB, "frames": ours},
     ]
-    reserved, end, peak, at_peak = pool_trace({"segments": segments, "device_traces": [events]})
+    reserved, end, peak, at_peak, largest = pool_trace({"segments": segments, "device_traces": [events]})
     assert (reserved, end, peak) == (20, 2, 14)
     assert [size // MiB for size, _ in at_peak] == [8, 4, 2]
-    assert at_peak[1][1] == "model.py:7 ffn" and at_peak[0][1] == "?"
+    assert at_peak[1][1] == "model.py:7 ffn" and at_peak[0][1] == "?" and largest == []

@@ -121,8 +121,12 @@ class GriffinLim(Vocoder):
     ) -> torch.Tensor:
         a = self.audio
         To = mel.shape[1]
-        # Magnitude (B, To, F), frame-major like the transforms, zero in padding frames.
-        magnitude = (mel.exp() @ self.inverse.T).clamp_min(0) * valid[:, :, None]
+        # Magnitude (B, To, F), frame-major like the transforms, zero in padding frames. `linear` is
+        # the matmul's own output (one buffer); `griffin_lim_step` clamps it at 0 itself. Given the
+        # clamped expression, Inductor computed a copy of it for each of the loop's calls, all alive
+        # from the loop's start (run 111, docs/kernels.md).
+        linear = (mel.exp() * valid[:, :, None]) @ self.inverse.T
+        magnitude = linear.clamp_min(0)
         record(acts, "magnitude", magnitude)
         frames = torch.arange(To, device=mel.device)[:, None]
         bins = torch.arange(magnitude.shape[2], device=mel.device)[None, :]
@@ -142,7 +146,7 @@ class GriffinLim(Vocoder):
                 # inverse FFT -> overlap-add -> the next STFT's frames (one kernel) -> forward FFT
                 z = self._fft_pairs(reframe(self._ifft_pairs(packed), window, hop, length))[:, :To]
                 first = z_prev is None
-                packed = griffin_lim_step(z, z if first else z_prev, magnitude, 0.0 if first else keep)
+                packed = griffin_lim_step(z, z if first else z_prev, linear, 0.0 if first else keep)
                 z_prev = z
             wav = self._istft_packed(packed, length)
         else:

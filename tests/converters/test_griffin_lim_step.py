@@ -10,7 +10,7 @@ import torch
 from converters import griffin_lim_step as converter
 from kernels.griffin_lim_step import griffin_lim_step_reference
 
-# Layers TensorRT converts natively (elementwise, shuffle, concatenation, slice, iota, unary).
+# Layers TensorRT converts natively (elementwise, shuffle, concatenation, slice, iota, unary, clamp).
 TENSORRT_LAYERS = {
     "aten.sub.Tensor",
     "aten.mul.Tensor",
@@ -18,6 +18,7 @@ TENSORRT_LAYERS = {
     "aten.div.Tensor",
     "aten.neg.default",
     "aten.sqrt.default",
+    "aten.clamp.default",  # the magnitude clamped at 0 (an elementwise max in TensorRT)
     "aten.cos.default",
     "aten.sin.default",
     "aten.cat.default",

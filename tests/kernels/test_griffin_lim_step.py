@@ -80,6 +80,24 @@ def test_kernel_matches_float64_reference(B, T, M, keep):
     torch.testing.assert_close(got.double(), want, atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("keep", [0.0, 0.4974874371859297])
+def test_negative_magnitudes_count_as_zero_in_kernel_and_reference(keep):
+    """The vocoder passes the least-squares magnitude before its clamp (a matmul's own buffer, so
+    Inductor keeps one copy for the loop): kernel and reference both take max(magnitude, 0)."""
+    z, z_prev, magnitude = spectra(2, 5, 16, seed=7)
+    signed = magnitude - 1.5  # about half the bins negative
+    assert (signed < 0).float().mean() > 0.3
+    got = run_kernel(z, z_prev, signed, keep)
+    clamped = griffin_lim_step_reference(z.double(), z_prev.double(), signed.clamp_min(0).double(), keep)
+    torch.testing.assert_close(got.double(), clamped, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        griffin_lim_step_reference(z.double(), z_prev.double(), signed.double(), keep),
+        clamped,
+        atol=0,
+        rtol=0,
+    )
+
+
 def test_kernel_reads_strided_frames_and_ignores_z_prev_without_momentum():
     """z as the engine passes it: the first T frames of a longer FFT output (a strided view); with
     keep = 0 the kernel must not read z_prev (NaN there changes nothing)."""
