@@ -43,19 +43,23 @@ def pool_trace(
     the frames of the largest block then) over the segments of the graph pools (pool id other than
     (0, 0))."""
     segments = [s for s in snapshot["segments"] if tuple(s["segment_pool_id"]) != (0, 0)]
-    ranges = [(s["address"], s["address"] + s["total_size"]) for s in segments]
+    trace = snapshot["device_traces"][device]
+    # A pool segment's memory may have held other blocks before the pool allocated it (an
+    # autotuner's buffer, freed): count only what was allocated after the segment's last allocation.
+    since = {e["addr"]: i for i, e in enumerate(trace) if e["action"] == "segment_alloc"}
+    ranges = [(s["address"], s["address"] + s["total_size"], since.get(s["address"], -1)) for s in segments]
 
-    def in_pool(addr: int) -> bool:
-        return any(lo <= addr < hi for lo, hi in ranges)
+    def in_pool(addr: int, i: int) -> bool:
+        return any(lo <= addr < hi and i > start for lo, hi, start in ranges)
 
     live: dict[int, tuple[int, str]] = {}
     frames_of: dict[int, list[dict]] = {}
     total = peak = 0
     largest: list[dict] = []  # the frames of the largest block live at the peak
     at_peak: list[tuple[int, str]] = []
-    for event in snapshot["device_traces"][device]:
+    for i, event in enumerate(trace):
         addr = event["addr"]
-        if event["action"] == "alloc" and in_pool(addr):
+        if event["action"] == "alloc" and in_pool(addr, i):
             live[addr] = (event["size"], where(event.get("frames", [])))
             frames_of[addr] = event.get("frames", [])
             total += event["size"]

@@ -285,8 +285,8 @@ def test_fft_stack_probe_matches_the_models_blocks_with_ragged_lengths():
 
 def test_engine_memory_probe_finds_the_peak_inside_the_graph_pool():
     """`probe_engine_memory.pool_trace` on a made-up snapshot: allocations outside the pool's
-    segments are ignored, frees lower the live total, and the blocks live at the peak come back
-    largest first with the first frame of our code."""
+    segments, or at their addresses before the pool took them, are ignored; frees lower the live
+    total; the blocks live at the peak come back largest first with the first frame of our code."""
     from benchmarks.probe_engine_memory import MiB, pool_trace
 
     ours = [
@@ -307,6 +307,14 @@ def test_engine_memory_probe_finds_the_peak_inside_the_graph_pool():
     ]
     events = [
         {"action": "alloc", "addr": 5 * MiB, "size": 50 * MiB, "frames": ours},  # outside the pool
+        {
+            "action": "alloc",
+            "addr": 1000 * MiB,
+            "size": 60 * MiB,
+            "frames": ours,
+        },  # before the pool's segment
+        {"action": "free_completed", "addr": 1000 * MiB, "size": 60 * MiB},
+        {"action": "segment_alloc", "addr": 1000 * MiB, "size": 20 * MiB},
         {"action": "alloc", "addr": 1000 * MiB, "size": 2 * MiB, "frames": ours},
         {"action": "alloc", "addr": 1002 * MiB, "size": 8 * MiB, "frames": []},
         {"action": "alloc", "addr": 1010 * MiB, "size": 4 * MiB, "frames": ours},
