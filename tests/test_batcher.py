@@ -138,6 +138,23 @@ class Submitting:
         return wait
 
 
+def queue_then_run(batcher: Batcher, texts: list[str], **submit) -> list[list]:
+    """Queue every text before the worker starts, then run them all -> each text's parts."""
+
+    async def main():
+        streams = [batcher.submit(t, **submit) for t in texts]  # all queued, nothing running yet
+        batcher.start()
+        try:
+            out = []
+            for s in streams:
+                out.append([p async for p in s.parts()])
+            return out
+        finally:
+            batcher.close()
+
+    return asyncio.run(main())
+
+
 def test_the_worker_submits_the_next_call_before_it_waits_for_the_running_one(tmp_path):
     """Four one-piece calls queued before the worker starts: each call is submitted before the one
     before it is waited for (two in flight), and every request still gets exactly its own audio."""
@@ -148,18 +165,7 @@ def test_the_worker_submits_the_next_call_before_it_waits_for_the_running_one(tm
     texts = ["Hello there.", "Short.", "One, two.", "Four!"]
     reference, _ = Router([engine], progress=False)(texts)
 
-    async def main():
-        streams = [batcher.submit(t) for t in texts]  # all queued, nothing running yet
-        batcher.start()
-        try:
-            out = []
-            for s in streams:
-                out.append([p async for p in s.parts()])
-            return out
-        finally:
-            batcher.close()
-
-    results = asyncio.run(main())
+    results = queue_then_run(batcher, texts)
     for parts, ref in zip(results, reference):  # the reference ran them as one batch of 4
         assert len(parts) == 1
         torch.testing.assert_close(parts[0].mel, ref.mel, atol=1e-5, rtol=1e-5)
@@ -207,18 +213,7 @@ def test_the_worker_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch):
     router.depth = 4
     batcher = Batcher(router, max_wait_ms=0)
 
-    async def main():
-        streams = [batcher.submit(t, sentences=False) for t in texts]  # all queued, nothing running yet
-        batcher.start()
-        try:
-            out = []
-            for s in streams:
-                out.append([p async for p in s.parts()])
-            return out
-        finally:
-            batcher.close()
-
-    results = asyncio.run(main())
+    results = queue_then_run(batcher, texts, sentences=False)
     for parts, ref in zip(results, reference):
         assert len(parts) == 1
         torch.testing.assert_close(parts[0].mel, ref.mel, atol=1e-5, rtol=1e-5)
