@@ -302,10 +302,9 @@ def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cu
 
 def lane_of(turn: int, batch: int, lanes: list) -> Any:
     """The lane of an engine of the set's `turn`-th input size (smallest first) at `batch`. Batch-1
-    engines take turns, so neighbouring sizes sit on different lanes, and the shapes of one input
-    size share a lane: `speech_rate`'s i128_o1024 runs only what overflows its i128_o768, and the
-    lane it took from i96_o576 by turns of engines now runs i96_o576 at once with the i128s (two
-    lanes 1.40x the single engine in run 109, 1.29x in run 108 on another machine). Larger batches
+    engines take turns by input size, so neighbouring input sizes sit on different lanes however
+    many output sizes a set has (`speech_rate`'s i128_o1024 runs only what overflows its i128_o768
+    and shares its lane; two lanes gave that set 1.40x the single engine in run 109). Larger batches
     stay on the first lane (two lanes of batch-8 engines held 1.59x the memory of the single engine
     for 1.07x the speed, run 101)."""
     return lanes[turn % len(lanes)] if batch == 1 else lanes[0]
