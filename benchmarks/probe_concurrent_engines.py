@@ -59,8 +59,8 @@ def main() -> None:
         def build(name: str, max_in: int, max_out: int):
             torch._dynamo.reset()
             spec = EngineSpec(1, max_in, max_out, "fp16", "inductor")
-            opts = {"enable_pdl": True, "combo_kernels": True}
-            engine = load_or_build(model, spec, Path(folder) / name, dev, opts, True, vocoder=vocoder)
+            # the backend's default switches (enable_pdl, combo_kernels), as conf/backend/auto.yaml
+            engine = load_or_build(model, spec, Path(folder) / name, dev, force_build=True, vocoder=vocoder)
             runner = engine.runner  # a CudaGraphRunner with its own private pool
             n = min(len(ids), max_in)
             runner.inputs[0].zero_()

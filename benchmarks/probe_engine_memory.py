@@ -88,8 +88,8 @@ def main() -> None:
     torch.cuda.memory._record_memory_history(stacks="python", max_entries=1_000_000)
     with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
         spec = EngineSpec(1, max_in, max_out, "fp16", "inductor")
-        opts = {"enable_pdl": True, "combo_kernels": True}
-        engine = load_or_build(model, spec, Path(folder), dev, opts, True, vocoder=vocoder)
+        # the backend's default switches (enable_pdl, combo_kernels), as conf/backend/auto.yaml
+        engine = load_or_build(model, spec, Path(folder), dev, force_build=True, vocoder=vocoder)
         torch.cuda.synchronize()
         snapshot = torch.cuda.memory._snapshot()
         torch.cuda.memory._record_memory_history(enabled=None)
