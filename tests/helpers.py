@@ -163,3 +163,26 @@ def fake_trt_decomposition_registry(monkeypatch) -> dict:
     monkeypatch.setitem(sys.modules, groups.__name__, groups)
     monkeypatch.setitem(sys.modules, decomps.__name__, decomps)
     return registry
+
+
+class LaneLog:
+    """Engine calls in flight on stand-in lanes (CUDA streams in the product), for the router's and
+    the batcher's rule: a call may join a busy lane only while fewer than two calls run. `start`
+    asserts the rule and wraps a call's wait; `most` is the most calls in flight at once."""
+
+    def __init__(self):
+        self.running: list = []  # the lanes of the calls in flight
+        self.most = 0
+
+    def start(self, lane, wait):
+        """A call submitted on `lane` whose results `wait()` gives -> its wait, which ends it here."""
+        if len(self.running) >= 2:
+            assert lane not in self.running, "a second call on a busy lane while two or more run"
+        self.running.append(lane)
+        self.most = max(self.most, len(self.running))
+
+        def done():
+            self.running.remove(lane)
+            return wait()
+
+        return done

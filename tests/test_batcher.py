@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 import torch
-from helpers import one_thread, random_model
+from helpers import LaneLog, one_thread, random_model
 
 from fastspeech.batcher import Batcher, QueueFull
 from fastspeech.engine import EngineSpec, load_or_build
@@ -184,21 +184,11 @@ def test_the_worker_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch):
     model = random_model(seed=4)
     sizes = [(8, 48), (16, 96), (24, 144), (32, 192)]
     engines = [load_or_build(model, EngineSpec(1, i, o), tmp_path, "cpu") for i, o in sizes]
-    running: list[int] = []  # the lanes of the calls in flight
-    most = []
+    lanes_log = LaneLog()
 
     class OnLane(Submitting):
         def submit(self, ids, alpha=1.0):
-            if len(running) >= 2:
-                assert self.lane not in running, "a second call on a busy lane while two or more run"
-            running.append(self.lane)
-            most.append(len(running))
-
-            def wait():
-                running.remove(self.lane)
-                return self.engine(ids, alpha, to_host=True)
-
-            return wait
+            return lanes_log.start(self.lane, lambda: self.engine(ids, alpha, to_host=True))
 
     wrapped = [OnLane(e, []) for e in engines]
     for j, w in enumerate(wrapped):
@@ -217,7 +207,7 @@ def test_the_worker_keeps_a_call_in_flight_per_lane(tmp_path, monkeypatch):
     for parts, ref in zip(results, reference):
         assert len(parts) == 1
         torch.testing.assert_close(parts[0].mel, ref.mel, atol=1e-5, rtol=1e-5)
-    assert max(most) == 4 and not running
+    assert lanes_log.most == 4 and not lanes_log.running
 
 
 def test_a_call_that_fails_when_waited_for_fails_only_its_request(tmp_path):
