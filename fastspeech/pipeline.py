@@ -304,9 +304,10 @@ def lane_of(turn: int, batch: int, lanes: list) -> Any:
     """The lane of an engine of the set's `turn`-th input size (smallest first) at `batch`. Batch-1
     engines take turns by input size, so neighbouring input sizes sit on different lanes however
     many output sizes a set has (`speech_rate`'s i128_o1024 runs only what overflows its i128_o768
-    and shares its lane; two lanes gave that set 1.40x the single engine in run 109). Larger batches
+    and shares its lane; three lanes give that set 1.59x the single engine, run 115). Larger batches
     stay on the first lane (two lanes of batch-8 engines held 1.59x the memory of the single engine
-    for 1.07x the speed, run 101)."""
+    for 1.07x the speed in run 101, before Griffin-Lim's magnitude copies were removed; not measured
+    since)."""
     return lanes[turn % len(lanes)] if batch == 1 else lanes[0]
 
 

@@ -52,7 +52,7 @@ def setting_problem(cfg: DictConfig) -> str | None:
         if cfg.serve.get("pcm_rate") is not None:
             numbers["serve.pcm_rate"] = (8000, 192000, 24000)
     if cfg.get("engine_set") is not None and "streams" in cfg.engine_set:  # a set without it: one lane
-        numbers["engine_set.streams"] = (1, 8, 2)
+        numbers["engine_set.streams"] = (1, 8, 3)
     for key, (least, most, example) in numbers.items():
         value = OmegaConf.select(cfg, key)  # batch_size: ${engine.batch} resolves here
         if (

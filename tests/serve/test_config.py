@@ -78,13 +78,13 @@ def test_a_voice_overrides_checkpoint_model_and_engine_dir():
 
 @pytest.mark.parametrize("streams", [None, 2])
 def test_the_server_opens_a_set_on_its_own_lanes_not_the_command_lines(streams):
-    """`engine_set.streams` (2 in the shipped sets) is the command line's; the server, bound by its
+    """`engine_set.streams` (3 in the shipped sets) is the command line's; the server, bound by its
     host at batch 1, takes `serve.streams` (1 unless set)."""
     from fastspeech.serve.service import voice_config
 
     extra = [f"serve.streams={streams}"] if streams else []
     cfg = config("engine_set=default", *extra)
-    assert cfg.engine_set.streams == 2
+    assert cfg.engine_set.streams == 3
     assert voice_config(cfg, "demo", 1).engine_set.streams == (streams or 1)
     assert (
         "engine_set" not in voice_config(config(), "demo", 1)
