@@ -305,9 +305,8 @@ def lane_of(turn: int, batch: int, lanes: list) -> Any:
     engines take turns by input size, so neighbouring input sizes sit on different lanes however
     many output sizes a set has (`speech_rate`'s i128_o1024 runs only what overflows its i128_o768
     and shares its lane; three lanes give that set 1.59x the single engine, run 115). Larger batches
-    stay on the first lane (two lanes of batch-8 engines held 1.59x the memory of the single engine
-    for 1.07x the speed in run 101, before Griffin-Lim's magnitude copies were removed; not measured
-    since)."""
+    stay on the first lane: at batch 8 two lanes held 1.37x the single engine's memory and gave
+    less than one lane (1.15x against 1.26x, run 116)."""
     return lanes[turn % len(lanes)] if batch == 1 else lanes[0]
 
 
