@@ -1,6 +1,7 @@
 """Fixed-shape engines: equal to eager, cached by fingerprint, rebuilt when stale or corrupt."""
 
 import logging
+import math
 
 import pytest
 import torch
@@ -232,3 +233,32 @@ def test_fingerprint_covers_every_op_kernel_and_converter():
     for folder in ("kernels", "converters"):
         files = {f"{folder}/{p.name}" for p in (_ROOT / folder).glob("*.py")}
         assert f"{folder}/conv1d.py" in files and files <= set(_SOURCES)
+
+
+def test_no_large_pointwise_value_feeds_several_op_calls(monkeypatch):
+    """Inductor computes a pointwise argument of a user Triton kernel into a buffer per call: a
+    value that feeds several of our op calls is computed once per call, and the copies live in the
+    engine's graph pool (run 111: Griffin-Lim's clamped magnitude, 31 copies of 2 MiB at batch 1).
+    The whole engine graph on its CUDA paths (fp16, every op taken, Griffin-Lim packed), traced on
+    the CPU: only per-row values (the lengths) may be shared that way."""
+    import fastspeech.model as model_module
+    from fastspeech.graph import EngineGraph
+    from fastspeech.vocoder.griffin_lim import GriffinLim
+
+    monkeypatch.setattr(model_module, "OP_MIN_ROWS", 1)
+    monkeypatch.setattr(model_module, "OP_MIN_ROWS_NARROWING", 1)
+    vocoder = GriffinLim(n_iter=3).eval()
+    vocoder.packed = True
+    graph = EngineGraph(random_model().half(), 96, vocoder).eval()
+    B = 2
+    with torch.no_grad():
+        program = torch.export.export(graph, (torch.randint(1, 148, (B, 21), generator=G), torch.ones(B)))
+    nodes = program.run_decompositions({}).graph.nodes
+    ops = {n for n in nodes if getattr(n.target, "namespace", None) == "fastspeech"}
+    assert {op.target.name().split("::")[1] for op in ops} >= {"griffin_lim_step", "conv1d", "attention"}
+    shared = {
+        n.name: (tuple(n.meta["val"].shape), sum(u in ops for u in n.users))
+        for n in nodes
+        if torch.Tag.pointwise in getattr(n.target, "tags", ()) and sum(u in ops for u in n.users) >= 2
+    }
+    assert all(math.prod(shape) <= B for shape, _ in shared.values()), shared
