@@ -268,8 +268,11 @@ class FastSpeech(nn.Module):
         record(acts, "length_regulator.seq", x)
         record(acts, "length_regulator.dur", durations)
         max_out = x.shape[1]
-        mel_lens = durations.sum(1).clamp_max(max_out)
-        x = self.mel_side(x, mel_lens, acts, "mel_side")
+        frames = durations.sum(1)  # (B,), may exceed max_out: speech that did not fit
+        mel_lens = frames.clamp_max(max_out)
+        # The mel side's ops take lengths beyond T as T, so they get the sum itself: given the
+        # clamped value, Inductor computed a copy of it for each op call (tests/test_engine.py).
+        x = self.mel_side(x, frames, acts, "mel_side")
         record(acts, "mel_side.seq", x)
         valid = torch.arange(max_out, device=x.device)[None, :, None] < mel_lens[:, None, None]
         mel = self.mel_linear(x) * valid
