@@ -255,9 +255,10 @@ def test_no_pointwise_value_feeds_several_op_calls(monkeypatch):
     nodes = program.run_decompositions({}).graph.nodes
     ops = {n for n in nodes if getattr(n.target, "namespace", None) == "fastspeech"}
     assert {op.target.name().split("::")[1] for op in ops} >= {"griffin_lim_step", "conv1d", "attention"}
-    shared = {
-        n.name: (tuple(n.meta["val"].shape), sum(u in ops for u in n.users))
+    calls = {
+        n: sum(u in ops for u in n.users)
         for n in nodes
-        if torch.Tag.pointwise in getattr(n.target, "tags", ()) and sum(u in ops for u in n.users) >= 2
+        if torch.Tag.pointwise in getattr(n.target, "tags", ())
     }
+    shared = {n.name: (tuple(n.meta["val"].shape), c) for n, c in calls.items() if c >= 2}
     assert not shared, f"pointwise values fed to several op calls (name: shape, calls): {shared}"
