@@ -43,6 +43,7 @@ from kernels.attention import (
     head_dim,
     launch_attention,
     qk_scale,
+    split_tail,
 )
 from kernels.utils import check_int32_offsets
 
@@ -92,6 +93,7 @@ def kernel_config(qkv_shape: Sequence[int], n_head: int, qkv_dtype: Any, lengths
         "BLOCK_M": blocks.block_m,
         "BLOCK_N": blocks.block_n,
         "FP32_DOT": fp32_dot(TORCH_DTYPES[element_type(qkv_dtype)]),
+        "SPLIT_TAIL": split_tail(blocks.block_m),
     }
     q_type = element_type(qkv_dtype)
     pointers = {

@@ -85,8 +85,10 @@ def test_other_head_sizes(d, n_head):
 
 @pytest.mark.parametrize("block_m, block_n, num_warps", [(16, 16, 1), (32, 64, 2), (64, 32, 4), (128, 64, 8)])
 def test_tile_sizes(block_m, block_n, num_warps):
-    qkv = random_qkv(2, 75, 2, 64, torch.float16)
-    lengths = torch.tensor([75, 33], device=DEVICE)
+    # Lengths with and without a partial last key block (64-row tiles and up mask only that one),
+    # and an empty row.
+    qkv = random_qkv(5, 75, 2, 64, torch.float16)
+    lengths = torch.tensor([75, 33, 64, 32, 0], device=DEVICE)
     check(qkv, lengths, 2, block_m=block_m, block_n=block_n, num_warps=num_warps)
 
 
