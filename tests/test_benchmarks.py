@@ -283,6 +283,23 @@ def test_fft_stack_probe_matches_the_models_blocks_with_ragged_lengths():
     torch.testing.assert_close(got, want, atol=8e-3, rtol=0)
 
 
+def test_triton_fft_probe_equals_torch_fft():
+    """The Triton FFT probe (run 118) computes the FFT its timings in docs/kernels.md are of: a frame
+    count that is not a multiple of the frames per program, the output poisoned with NaN first, two
+    splits of M = 512 and M = 256; bad shapes are refused by name."""
+    from benchmarks.kernels.probe_triton_fft import triton_fft
+
+    gen = torch.Generator().manual_seed(5)
+    for M, r1 in ((512, 16), (512, 32), (256, 16)):
+        x = torch.randn(1, 7, M, 2, generator=gen)
+        out = torch.full_like(x, float("nan"))
+        got = triton_fft(x, out, frames_per_program=4, precision="ieee", r1=r1)
+        want = torch.view_as_real(torch.fft.fft(torch.view_as_complex(x.double()), dim=-1))
+        torch.testing.assert_close(got.double(), want, atol=2e-4 * want.abs().max().item(), rtol=0)
+    with pytest.raises(ValueError, match="triton_fft"):
+        triton_fft(torch.randn(3, 100, 2))
+
+
 def test_engine_memory_probe_finds_the_peak_inside_the_graph_pool():
     """`probe_engine_memory.pool_trace` on a made-up snapshot: allocations outside the pool's
     segments, or at their addresses before the pool took them, are ignored; frees lower the live
