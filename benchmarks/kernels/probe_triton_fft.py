@@ -12,8 +12,9 @@ with F frames per program and complex products as four real dots. It times the k
 dot precisions (`tf32x3` and `ieee` keep fp32-level error, which Griffin-Lim needs; `tf32` does not),
 frames per program and warps.
 
-Result on an H100 (run 118, docs/kernels.md "Runs 118-121"): cuFFT 2.33 / 4.07 µs, the best Triton
-fp32-level variant 12.9 / 17.6 µs. Griffin-Lim keeps cuFFT.
+Result on an H100 (run 118, docs/kernels.md "Runs 118-122"): cuFFT 2.33 / 4.07 µs, the best Triton
+fp32-level variant 12.9 / 17.6 µs (timed then without the L2 flush, which touches only the first
+call of each 50). Griffin-Lim keeps cuFFT.
 
 Run on a CUDA GPU: python -m benchmarks.kernels.probe_triton_fft [--results probe_triton_fft.json]
 (on the CPU under TRITON_INTERPRET=1 it checks the results only).
@@ -23,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from functools import partial
 
 import torch
 import triton
 import triton.language as tl
+
+from benchmarks.kernels.common import graph_of, time_us
 
 
 @triton.jit
@@ -90,19 +92,9 @@ def triton_fft(x: torch.Tensor, out: torch.Tensor | None = None, *, frames_per_p
 
 
 def graph_us(fn, calls: int = 50, reps: int = 20) -> float:
-    """µs per call of `calls` back-to-back calls in one CUDA graph (median of `reps` replays)."""
-    from benchmarks.kernels.common import graph_of
-
-    graph = graph_of(lambda: [fn() for _ in range(calls)])
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return statistics.median(times)
+    """µs per call of `calls` back-to-back calls in one CUDA graph (the kernel benchmarks' `time_us`
+    of its replay: median, L2 flushed before each replay, so only the first call of a chain is cold)."""
+    return time_us(graph_of(lambda: [fn() for _ in range(calls)]).replay, reps=reps) / calls
 
 
 def measure(frames: int, cuda: bool) -> dict:
