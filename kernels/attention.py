@@ -64,11 +64,11 @@ def _attend(
     offs = cols[:, None] * stride_qt + dims[None, :] * stride_qc  # (BLOCK_N, BLOCK_D)
     if MASKED:
         key_ok = cols < length
-        k = tl.load(k_base + offs, mask=key_ok[:, None] & dim_ok[None, :], other=0.0)
-        v = tl.load(v_base + offs, mask=key_ok[:, None] & dim_ok[None, :], other=0.0)
+        mask = key_ok[:, None] & dim_ok[None, :]
     else:
-        k = tl.load(k_base + offs, mask=dim_ok[None, :], other=0.0)
-        v = tl.load(v_base + offs, mask=dim_ok[None, :], other=0.0)
+        mask = dim_ok[None, :]
+    k = tl.load(k_base + offs, mask=mask, other=0.0)
+    v = tl.load(v_base + offs, mask=mask, other=0.0)
     if FP32_DOT:
         qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
     else:
