@@ -322,8 +322,10 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in dict.fromkeys(r["path"] for r in rows):
-        mine = sorted((r["batch"], r["total_ms"]) for r in rows if r["path"] == name)
-        ax.plot(*zip(*mine), marker="o", label=name)
+        mine = [r for r in rows if r["path"] == name]
+        other = mine[0].get("device")  # a row kept from another machine's run says which
+        label = f"{name} ({other.split(' (')[0]})" if other else name
+        ax.plot(*zip(*sorted((r["batch"], r["total_ms"]) for r in mine)), marker="o", label=label)
     ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="text -> wav, ms per call")
     ax.set_title(
         f"{meta['device']}, {meta['precision']}, {meta['audio_s_per_item']:.1f} s of audio per item",

@@ -550,12 +550,16 @@ def load_or_build(
             f"engine spec {spec.name} names vocoder {spec.vocoder}, but load_or_build got {kind}"
         )
     spec = dataclasses.replace(spec, vocoder=kind)
-    backend = get_backend(spec.backend, **(backend_options or {}))
+    backend_options = dict(backend_options or {})
+    if spec.backend == "inductor" and vocoder is not None and vocoder.inductor_switches:
+        log.info("%s: Inductor switches %s for its graph", kind, vocoder.inductor_switches)
+        backend_options.update(vocoder.inductor_switches)
+    backend = get_backend(spec.backend, **backend_options)
     backend.check_available(device)
     path = Path(engine_dir) / f"{spec.name}.engine"
     parts = fingerprint_parts(model, spec, device, vocoder)
     # Backend switches (Inductor's enable_pdl, combo_kernels...) change the compiled code too.
-    options = {k: v for k, v in (backend_options or {}).items() if k != "pool"}
+    options = {k: v for k, v in backend_options.items() if k != "pool"}
     parts["backend_options"] = json.dumps(options, sort_keys=True, default=str)
     model = model_on(model, device, spec.dtype)
     vocoder = vocoder.on(device, spec.dtype).eval() if vocoder is not None else None
@@ -567,7 +571,8 @@ def load_or_build(
     reason = "forced (force_build=true)" if force_build else _stale_reason(path, parts)
     if reason is None:
         t0 = time.perf_counter()
-        runner = backend.load(graph, example, read_engine_file(path)[1])
+        with out_of_memory_is_an_error(spec, device, "loading"):
+            runner = backend.load(graph, example, read_engine_file(path)[1])
         log.info("engine %s loaded in %.1f s", path, time.perf_counter() - t0)
         return Engine(spec, runner, device, graph.activation_names)
     if not allow_build:
@@ -577,10 +582,30 @@ def load_or_build(
     check_writable(path.parent, "engine_dir", "engines")  # before the build: a compile can take minutes
     log.info("building engine %s: %s", path, reason)
     t0 = time.perf_counter()
-    runner, payload = backend.build(graph, example)
+    with out_of_memory_is_an_error(spec, device, "building"):
+        runner, payload = backend.build(graph, example)
     write_engine_file(path, parts, payload)
     log.info("engine %s built in %.1f s (%.1f MB)", path, time.perf_counter() - t0, len(payload) / 1e6)
     return Engine(spec, runner, device, graph.activation_names)
+
+
+@contextlib.contextmanager
+def out_of_memory_is_an_error(spec: EngineSpec, device: torch.device, doing: str):
+    """A device out of memory while an engine compiles or captures -> one `EngineError` line."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        problem = f"out of memory {doing} engine {spec.name} on {device}: use a smaller batch_size or engine"
+        if device.type == "cuda":
+            name, total = (
+                torch.cuda.get_device_name(device),
+                torch.cuda.get_device_properties(device).total_memory,
+            )
+            problem = (
+                f"out of GPU memory {doing} engine {spec.name} on {device} ({name}, {total / 2**30:.0f} GiB): "
+                "use a smaller batch_size or engine, or free the GPU of other processes"
+            )
+        raise EngineError(problem) from exc
 
 
 def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:

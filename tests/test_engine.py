@@ -142,6 +142,45 @@ def test_building_can_be_refused(tmp_path):
         )
 
 
+@pytest.mark.parametrize("step", ["build", "load"])
+def test_out_of_memory_while_building_or_loading_is_one_line(tmp_path, monkeypatch, step):
+    """An engine too large for the device (run 124: WaveGlow at batch 32 on an 80 GB H100) is a
+    one-line error naming the engine and the fix, not the allocator's traceback."""
+    from fastspeech.backends.eager import EagerBackend
+
+    model, spec = random_model(), EngineSpec(batch=1, max_in=8, max_out=32)
+    if step == "load":
+        load_or_build(model, spec, tmp_path, "cpu")  # a file to load
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.25 GiB.")
+
+    monkeypatch.setattr(EagerBackend, step, out_of_memory)
+    doing = "building" if step == "build" else "loading"
+    with pytest.raises(EngineError) as info:
+        load_or_build(model, spec, tmp_path, "cpu")
+    assert str(info.value) == (
+        f"out of memory {doing} engine fastspeech.fp32.b1.i8.o32.eager on cpu: use a smaller batch_size or engine"
+    )
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_out_of_memory_names_the_gpu(tmp_path, monkeypatch):
+    from fastspeech.backends.eager import EagerBackend
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.25 GiB.")
+
+    monkeypatch.setattr(EagerBackend, "build", out_of_memory)
+    pattern = (
+        r"^out of GPU memory building engine fastspeech\.fp32\.b1\.i8\.o32\.eager on cuda:\d \(.+, \d+ GiB\): "
+        r"use a smaller batch_size or engine, or free the GPU of other processes$"
+    )
+    with pytest.raises(EngineError, match=pattern):
+        load_or_build(random_model(), EngineSpec(batch=1, max_in=8, max_out=32), tmp_path, "cuda")
+
+
 @pytest.mark.slow
 def test_inductor_engine_on_cpu_equals_eager_and_reloads(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="fastspeech.engine")

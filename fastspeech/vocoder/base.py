@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -70,6 +70,9 @@ class Vocoder(nn.Module):
     # Silent frames after the last real one that make the wav exactly what the full padded length
     # gives (None: no such bound). Eager engines then vocode only up to the batch's longest mel.
     context_frames: int | None = None
+    # Inductor switches (conf/backend: enable_pdl, combo_kernels, ...) this vocoder's graph needs set
+    # a certain way; `engine.load_or_build` applies them over the conf's for Inductor engines.
+    inductor_switches: ClassVar[dict[str, bool]] = {}
 
     def __init__(self, audio: AudioConfig | None = None, settings: dict[str, Any] | None = None):
         super().__init__()

@@ -25,6 +25,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +125,11 @@ class WaveGlow(Vocoder):
 
     kind = "waveglow"
     sources = Vocoder.sources + ("fastspeech/vocoder/waveglow.py",)
+    # Every WN layer's conditioning conv reads only the mel, so Inductor's combo kernels ran all 96 of
+    # them (12 flows x 8 layers) up front and kept their outputs alive: the engine's build peak and
+    # graph pool were 21.1 GiB at batch 8 (3.6 with the switch off, the same speed) and batch 32 ran
+    # out of an H100's 80 GB (14.3 GiB off; run 125, docs/performance.md).
+    inductor_switches: ClassVar[dict[str, bool]] = {"combo_kernels": False}
 
     def __init__(
         self,
