@@ -1,7 +1,7 @@
 """Probe: what fills a batch-1 engine's CUDA graph memory pool?
 
 Each lane of an engine set holds its own graph pool (`pipeline.set_lanes`), and at batch 1 those
-pools are most of what a lane costs: 44-84 MiB each (H200, docs/kernels.md, "Runs 106-110"). This
+pools are most of what a lane costs: 44-84 MiB each (H200, docs/kernels_history.md, "Runs 106-110"). This
 probe builds one engine with the allocator's history recorded, then replays the allocation trace
 inside the engine's pool: the pool's reserved size, its peak of live bytes, and the largest blocks
 live at that peak with the code that allocated them (the first frame in our code or in Inductor's

@@ -1,13 +1,13 @@
 """Probe: why is an engine's batch-1 call slower once other engines exist in the process?
 
-Run 83 (docs/kernels.md, "Runs 78-86"): the same i128_o1024 engine took 0.450 ms a call when timed
+Run 83 (docs/kernels_history.md, "Runs 78-86"): the same i128_o1024 engine took 0.450 ms a call when timed
 first and 0.470-0.487 ms when timed after two more engines were built. This probe times one engine
 (A) alone, after more engines are built, and after they are freed, and splits each call:
 - `wall`: the call and a synchronize, as `benchmarks.latency` times it;
 - `gpu`: CUDA events around the call (the device's time from the first copy to the graph's end);
 - `host`: how long the call takes to return, before any synchronize (its Python and launches).
 
-Result (runs 85-86, H200; docs/kernels.md "Runs 78-86"): the drift is in the device time, with
+Result (runs 85-86, H200; docs/kernels_history.md "Runs 78-86"): the drift is in the device time, with
 the SM clock steady at 1980 MHz. It grew with the engines built in run 85 (438 -> 475 µs; 462
 after freeing them). In run 86 it moved with the host's part of a call (38-116 µs between blocks),
 which the device waits on: 445 µs first, 467-504 later, 477 after 30 s idle. Run 93 (`--kernels`,

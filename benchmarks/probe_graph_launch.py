@@ -1,6 +1,6 @@
 """Probe: how much of a batch-1 engine call is the host submitting the CUDA graph?
 
-Run 93 (docs/kernels.md, "Run 93"): an i128_o1024 engine's kernels took 430 µs a call whatever else
+Run 93 (docs/kernels_history.md, "Run 93"): an i128_o1024 engine's kernels took 430 µs a call whatever else
 was going on, while the span of its `graph.replay()` on the device moved from 411 to 537 µs with the
 host's speed. A graph launch is not one push: the driver submits the graph's nodes, and the device
 waits where the host lags. This probe captures the engine's compiled function again (the same
@@ -19,7 +19,7 @@ out the two event records around the launch; the host figures below are that cod
 run of this code on an H200 machine, read 27-29 µs back to back: another host and another timer,
 not separated.)
 
-Result (run 94, an H100 machine; docs/kernels.md "Runs 93-96"): 110 nodes, all kernels; a launch
+Result (run 94, an H100 machine; docs/kernels_history.md "Runs 93-96"): 110 nodes, all kernels; a launch
 returns in 5-7 µs (10-15 after an idle gap); the upload flag is refused; the driver's exec spans
 0.5-1.7% less than torch's replay, the device-launch instance no less: launching differently does
 not lower batch 1.

@@ -281,7 +281,7 @@ class FastSpeech(nn.Module):
 
 
 # B * T from which `conv1d` runs the op in fp16/bf16 (shapes are fixed per engine: one path each); convs
-# that narrow more than 2x (the FFN's w_2, 1536 -> 384) from more rows (run 37, docs/kernels.md)
+# that narrow more than 2x (the FFN's w_2, 1536 -> 384) from more rows (run 37, docs/kernels_history.md)
 OP_MIN_ROWS = 4096
 OP_MIN_ROWS_NARROWING = 16384
 # B * T^2 up to which fp32 attention runs the op rather than SDPA (`self_attention`, run 45)
@@ -319,7 +319,7 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d, lengths: torch.Tensor, relu: bool) 
     - otherwise multiply first: one cuBLAS GEMM to (B, T, k * C_out), then the k outputs added
       shifted in time with bias, ReLU and mask in one pointwise kernel that Inductor fuses (for
       w_2, into the residual + LayerNorm that follows).
-    Run 37 (H200, fp16, docs/kernels.md): cuBLAS wins for few rows (B=1, T=1024: its GEMM 7.1 µs,
+    Run 37 (H200, fp16, docs/kernels_history.md): cuBLAS wins for few rows (B=1, T=1024: its GEMM 7.1 µs,
     the op 12 µs). The op wins for w_1 from 4096 rows (31 µs against 26 µs of GEMM plus a pass over
     its (B, T, 3 x 1536) taps). w_2 narrows to 384 columns over K = 4608: at 8192 rows the op's
     128 x 128 tiles make 1.45 waves (59 µs against cuBLAS's 44); from 16384 rows they tie (89 / 85
@@ -351,7 +351,7 @@ def tap_major(conv: nn.Conv1d) -> nn.Conv1d:
 
     `conv1d` passes `weight.permute(2, 0, 1)` to the op: with this storage that is a free view, not
     a copy that a compiled graph repeats on every call (parameters are graph inputs to Inductor: the
-    FFN's re-laid-out weight cost 12 x 3.3 µs per call on the H100, docs/kernels.md). Names, shapes
+    FFN's re-laid-out weight cost 12 x 3.3 µs per call on the H100, docs/kernels_history.md). Names, shapes
     and values are unchanged, so checkpoints load and save as they are: `load_state_dict` copies
     into the tensor in place, and `.to()`, `.clone()` and `deepcopy` preserve its strides
     (tests/test_model.py).

@@ -290,7 +290,7 @@ def set_lanes(cfg: DictConfig, device: torch.device) -> list[tuple[Any, torch.cu
     Calls on one lane run one after another; calls on different lanes (the router keeps a call in
     flight per lane, `Router.depth`) run at once on the device. At batch 1 a call's ~250 small
     kernels fill a fraction of the GPU. The `default` set at batch 1 against the single engine
-    (H200, runs 112 and 115, docs/kernels.md): one lane 1.11x for 1.02x its memory, two 1.30x for
+    (H200, runs 112 and 115, docs/kernels_history.md): one lane 1.11x for 1.02x its memory, two 1.30x for
     1.12x, three 1.48-1.50x for 1.22x, four 1.53x for 1.31x."""
     if device.type != "cuda":
         return [(None, None)]

@@ -131,7 +131,7 @@ def _attention_kernel(
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exponentials
         # Keys >= length are never loaded. With SPLIT_TAIL the whole key blocks run unmasked and the
         # last partial one masked (1.11x at batch 64); without it every block is masked, one loop,
-        # which short loops at batch 1 run faster (`split_tail`; runs 119-120, docs/kernels.md).
+        # which short loops at batch 1 run faster (`split_tail`; runs 119-120, docs/kernels_history.md).
         full = length // BLOCK_N * BLOCK_N if SPLIT_TAIL else 0
         if SPLIT_TAIL:
             for start_n in range(0, full, BLOCK_N):

@@ -28,7 +28,7 @@ outside [0, T) arrive as zeros (the conv's padding, no masks, never another item
 per SM walks the output tiles, swizzled in groups of GROUP_M row tiles so that consecutive tiles share
 weight column blocks in L2. Tiles come from `default_blocks`. Run 35 (H200, fp16, B=64, T=1024): w_1
 (384 -> 1536) 339 µs, 683 TFLOP/s, where the same kernel with masked pointer loads and one program per
-tile took 414 µs and cuBLAS's GEMM alone on an unfolded x 319 µs (docs/kernels.md).
+tile took 414 µs and cuBLAS's GEMM alone on an unfolded x 319 µs (docs/kernels_history.md).
 
 The reference (`conv1d_reference`, also the CPU implementation) is `F.conv1d` on x.transpose(1, 2)
 with weight.permute(1, 2, 0), then relu and the row mask, computed in fp32 and cast to x's dtype

@@ -22,7 +22,7 @@ Inductor kernels (measured: 8 per iteration instead of 2).
 The clamp is here, not in the caller, so that the caller can pass a matmul's own output: Inductor
 realizes a pointwise expression passed to a user-defined Triton kernel once per call, and with 32
 calls it kept 32 copies of the clamped magnitude alive from the start of the loop (run 111,
-docs/kernels.md).
+docs/kernels_history.md).
 
 Accuracy: fp32 throughout; the twiddles exp(-iπk/M) are one fp32 cos/sin each (error ~1e-7).
 """

@@ -8,7 +8,7 @@ kernels. Here one program takes a hop block of the signal: it reads the block's 
 (each frame sample once), divides by the envelope and writes the block into the R next frames that
 hold it (each output sample once): one kernel, no signal in memory. (An earlier form gathered each
 output sample's R contributions: it read every frame sample R times and lost to Inductor's pair at
-batch 32; docs/kernels.md, run 12.)
+batch 32; docs/kernels_history.md, run 12.)
 
 Contract: frames (B, n, N) float32 (the inverse FFTs, unwindowed; inner dimension contiguous),
 window (N,) float32, hop with N % hop == 0 (R = N / hop overlapping frames), length -> out

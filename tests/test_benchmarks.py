@@ -265,7 +265,7 @@ def test_serve_host_bench_answers_every_request_of_its_hand_written_clients():
 @pytest.mark.slow  # ~20 s: one FFT block's six phases under the Triton interpreter
 def test_fft_stack_probe_matches_the_models_blocks_with_ragged_lengths():
     """The persistent-kernel probe (runs 74-77) computes what the model's FFT blocks compute: its
-    timings in docs/kernels.md are of a correct kernel. Two items, the second shorter, T not a
+    timings in docs/kernels_history.md are of a correct kernel. Two items, the second shorter, T not a
     multiple of the 16-row tile, scratch poisoned with NaN (each phase must write what it reads)."""
     from benchmarks.kernels import probe_fft_stack as probe
 
@@ -284,7 +284,7 @@ def test_fft_stack_probe_matches_the_models_blocks_with_ragged_lengths():
 
 
 def test_triton_fft_probe_equals_torch_fft():
-    """The Triton FFT probe (run 118) computes the FFT its timings in docs/kernels.md are of: a frame
+    """The Triton FFT probe (run 118) computes the FFT its timings in docs/kernels_history.md are of: a frame
     count that is not a multiple of the frames per program, the output poisoned with NaN first, two
     splits of M = 512 and M = 256; bad shapes are refused by name."""
     from benchmarks.kernels.probe_triton_fft import triton_fft

@@ -19,7 +19,7 @@ Phases of layer l (rows of one item per tile; T <= 256 so one tile of keys cover
     5  X = LN2(W2 + b2 + Y) * valid             items (row tile)
 On the CPU interpreter (programs run one after another) each phase is its own launch.
 
-Result (runs 74-77, H200; docs/kernels.md "Runs 74-77"): correct, and slower than the per-op path at
+Result (runs 74-77, H200; docs/kernels_history.md "Runs 74-77"): correct, and slower than the per-op path at
 every T from 32 (1.05x at T = 32, 1.6x at T = 128, 2.1x at T = 256). A grid barrier costs 0.89 µs
 against 1.20 µs for a kernel boundary in a CUDA graph, and a phase costs what a kernel costs.
 

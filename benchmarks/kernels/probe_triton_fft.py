@@ -12,7 +12,7 @@ with F frames per program and complex products as four real dots. It times the k
 dot precisions (`tf32x3` and `ieee` keep fp32-level error, which Griffin-Lim needs; `tf32` does not),
 frames per program and warps.
 
-Result on an H100 (run 118, docs/kernels.md "Runs 118-122"): cuFFT 2.33 / 4.07 µs, the best Triton
+Result on an H100 (run 118, docs/kernels_history.md "Runs 118-122"): cuFFT 2.33 / 4.07 µs, the best Triton
 fp32-level variant 12.9 / 17.6 µs (timed then without the L2 flush, which touches only the first
 call of each 50). Griffin-Lim keeps cuFFT.
 

@@ -92,7 +92,7 @@ class CudaGraphRunner:
 
 # Backend option -> `torch._inductor.config` key. Measured on the project's engine (fp16, B=1, i128/o1024):
 # H200 before the attention op (GPU_NOTES.md) 0.675 ms default, 0.612 enable_pdl, 0.638 combo_kernels;
-# H100 with it (docs/kernels.md) 0.606 neither, 0.661 enable_pdl alone, 0.606 both.
+# H100 with it (docs/kernels_history.md) 0.606 neither, 0.661 enable_pdl alone, 0.606 both.
 INDUCTOR_SWITCHES = {
     "enable_pdl": "triton.enable_pdl",  # programmatic dependent launch (Hopper): overlaps kernel prologues
     "combo_kernels": "combo_kernels",  # independent small kernels combined into one launch

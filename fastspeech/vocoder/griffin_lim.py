@@ -15,7 +15,7 @@ is one Triton kernel, `kernels/griffin_lim_step.py`; the overlap-add, the envelo
 next STFT's framing are another, `kernels/overlap_add_frames.py` (no stored signal in between): 7
 kernels per iteration became 4 (no irfft input copy or scaling kernel). Against torch.stft/istft an
 engine call is 1.25-1.28x faster (run 8, H100); frame-major spectra and the step op made it another
-~1.28x (i32_o256, batch 1) / ~1.23x (i128_o1024, batch 32) on an H200 (docs/kernels.md, runs 9-10),
+~1.28x (i32_o256, batch 1) / ~1.23x (i128_o1024, batch 32) on an H200 (docs/kernels_history.md, runs 9-10),
 and the overlap-add op another 1.08-1.11x at batch 1, 1.04-1.05x at batch 32 (run 13). The CPU keeps
 `torch.fft.rfft`/`irfft` (faster there).
 
@@ -124,7 +124,7 @@ class GriffinLim(Vocoder):
         # Magnitude (B, To, F), frame-major like the transforms, zero in padding frames. `linear` is
         # the matmul's own output (one buffer); `griffin_lim_step` clamps it at 0 itself. Given the
         # clamped expression, Inductor computed a copy of it for each of the loop's calls, all alive
-        # from the loop's start (run 111, docs/kernels.md).
+        # from the loop's start (run 111, docs/kernels_history.md).
         linear = (mel.exp() * valid[:, :, None]) @ self.inverse.T
         magnitude = linear.clamp_min(0)
         record(acts, "magnitude", magnitude)
