@@ -164,21 +164,6 @@ def test_out_of_memory_while_building_or_loading_is_one_line(tmp_path, monkeypat
     )
 
 
-def test_out_of_memory_while_running_is_one_line(tmp_path):
-    """An eager engine allocates on every call: a batch too large for the device's memory then is
-    one line too (a CUDA graph replay allocates nothing)."""
-    engine = load_or_build(random_model(), EngineSpec(batch=2, max_in=8, max_out=32), tmp_path, "cpu")
-
-    def out_of_memory(*args):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.25 GiB.")
-
-    engine.runner = out_of_memory
-    with pytest.raises(
-        EngineError, match=r"^out of memory running engine fastspeech\.fp32\.b2\.i8\.o32\.eager on cpu"
-    ):
-        engine([[5, 6, 7]])
-
-
 @requires_cuda
 @pytest.mark.cuda
 def test_cuda_out_of_memory_names_the_gpu(tmp_path, monkeypatch):
