@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from fastspeech.errors import EngineError, check_writable
+from fastspeech.errors import DeviceMemoryError, EngineError, check_writable
 from fastspeech.graph import EngineGraph, Runner
 from fastspeech.model import FastSpeech
 from fastspeech.vocoder.base import Vocoder
@@ -591,7 +591,7 @@ def load_or_build(
 
 @contextlib.contextmanager
 def out_of_memory_is_an_error(spec: EngineSpec, device: torch.device, doing: str):
-    """A device out of memory while an engine compiles or captures -> one `EngineError` line."""
+    """A device out of memory while an engine compiles or captures -> one `DeviceMemoryError` line."""
     try:
         yield
     except torch.OutOfMemoryError as exc:
@@ -605,7 +605,7 @@ def out_of_memory_is_an_error(spec: EngineSpec, device: torch.device, doing: str
                 f"out of GPU memory {doing} engine {spec.name} on {device} ({name}, {total / 2**30:.0f} GiB): "
                 "use a smaller batch_size or engine, or free the GPU of other processes"
             )
-        raise EngineError(problem) from exc
+        raise DeviceMemoryError(problem) from exc
 
 
 def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:

@@ -33,6 +33,11 @@ class EngineError(FastSpeechError):
     """An engine that cannot be built, loaded or run with the given input."""
 
 
+class DeviceMemoryError(EngineError):
+    """The device ran out of memory building or loading an engine: the fix is a smaller batch or
+    engine (or a freer GPU), not a rebuild."""
+
+
 class ConfigError(FastSpeechError):
     """A configuration that asks for something this machine or install cannot do."""
 

@@ -27,7 +27,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from fastspeech.checkpoint import hparams_from_state_dict, load_checkpoint, read_state_dict
 from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
-from fastspeech.errors import CheckpointError, ConfigError, EngineError, TextError, check_writable, unwritable
+from fastspeech.errors import (
+    CheckpointError,
+    ConfigError,
+    DeviceMemoryError,
+    EngineError,
+    TextError,
+    check_writable,
+    unwritable,
+)
 from fastspeech.model import FastSpeech, FastSpeechConfig
 from fastspeech.router import Router, RouteStats, check_lengths
 from fastspeech.settings import hydra_value
@@ -254,7 +262,7 @@ def open_engine_set(
                 )
             )
         except EngineError as exc:
-            if build_missing:
+            if build_missing or isinstance(exc, DeviceMemoryError):  # a rebuild would not help
                 raise
             log.warning("%s", exc)
             missing.append(

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from helpers import random_model
 
 import run as run_py  # run.py at the repository root (pytest's pythonpath has ".")
 from fastspeech.checkpoint import save_checkpoint
-from fastspeech.errors import FastSpeechError
+from fastspeech.errors import DeviceMemoryError, FastSpeechError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -497,3 +498,22 @@ def test_a_bad_setting_fails_before_torch_is_imported(tmp_path, arg, message):
         check=False,
     )
     assert message in one_error_line(proc)
+
+
+def test_an_engine_that_does_not_fit_the_device_says_so_not_that_it_is_missing(tmp_path, monkeypatch):
+    """Out of memory loading a set's engine is its own one-line error, also with building off: it
+    used to read as "not built or stale", and the rebuild that line names would not help."""
+    from fastspeech.backends.eager import EagerBackend
+
+    args = ("engine_set=default", "checkpoint=random", "text=Hello.")
+    synthesize(tmp_path, *args)  # builds the set's four engines
+
+    def out_of_memory(*a):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.25 GiB.")
+
+    monkeypatch.setattr(EagerBackend, "load", out_of_memory)
+    for build_missing in ("true", "false"):
+        with pytest.raises(
+            DeviceMemoryError, match=r"^out of memory loading engine fastspeech\.fp32\.b1\.i128"
+        ):
+            synthesize(tmp_path, *args, f"engine_set.build_missing={build_missing}")
