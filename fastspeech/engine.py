@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from fastspeech.errors import DeviceMemoryError, EngineError, check_writable
+from fastspeech.errors import DeviceMemoryError, EngineError, EngineNotBuilt, check_writable
 from fastspeech.graph import EngineGraph, Runner
 from fastspeech.model import FastSpeech
 from fastspeech.vocoder.base import Vocoder
@@ -576,7 +576,7 @@ def load_or_build(
         log.info("engine %s loaded in %.1f s", path, time.perf_counter() - t0)
         return Engine(spec, runner, device, graph.activation_names)
     if not allow_build:
-        raise EngineError(
+        raise EngineNotBuilt(
             f"engine {path} is not usable ({reason}); build it with mode=build or allow building"
         )
     check_writable(path.parent, "engine_dir", "engines")  # before the build: a compile can take minutes
@@ -595,17 +595,12 @@ def out_of_memory_is_an_error(spec: EngineSpec, device: torch.device, doing: str
     try:
         yield
     except torch.OutOfMemoryError as exc:
-        problem = f"out of memory {doing} engine {spec.name} on {device}: use a smaller batch_size or engine"
+        memory, where, fix = "memory", str(device), "use a smaller batch_size or engine"
         if device.type == "cuda":
-            name, total = (
-                torch.cuda.get_device_name(device),
-                torch.cuda.get_device_properties(device).total_memory,
-            )
-            problem = (
-                f"out of GPU memory {doing} engine {spec.name} on {device} ({name}, {total / 2**30:.0f} GiB): "
-                "use a smaller batch_size or engine, or free the GPU of other processes"
-            )
-        raise DeviceMemoryError(problem) from exc
+            total = torch.cuda.get_device_properties(device).total_memory / 2**30
+            memory, where = "GPU memory", f"{device} ({torch.cuda.get_device_name(device)}, {total:.0f} GiB)"
+            fix += ", or free the GPU of other processes"
+        raise DeviceMemoryError(f"out of {memory} {doing} engine {spec.name} on {where}: {fix}") from exc
 
 
 def _stale_reason(path: Path, parts: dict[str, str]) -> str | None:

@@ -33,6 +33,10 @@ class EngineError(FastSpeechError):
     """An engine that cannot be built, loaded or run with the given input."""
 
 
+class EngineNotBuilt(EngineError):
+    """An engine file that is missing or stale where building is off: a build fixes it."""
+
+
 class DeviceMemoryError(EngineError):
     """The device ran out of memory building or loading an engine: the fix is a smaller batch or
     engine (or a freer GPU), not a rebuild."""

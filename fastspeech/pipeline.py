@@ -30,8 +30,8 @@ from fastspeech.engine import PRECISIONS, Engine, EngineSpec, load_or_build
 from fastspeech.errors import (
     CheckpointError,
     ConfigError,
-    DeviceMemoryError,
     EngineError,
+    EngineNotBuilt,
     TextError,
     check_writable,
     unwritable,
@@ -261,9 +261,7 @@ def open_engine_set(
                     cfg, model, device, engine_cfg, build_missing, lane=lane, vocoder=vocoder, batch=batch
                 )
             )
-        except EngineError as exc:
-            if build_missing or isinstance(exc, DeviceMemoryError):  # a rebuild would not help
-                raise
+        except EngineNotBuilt as exc:  # missing or stale (building is off): named together below
             log.warning("%s", exc)
             missing.append(
                 engine_cfg.name if batch == int(cfg.batch_size) else f"{engine_cfg.name} (b{batch})"

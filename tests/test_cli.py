@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
-from helpers import random_model
+from helpers import out_of_memory, random_model
 
 import run as run_py  # run.py at the repository root (pytest's pythonpath has ".")
 from fastspeech.checkpoint import save_checkpoint
@@ -507,9 +506,6 @@ def test_an_engine_that_does_not_fit_the_device_says_so_not_that_it_is_missing(t
 
     args = ("engine_set=default", "checkpoint=random", "text=Hello.")
     synthesize(tmp_path, *args)  # builds the set's four engines
-
-    def out_of_memory(*a):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.25 GiB.")
 
     monkeypatch.setattr(EagerBackend, "load", out_of_memory)
     for build_missing in ("true", "false"):

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from helpers import random_model, requires_cuda
+from helpers import out_of_memory, random_model, requires_cuda
 
 from fastspeech.engine import EngineSpec, load_or_build, read_engine_file
 from fastspeech.errors import EngineError
@@ -152,9 +152,6 @@ def test_out_of_memory_while_building_or_loading_is_one_line(tmp_path, monkeypat
     if step == "load":
         load_or_build(model, spec, tmp_path, "cpu")  # a file to load
 
-    def out_of_memory(*args):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.25 GiB.")
-
     monkeypatch.setattr(EagerBackend, step, out_of_memory)
     doing = "building" if step == "build" else "loading"
     with pytest.raises(EngineError) as info:
@@ -168,9 +165,6 @@ def test_out_of_memory_while_building_or_loading_is_one_line(tmp_path, monkeypat
 @pytest.mark.cuda
 def test_cuda_out_of_memory_names_the_gpu(tmp_path, monkeypatch):
     from fastspeech.backends.eager import EagerBackend
-
-    def out_of_memory(*args):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.25 GiB.")
 
     monkeypatch.setattr(EagerBackend, "build", out_of_memory)
     pattern = (
